@@ -1,0 +1,1 @@
+"""Peewee models and queries, one module per resource."""

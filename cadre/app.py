@@ -1,0 +1,128 @@
+"""The app factory: one outer Starlette app around the Connexion app built from openapi.yaml.
+
+The outer app owns the lifespan (a mounted Connexion app's never runs), the
+middleware that must see every response (request ids, security headers, body
+limit, metrics, CORS) and, later, WebSocket routes Connexion cannot serve.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import connexion
+import yaml
+from connexion.middleware import MiddlewarePosition
+from connexion.options import SwaggerUIOptions
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Mount
+
+from cadre import runtime
+from cadre.auth import TokenService
+from cadre.jsonifier import jsonifier
+from cadre.middleware.body_limit import BodyLimitMiddleware
+from cadre.middleware.metrics import MetricsMiddleware, RequestMetrics
+from cadre.middleware.rate_limit import RateLimiter, RateLimitMiddleware, make_storage
+from cadre.middleware.request_context import RequestContextMiddleware
+from cadre.problems import connexion_error_handler
+from cadre.resolver import CadreResolver
+from cadre.settings import Settings
+from cadre.validation import VALIDATOR_MAP
+from storage import db
+
+SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
+
+
+def load_spec() -> dict[str, Any]:
+    with SPEC_PATH.open() as handle:
+        return yaml.safe_load(handle)
+
+
+def operation_routes(spec: dict[str, Any]) -> dict[str, str]:
+    """operationId -> path template, for metrics labels."""
+    return {
+        operation["operationId"]: path
+        for path, item in spec["paths"].items()
+        for operation in item.values()
+        if isinstance(operation, dict) and "operationId" in operation
+    }
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+    logging.basicConfig(level=settings.log_level.upper())
+    # Connexion warns on every request to an operation that accepts two body types.
+    logging.getLogger("connexion.operations").setLevel(logging.ERROR)
+    database = db.open_database(settings.effective_database_url)
+    db.migrate(database)
+
+    spec = load_spec()
+    registry = CollectorRegistry()
+    runtime.install(
+        runtime.Runtime(
+            settings=settings,
+            tokens=TokenService(settings),
+            extras={"metrics_registry": registry},
+        )
+    )
+
+    api = connexion.AsyncApp(
+        __name__,
+        jsonifier=jsonifier,
+        validator_map=VALIDATOR_MAP,
+        swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/docs", spec_path="/openapi.json"),
+    )
+    api.add_api(
+        spec,
+        strict_validation=True,
+        validate_responses=settings.validate_responses,
+        pythonic_params=True,
+        resolver=CadreResolver(),
+    )
+    for exc_type in (Exception, HTTPException, connexion.ProblemException):
+        api.add_error_handler(exc_type, connexion_error_handler)
+    if settings.rate_limit_enabled:
+        limiter = RateLimiter(
+            make_storage(settings.redis_url),
+            anonymous=settings.rate_limit_anonymous,
+            authenticated=settings.rate_limit_authenticated,
+            premium=settings.rate_limit_premium,
+        )
+        api.add_middleware(
+            RateLimitMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION, limiter=limiter
+        )
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette):
+        yield
+        if not database.is_closed():
+            database.close()
+
+    middleware = [
+        Middleware(RequestContextMiddleware),
+        Middleware(MetricsMiddleware, metrics=RequestMetrics(registry), routes=operation_routes(spec)),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+    ]
+    if settings.cors_origin_list:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origin_list,
+                allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+                expose_headers=[
+                    "X-Request-ID",
+                    "X-RateLimit-Limit",
+                    "X-RateLimit-Remaining",
+                    "X-RateLimit-Reset",
+                    "Retry-After",
+                ],
+            )
+        )
+    return Starlette(routes=[Mount("/", app=api)], middleware=middleware, lifespan=lifespan)

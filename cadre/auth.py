@@ -1,0 +1,202 @@
+"""Passwords, access tokens (JWT) and rotating refresh tokens.
+
+Access tokens are short-lived HS* JWTs checked without a database hit; refresh
+tokens are random strings stored hashed. Each login starts a token *family*;
+presenting a refresh token that was already rotated revokes the whole family,
+since only a thief or a replay would do that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from datetime import timedelta
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from cadre import runtime
+from cadre.errors import AccountDisabled, Unauthorized, ValidationFailed
+from cadre.settings import Settings
+from storage import users
+from storage.ids import new_id, utcnow
+
+USER_SCOPES = (
+    "agents:read",
+    "agents:write",
+    "executions:read",
+    "executions:write",
+    "tools:read",
+    "tools:execute",
+    "costs:read",
+)
+ADMIN_SCOPES = (*USER_SCOPES, "admin")
+
+_hasher = PasswordHasher()
+_DUMMY_HASH = _hasher.hash("cadre-timing-equaliser")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def check_password_strength(password: str, *, username: str, email: str) -> None:
+    """Refuse passwords that are easy to guess (length is enforced by the spec)."""
+    problems = []
+    if password.isalpha() or password.isdigit():
+        problems.append("must mix letters with digits or symbols")
+    lowered = password.lower()
+    if lowered in {username.lower(), email.lower(), email.split("@")[0].lower()}:
+        problems.append("must differ from the username and email")
+    if len(set(password)) < 4:
+        problems.append("must use at least 4 different characters")
+    if problems:
+        raise ValidationFailed(
+            "The password is too weak: " + "; ".join(problems) + ".",
+            error="weak_password",
+            details={"password": "; ".join(problems)},
+        )
+
+
+def scopes_for(role: str) -> tuple[str, ...]:
+    return ADMIN_SCOPES if role == "admin" else USER_SCOPES
+
+
+class TokenService:
+    """Issues and checks tokens with the settings' key, algorithm, issuer and audience."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.key = settings.signing_key()
+        self.algorithm = settings.jwt_algorithm
+        self.issuer = settings.jwt_issuer
+        self.audience = settings.jwt_audience
+        self.access_ttl = settings.jwt_expire_minutes * 60
+        self.refresh_ttl = timedelta(days=settings.refresh_expire_days)
+        self._cache: dict[str, dict[str, Any]] = {}
+
+    def issue_access(self, user_id: str, role: str, scopes: tuple[str, ...]) -> str:
+        now = int(time.time())
+        claims = {
+            "sub": user_id,
+            "role": role,
+            "scopes": list(scopes),
+            "iat": now,
+            "exp": now + self.access_ttl,
+            "iss": self.issuer,
+            "aud": self.audience,
+            "jti": secrets.token_hex(8),
+        }
+        return jwt.encode(claims, self.key, algorithm=self.algorithm)
+
+    def decode(self, token: str) -> dict[str, Any]:
+        """Verified claims of ``token``; 401 for anything forged, expired or malformed.
+
+        Verified claims are cached until they expire: decoding is a measurable
+        share of every request, and a token's signature cannot change.
+        """
+        claims = self._cache.get(token)
+        if claims is not None and claims["exp"] > time.time():
+            return claims
+        try:
+            claims = jwt.decode(
+                token,
+                self.key,
+                algorithms=[self.algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("The access token has expired.", error="token_expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("The access token is not valid.", error="invalid_token") from exc
+        if not isinstance(claims.get("scopes"), list) or claims.get("role") not in users.ROLES:
+            raise Unauthorized("The access token is not valid.", error="invalid_token")
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[token] = claims
+        return claims
+
+    def issue_pair(
+        self, user: users.User, scopes: tuple[str, ...], family: str | None = None
+    ) -> dict[str, Any]:
+        raw = secrets.token_urlsafe(48)
+        users.store_refresh_token(
+            user.id, family or new_id("fam"), _digest(raw), utcnow() + self.refresh_ttl
+        )
+        return {
+            "access_token": self.issue_access(user.id, user.role, scopes),
+            "refresh_token": raw,
+            "token_type": "bearer",
+            "expires_in": self.access_ttl,
+            "scope": " ".join(scopes),
+        }
+
+    def login(self, identifier: str, password: str, scopes: list[str] | None) -> dict[str, Any]:
+        user = users.find_login(identifier)
+        if user is None:
+            verify_password(_DUMMY_HASH, password)  # same work for unknown users: no timing oracle
+            raise _bad_credentials()
+        if not verify_password(user.password_hash, password):
+            raise _bad_credentials()
+        if not user.is_active:
+            raise AccountDisabled("This account is disabled.")
+        allowed = scopes_for(user.role)
+        granted = allowed if scopes is None else tuple(s for s in allowed if s in scopes)
+        unknown = sorted(set(scopes or ()) - set(allowed))
+        if unknown:
+            raise ValidationFailed(
+                "Some requested scopes are not available to this account.",
+                error="invalid_scope",
+                details={"scopes": f"not grantable: {', '.join(unknown)}"},
+            )
+        users.touch_login(user)
+        return self.issue_pair(user, granted)
+
+    def refresh(self, raw: str) -> dict[str, Any]:
+        token = users.find_refresh_token(_digest(raw))
+        if token is None or token.revoked_at is not None or token.expires_at < utcnow():
+            raise Unauthorized("The refresh token is not valid.", error="invalid_refresh_token")
+        if not users.mark_refresh_used(token):
+            users.revoke_family(token.family)
+            raise Unauthorized(
+                "This refresh token was already used; every token of its login is now revoked.",
+                error="refresh_token_reused",
+            )
+        user = users.get_user(token.user_id)
+        if user is None or not user.is_active:
+            users.revoke_family(token.family)
+            raise Unauthorized("The refresh token is not valid.", error="invalid_refresh_token")
+        return self.issue_pair(user, scopes_for(user.role), family=token.family)
+
+    def logout(self, raw: str | None, user_id: str) -> None:
+        """Revoke the family of ``raw`` (when it is the caller's own)."""
+        if raw is None:
+            return
+        token = users.find_refresh_token(_digest(raw))
+        if token is not None and token.user_id == user_id:
+            users.revoke_family(token.family)
+
+
+def token_info(token: str) -> dict[str, Any]:
+    """Connexion's ``x-tokenInfoFunc``: the claims, with ``scope`` for its scope check."""
+    claims = runtime.current().tokens.decode(token)
+    return {**claims, "scope": claims["scopes"]}
+
+
+def _digest(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _bad_credentials() -> Unauthorized:
+    return Unauthorized("Incorrect username/email or password.", error="invalid_credentials")

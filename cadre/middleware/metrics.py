@@ -1,0 +1,61 @@
+"""Prometheus request metrics, labelled by route template rather than raw path."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class RequestMetrics:
+    """The three request metrics, in a registry of their own (one per app)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "cadre_requests_total",
+            "HTTP requests served",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "cadre_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.in_flight = Gauge(
+            "cadre_requests_in_flight", "HTTP requests being served", registry=registry
+        )
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, metrics: RequestMetrics, routes: dict[str, str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes  # operationId -> path template
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            self.metrics.in_flight.dec()
+            routing = scope.get("extensions", {}).get("connexion_routing", {})
+            route = self.routes.get(routing.get("operation_id"), "unmatched")
+            method = scope["method"]
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)

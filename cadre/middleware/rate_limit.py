@@ -1,0 +1,97 @@
+"""Per-user (or per-IP) rate limits on the ``limits`` library, inside Connexion's stack.
+
+It runs after Connexion's security check, so the bucket is the token's user and
+the limit follows its role: anonymous, authenticated or premium. Storage is in
+memory, or Redis when ``CADRE_REDIS_URL`` is set (shared by every worker).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from limits import RateLimitItem, parse
+from limits import storage as limits_storage
+from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.strategies import FixedWindowRateLimiter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cadre.errors import RateLimited
+
+EXEMPT_OPERATIONS = frozenset(
+    {
+        "handlers.health.get_health",
+        "handlers.health.get_metrics",
+        "handlers.docs.get_redoc",
+        "handlers.docs.get_redoc_script",
+    }
+)
+
+
+def make_storage(redis_url: str | None) -> Storage:
+    if not redis_url:
+        return MemoryStorage()
+    uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
+    return limits_storage.storage_from_string(uri, implementation="redispy")
+
+
+class RateLimiter:
+    """Which limit applies to whom, and the window arithmetic."""
+
+    def __init__(self, storage: Storage, *, anonymous: str, authenticated: str, premium: str):
+        self.strategy = FixedWindowRateLimiter(storage)
+        self.limits: dict[str, RateLimitItem] = {
+            "anonymous": parse(anonymous),
+            "user": parse(authenticated),
+            "admin": parse(authenticated),
+            "premium": parse(premium),
+        }
+
+    async def check(self, tier: str, key: str) -> tuple[RateLimitItem, bool, int, float]:
+        """Count one request; returns (limit, allowed, remaining, reset epoch seconds)."""
+        item = self.limits.get(tier, self.limits["user"])
+        allowed = await self.strategy.hit(item, tier, key)
+        stats = await self.strategy.get_window_stats(item, tier, key)
+        return item, allowed, stats.remaining, stats.reset_time
+
+
+class RateLimitMiddleware:
+    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        extensions = scope.get("extensions", {})
+        operation = extensions.get("connexion_routing", {}).get("operation_id")
+        if scope["type"] != "http" or operation in EXEMPT_OPERATIONS:
+            await self.app(scope, receive, send)
+            return
+        token = extensions.get("connexion_context", {}).get("token_info")
+        if token:
+            tier, key = token["role"], token["sub"]
+        else:
+            client = scope.get("client")
+            tier, key = "anonymous", client[0] if client else "unknown"
+        item, allowed, remaining, reset = await self.limiter.check(tier, key)
+        headers = [
+            (b"x-ratelimit-limit", str(item.amount).encode()),
+            (b"x-ratelimit-remaining", str(remaining).encode()),
+            (b"x-ratelimit-reset", str(math.ceil(reset)).encode()),
+        ]
+        if not allowed:
+            retry_after = max(1, math.ceil(reset - time.time()))
+            raise RateLimited(
+                f"Rate limit exceeded. Try again in {retry_after} seconds.",
+                headers={
+                    "Retry-After": str(retry_after),
+                    **{k.decode(): v.decode() for k, v in headers},
+                },
+                extra={"retry_after": retry_after},
+            )
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *headers]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,84 @@
+"""Settings, read once from ``CADRE_*`` environment variables (and an optional ``.env``).
+
+Nothing else in Cadre reads ``os.environ``: the app factory takes a ``Settings``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_KEY_FILE = "secret_key"
+
+
+class Settings(BaseSettings):
+    """Every knob Cadre has; the README's configuration table lists each one."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CADRE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    redis_url: str | None = None
+    secret_key: str | None = None
+    jwt_algorithm: str = "HS256"
+    jwt_expire_minutes: int = Field(60, ge=1)
+    jwt_issuer: str = "cadre"
+    jwt_audience: str = "cadre-api"
+    refresh_expire_days: int = Field(30, ge=1)
+    rate_limit_anonymous: str = "100/hour"
+    rate_limit_authenticated: str = "1000/hour"
+    rate_limit_premium: str = "10000/hour"
+    rate_limit_enabled: bool = True
+    cors_origins: str = ""
+    log_level: str = "INFO"
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    validate_responses: bool = False
+
+    @field_validator("jwt_algorithm")
+    @classmethod
+    def _symmetric_algorithm(cls, value: str) -> str:
+        if value not in {"HS256", "HS384", "HS512"}:
+            raise ValueError("CADRE_JWT_ALGORITHM must be one of HS256, HS384, HS512")
+        return value
+
+    @field_validator(
+        "rate_limit_anonymous", "rate_limit_authenticated", "rate_limit_premium", mode="before"
+    )
+    @classmethod
+    def _bare_number_means_per_hour(cls, value: object) -> object:
+        """The seed documents bare numbers (``100``): read them as requests per hour."""
+        if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+            return f"{int(value)}/hour"
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'cadre.db'}"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    def signing_key(self) -> str:
+        """The JWT key: the configured one, else one generated once and kept in the data dir."""
+        if self.secret_key:
+            return self.secret_key
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / SECRET_KEY_FILE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        key = secrets.token_urlsafe(48)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key)
+        return key

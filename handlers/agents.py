@@ -1,0 +1,67 @@
+"""Agents: the caller's own, with inherited values resolved."""
+
+from __future__ import annotations
+
+from cadre.errors import Forbidden
+from models_gen.api import Agent as AgentReply
+from models_gen.api import AgentList
+from storage import agents
+from storage.ids import aware
+
+
+def _reply(resolved: agents.Resolved) -> AgentReply:
+    agent = resolved.agent
+    return AgentReply(
+        id=agent.id,
+        name=agent.name,
+        parent=resolved.parent_name,
+        parent_id=agent.parent_id,
+        status=agent.status,
+        inherited=list(resolved.inherited),
+        owner_id=agent.owner_id,
+        created_at=aware(agent.created_at),
+        updated_at=aware(agent.updated_at),
+        **resolved.values,
+    )
+
+
+def _one(agent: agents.Agent) -> dict:
+    return _reply(agents.resolve([agent])[0]).model_dump(mode="json")
+
+
+async def list_agents(
+    user: str,
+    token_info: dict,
+    limit: int,
+    offset: int,
+    parent: str | None = None,
+    status: str | None = None,
+    all_: bool = False,
+) -> tuple[dict, int]:
+    if all_ and token_info["role"] != "admin":
+        raise Forbidden("Only admins may list every user's agents.", error="admin_required")
+    rows, total = agents.list_agents(
+        None if all_ else user, parent=parent, status=status, limit=limit, offset=offset
+    )
+    page = AgentList(
+        agents=[_reply(r) for r in agents.resolve(rows)], total=total, limit=limit, offset=offset
+    )
+    return page.model_dump(mode="json"), 200
+
+
+async def create_agent(user: str, body: dict) -> tuple[dict, int]:
+    return _one(agents.create_agent(user, body)), 201
+
+
+async def get_agent(user: str, agent_id: str) -> tuple[dict, int]:
+    return _one(agents.get_agent(agent_id, user)), 200
+
+
+async def update_agent(user: str, agent_id: str, body: dict) -> tuple[dict, int]:
+    agent = agents.get_agent(agent_id, user)
+    return _one(agents.update_agent(agent, body)), 200
+
+
+async def delete_agent(user: str, agent_id: str) -> tuple[None, int]:
+    agents.delete_agent(agents.get_agent(agent_id, user))
+    return None, 204

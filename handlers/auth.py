@@ -1,0 +1,59 @@
+"""Accounts and tokens."""
+
+from __future__ import annotations
+
+from cadre import auth, runtime
+from cadre.errors import Unauthorized
+from models_gen.api import User as UserReply
+from storage import users
+from storage.ids import aware
+
+
+def _user_reply(user: users.User) -> dict:
+    return UserReply(
+        id=user.id,
+        email=user.email,
+        username=user.username,
+        full_name=user.full_name,
+        role=user.role,
+        is_active=user.is_active,
+        created_at=aware(user.created_at),
+        last_login_at=aware(user.last_login_at),
+    ).model_dump(mode="json")
+
+
+async def register_user(body: dict) -> tuple[dict, int]:
+    auth.check_password_strength(body["password"], username=body["username"], email=body["email"])
+    user = users.create_user(
+        email=body["email"],
+        username=body["username"],
+        full_name=body.get("full_name"),
+        password_hash=auth.hash_password(body["password"]),
+    )
+    return _user_reply(user), 201
+
+
+async def login(body: dict) -> tuple[dict, int]:
+    identifier = body.get("username") or body.get("email")
+    if identifier is None:
+        raise Unauthorized("Send a username or an email with the password.", error="invalid_credentials")
+    scopes = body.get("scopes")
+    if scopes is None and body.get("scope"):  # the OAuth2 password flow's form field
+        scopes = body["scope"].split()
+    return runtime.current().tokens.login(identifier, body["password"], scopes), 200
+
+
+async def refresh_token(body: dict) -> tuple[dict, int]:
+    return runtime.current().tokens.refresh(body["refresh_token"]), 200
+
+
+async def logout(user: str, body: dict | None = None) -> tuple[None, int]:
+    runtime.current().tokens.logout((body or {}).get("refresh_token"), user)
+    return None, 204
+
+
+async def get_me(user: str) -> tuple[dict, int]:
+    account = users.get_user(user)
+    if account is None:
+        raise Unauthorized("The account behind this token no longer exists.", error="invalid_token")
+    return _user_reply(account), 200

@@ -1,0 +1,29 @@
+"""Health and metrics (public)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prometheus_client import generate_latest
+
+from cadre import __version__, runtime
+from models_gen.api import Health
+from storage.db import ping
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+async def get_health() -> tuple[dict, int]:
+    database = "healthy" if ping() else "unhealthy"
+    health = Health(
+        status=database,
+        version=__version__,
+        timestamp=datetime.now(UTC),
+        services={"database": database},
+    )
+    return health.model_dump(mode="json"), 200 if database == "healthy" else 503
+
+
+async def get_metrics() -> tuple[bytes, int, dict[str, str]]:
+    registry = runtime.current().extras["metrics_registry"]
+    return generate_latest(registry), 200, {"Content-Type": METRICS_CONTENT_TYPE}

@@ -1,0 +1,1 @@
+"""Pydantic models generated from openapi.yaml by `make gen`; never edit by hand."""

@@ -1,0 +1,222 @@
+"""Agents, and parent inheritance: a child's unset fields come from its parent chain."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import peewee
+
+from cadre.errors import Conflict, NotFound, ValidationFailed
+from storage.db import BaseModel, database
+from storage.ids import new_id, utcnow
+from storage.queries import owned, paginate
+from storage.users import User
+
+INHERITABLE = ("provider", "model", "temperature", "instructions", "tools")
+DEFAULTS: dict[str, Any] = {
+    "provider": "echo",
+    "model": "echo",
+    "temperature": 0.7,
+    "instructions": "",
+    "tools": [],
+}
+MAX_DEPTH = 32
+
+
+class Agent(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=40)
+    owner = peewee.ForeignKeyField(User, backref="agents", on_delete="CASCADE")
+    name = peewee.CharField(max_length=64)
+    provider = peewee.CharField(max_length=32, null=True)
+    model = peewee.CharField(max_length=128, null=True)
+    temperature = peewee.FloatField(null=True)
+    instructions = peewee.TextField(null=True)
+    tools = peewee.TextField(null=True)  # JSON list of tool names
+    parent = peewee.ForeignKeyField("self", null=True, backref="children", on_delete="RESTRICT")
+    status = peewee.CharField(max_length=16, default="active")
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("owner", "name"), True),)
+
+    def own(self, field: str) -> Any:
+        value = getattr(self, field if field != "parent" else "parent_id")
+        return json.loads(value) if field == "tools" and value is not None else value
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """An agent with the values it runs with, and which of them it inherited."""
+
+    agent: Agent
+    parent_name: str | None
+    values: dict[str, Any]
+    inherited: tuple[str, ...]
+
+
+def _load_ancestors(agents: Iterable[Agent]) -> dict[str, Agent]:
+    """Every ancestor of ``agents``, one query per generation."""
+    known: dict[str, Agent] = {a.id: a for a in agents}
+    pending = {a.parent_id for a in known.values() if a.parent_id and a.parent_id not in known}
+    for _ in range(MAX_DEPTH):
+        if not pending:
+            break
+        for parent in Agent.select().where(Agent.id.in_(list(pending))):
+            known[parent.id] = parent
+        pending = {
+            a.parent_id for a in known.values() if a.parent_id and a.parent_id not in known
+        }
+    return known
+
+
+def resolve(agents: list[Agent]) -> list[Resolved]:
+    known = _load_ancestors(agents)
+    out = []
+    for agent in agents:
+        values: dict[str, Any] = {}
+        inherited = []
+        for field in INHERITABLE:
+            node: Agent | None = agent
+            value = None
+            for _ in range(MAX_DEPTH):
+                if node is None:
+                    break
+                value = node.own(field)
+                if value is not None:
+                    break
+                node = known.get(node.parent_id) if node.parent_id else None
+            if node is not agent:
+                inherited.append(field)
+            values[field] = DEFAULTS[field] if value is None else value
+        parent = known.get(agent.parent_id) if agent.parent_id else None
+        out.append(Resolved(agent, parent.name if parent else None, values, tuple(inherited)))
+    return out
+
+
+def _by_ref(ref: str, owner_id: str | None) -> Agent | None:
+    """An agent by id, else by name, among ``owner_id``'s (all when None)."""
+    query = owned(Agent.select(), Agent, owner_id)
+    found = query.where(Agent.id == ref).first() if ref.startswith("agent_") else None
+    return found or query.where(Agent.name == ref).first()
+
+
+def get_agent(ref: str, owner_id: str) -> Agent:
+    agent = _by_ref(ref, owner_id)
+    if agent is None:
+        raise NotFound(f"No agent '{ref}'.", error="agent_not_found")
+    return agent
+
+
+def list_agents(
+    owner_id: str | None, *, parent: str | None, status: str | None, limit: int, offset: int
+) -> tuple[list[Agent], int]:
+    query = owned(Agent.select(), Agent, owner_id)
+    if parent is not None:
+        parent_agent = _by_ref(parent, owner_id)
+        if parent_agent is None:
+            return [], 0
+        query = query.where(Agent.parent == parent_agent.id)
+    if status is not None:
+        query = query.where(Agent.status == status)
+    return paginate(query.order_by(Agent.created_at, Agent.id), limit, offset)
+
+
+def _parent_for(owner_id: str, ref: str | None, child: Agent | None) -> Agent | None:
+    """The owner's agent named ``ref``, refusing unknown parents and cycles (422)."""
+    if ref is None:
+        return None
+    parent = _by_ref(ref, owner_id)
+    if parent is None:
+        raise ValidationFailed(
+            f"Parent agent '{ref}' does not exist.",
+            error="invalid_parent",
+            details={"parent": f"no agent '{ref}'"},
+        )
+    if child is not None:
+        chain = _load_ancestors([parent])
+        node: Agent | None = parent
+        depth = 0
+        while node is not None:
+            if node.id == child.id:
+                raise ValidationFailed(
+                    f"Making '{parent.name}' the parent of '{child.name}' would create a cycle.",
+                    error="parent_cycle",
+                    details={"parent": "would create a cycle"},
+                )
+            depth += 1
+            node = chain.get(node.parent_id) if node.parent_id else None
+        if depth >= MAX_DEPTH:
+            raise ValidationFailed(
+                f"Agent chains are limited to {MAX_DEPTH} levels.",
+                error="parent_too_deep",
+                details={"parent": f"chain deeper than {MAX_DEPTH}"},
+            )
+    return parent
+
+
+def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: (json.dumps(value) if key == "tools" and value is not None else value)
+        for key, value in fields.items()
+        if key in (*INHERITABLE, "name", "status")
+    }
+
+
+def _name_conflict(name: str) -> Conflict:
+    return Conflict(
+        f"You already have an agent named '{name}'.",
+        error="agent_name_taken",
+        details={"name": "already used by another of your agents"},
+    )
+
+
+def create_agent(owner_id: str, fields: dict[str, Any]) -> Agent:
+    with database.atomic():
+        parent = _parent_for(owner_id, fields.get("parent"), None)
+        if Agent.select().where((Agent.owner == owner_id) & (Agent.name == fields["name"])).exists():
+            raise _name_conflict(fields["name"])
+        now = utcnow()
+        return Agent.create(
+            id=new_id("agent"),
+            owner=owner_id,
+            parent=parent,
+            created_at=now,
+            updated_at=now,
+            **_column_values(fields),
+        )
+
+
+def update_agent(agent: Agent, changes: dict[str, Any]) -> Agent:
+    with database.atomic():
+        if "parent" in changes:
+            parent = _parent_for(agent.owner_id, changes["parent"], agent)
+            agent.parent = parent
+        name = changes.get("name")
+        if name is not None and name != agent.name:
+            taken = Agent.select().where(
+                (Agent.owner == agent.owner_id) & (Agent.name == name) & (Agent.id != agent.id)
+            )
+            if taken.exists():
+                raise _name_conflict(name)
+        for column, value in _column_values(changes).items():
+            setattr(agent, column, value)
+        agent.updated_at = utcnow()
+        agent.save()
+    return agent
+
+
+def delete_agent(agent: Agent) -> None:
+    with database.atomic():
+        children = Agent.select(Agent.name).where(Agent.parent == agent.id).limit(5)
+        names = [child.name for child in children]
+        if names:
+            raise Conflict(
+                f"Agent '{agent.name}' still has child agents; delete or re-parent them first.",
+                error="agent_has_children",
+                details={"children": names},
+            )
+        agent.delete_instance()

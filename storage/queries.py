@@ -1,0 +1,19 @@
+"""The two query helpers every list endpoint uses: ownership filtering and pagination."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import peewee
+
+
+def owned(query: peewee.ModelSelect, model: type[peewee.Model], owner_id: str | None):
+    """Restrict ``query`` to ``owner_id``'s rows; ``None`` (an admin asking for all) keeps every row."""
+    return query if owner_id is None else query.where(model.owner == owner_id)
+
+
+def paginate(query: peewee.ModelSelect, limit: int, offset: int) -> tuple[list[Any], int]:
+    """One page of ``query`` and the total it would have without paging."""
+    total = query.order_by().count()
+    rows = list(query.limit(limit).offset(offset)) if offset < total else []
+    return rows, total
