@@ -8,6 +8,8 @@ limit, metrics, CORS) and, later, WebSocket routes Connexion cannot serve.
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -30,12 +32,13 @@ from cadre.middleware.body_limit import BodyLimitMiddleware
 from cadre.middleware.metrics import MetricsMiddleware, RequestMetrics
 from cadre.middleware.rate_limit import RateLimiter, RateLimitMiddleware, make_storage
 from cadre.middleware.request_context import RequestContextMiddleware
-from cadre.problems import connexion_error_handler
+from cadre.problems import make_error_handler, starlette_error_handler
 from cadre.resolver import CadreResolver
 from cadre.settings import Settings
 from cadre.validation import VALIDATOR_MAP
 from storage import db
 
+HTTP_METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
 
 
@@ -52,6 +55,22 @@ def operation_routes(spec: dict[str, Any]) -> dict[str, str]:
         for operation in item.values()
         if isinstance(operation, dict) and "operationId" in operation
     }
+
+
+def method_index(spec: dict[str, Any]) -> Callable[[str], list[str]]:
+    """A lookup of the methods the spec declares for a concrete request path."""
+    compiled = [
+        (
+            re.compile("^" + re.sub(r"\{[^/}]+\}", "[^/]+", path) + "$"),
+            sorted(m.upper() for m in item if m in HTTP_METHODS),
+        )
+        for path, item in spec["paths"].items()
+    ]
+
+    def allowed(path: str) -> list[str]:
+        return next((methods for pattern, methods in compiled if pattern.match(path)), [])
+
+    return allowed
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -85,8 +104,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         pythonic_params=True,
         resolver=CadreResolver(),
     )
+    error_handler = make_error_handler(method_index(spec))
     for exc_type in (Exception, HTTPException, connexion.ProblemException):
-        api.add_error_handler(exc_type, connexion_error_handler)
+        api.add_error_handler(exc_type, error_handler)
     if settings.rate_limit_enabled:
         limiter = RateLimiter(
             make_storage(settings.redis_url),
@@ -106,7 +126,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     middleware = [
         Middleware(RequestContextMiddleware),
-        Middleware(MetricsMiddleware, metrics=RequestMetrics(registry), routes=operation_routes(spec)),
+        Middleware(
+            MetricsMiddleware, metrics=RequestMetrics(registry), routes=operation_routes(spec)
+        ),
         Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
     ]
     if settings.cors_origin_list:
@@ -125,4 +147,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 ],
             )
         )
-    return Starlette(routes=[Mount("/", app=api)], middleware=middleware, lifespan=lifespan)
+    return Starlette(
+        routes=[Mount("/", app=api)],
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: starlette_error_handler},
+    )

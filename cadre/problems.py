@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import contextvars
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+from connexion.exceptions import Forbidden as ConnexionForbidden
 from connexion.exceptions import (
     OAuthScopeProblem,
     ProblemException,
     UnsupportedMediaTypeProblem,
 )
-from connexion.exceptions import Forbidden as ConnexionForbidden
 from connexion.exceptions import Unauthorized as ConnexionUnauthorized
 from connexion.lifecycle import ConnexionResponse
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from cadre import errors
+from cadre.context import request_id
 
 log = logging.getLogger("cadre.errors")
-
-request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 PROBLEM_TYPE_BASE = "https://cadre.dev/problems/"
 _BY_STATUS: dict[int, type[errors.CadreError]] = {
@@ -68,8 +68,6 @@ def as_cadre_error(exc: BaseException) -> errors.CadreError:
             detail = "No such route."
         err = cls(detail)
         err.status = exc.status_code
-        if exc.status_code == 405:
-            err.headers.update(exc.headers or {})
         return err
     log.error("unhandled error", exc_info=exc)
     return errors.CadreError("The server hit an unexpected error; it has been logged.")
@@ -96,9 +94,27 @@ def render(exc: BaseException) -> tuple[int, dict[str, str], bytes]:
     return err.status, headers, orjson.dumps(problem_body(err))
 
 
-def connexion_error_handler(_request: Any, exc: Exception) -> ConnexionResponse:
-    """Registered with Connexion for every exception type."""
+async def starlette_error_handler(_request: Any, exc: Exception) -> Response:
+    """For the outer Starlette app: paths its router cannot even match (e.g. a raw newline)."""
     status, headers, body = render(exc)
-    return ConnexionResponse(
-        status_code=status, body=body, headers=headers, content_type="application/problem+json"
-    )
+    return Response(body, status_code=status, headers=headers)
+
+
+def make_error_handler(
+    allowed_methods: Callable[[str], list[str]],
+) -> Callable[[Any, Exception], ConnexionResponse]:
+    """The handler registered with Connexion for every exception type.
+
+    ``allowed_methods(path)`` lists what the spec declares for a path, so a 405
+    carries an ``Allow`` header naming every method, not just the first route's.
+    """
+
+    def handle(request: Any, exc: Exception) -> ConnexionResponse:
+        status, headers, body = render(exc)
+        if status == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request.url.path))
+        return ConnexionResponse(
+            status_code=status, body=body, headers=headers, content_type="application/problem+json"
+        )
+
+    return handle

@@ -14,9 +14,10 @@ from typing import Any
 from connexion.json_schema import Draft4RequestValidator
 from connexion.lifecycle import ConnexionRequest
 from connexion.utils import is_null, is_nullable
-from connexion.validators import JSONRequestBodyValidator, ParameterValidator
 from connexion.validators import VALIDATOR_MAP as CONNEXION_VALIDATORS
+from connexion.validators import JSONRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
+from starlette.datastructures import Headers
 
 from cadre.errors import BadRequest, ValidationFailed
 
@@ -60,6 +61,36 @@ class BodyValidator(JSONRequestBodyValidator):
         super().__init__(**kwargs)
         self._compiled = Draft4RequestValidator(self._schema, format_checker=_FORMAT_CHECKER)
 
+    async def wrap_receive(self, receive, *, scope):  # type: ignore[no-untyped-def]
+        """Read the whole body (sized or chunked), validate it, and replay it downstream.
+
+        An absent optional body passes untouched; an absent required one is a 400.
+        """
+        headers = Headers(scope=scope)
+        if headers.get("content-length") == "0" or (
+            "content-length" not in headers and "transfer-encoding" not in headers
+        ):
+            if self._required:
+                raise BadRequest("This operation needs a request body.", error="missing_body")
+            return receive, scope
+        messages = []
+        more_body = True
+        while more_body:
+            message = await receive()
+            messages.append(message)
+            more_body = message.get("more_body", False)
+
+        async def chunks():  # type: ignore[no-untyped-def]
+            for message in messages:
+                yield message.get("body", b"")
+
+        body = await self._parse(chunks(), scope=scope)
+        if body is None and self._required:
+            raise BadRequest("This operation needs a request body.", error="missing_body")
+        if body is not None or not self._nullable:
+            self._validate(body)
+        return self._insert_messages(receive, messages=messages), scope
+
     async def _parse(self, stream, scope) -> Any:  # type: ignore[no-untyped-def]
         raw = b"".join([chunk async for chunk in stream])
         if not raw:
@@ -71,11 +102,13 @@ class BodyValidator(JSONRequestBodyValidator):
                 f"The request body is not valid {self._encoding}.", error="invalid_encoding"
             ) from exc
         except (ValueError, RecursionError) as exc:
-            raise BadRequest(f"The request body is not valid JSON: {exc}", error="invalid_json") from exc
+            raise BadRequest(
+                f"The request body is not valid JSON: {exc}", error="invalid_json"
+            ) from exc
 
     def _validate(self, body: Any) -> None:
         if body is None and not self._nullable:
-            raise BadRequest("The request body must not be empty.", error="missing_body")
+            raise BadRequest("The request body must not be null.", error="invalid_body")
         errors = list(self._compiled.iter_errors(body))
         if errors:
             _raise_invalid(_details("body", errors))
@@ -98,7 +131,7 @@ class ParamsValidator(ParameterValidator):
         request = ConnexionRequest(scope, uri_parser=self.uri_parser)
         details: dict[str, str] = {}
         if self.strict_validation:
-            for name in request.query_params.keys():
+            for name in request.query_params:
                 if name not in self._query_names:
                     details[f"query.{name}"] = "unknown parameter"
         sources = {

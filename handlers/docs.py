@@ -28,11 +28,15 @@ def _script() -> bytes:
 
 
 async def get_redoc() -> tuple[str, int, dict[str, str]]:
-    return REDOC_PAGE, 200, {"Content-Type": "text/html; charset=utf-8"}
+    return REDOC_PAGE, 200, {"Content-Type": "text/html"}
 
 
 async def get_redoc_script() -> tuple[bytes, int, dict[str, str]]:
-    return _script(), 200, {
-        "Content-Type": "application/javascript",
-        "Cache-Control": "public, max-age=86400",
-    }
+    return (
+        _script(),
+        200,
+        {
+            "Content-Type": "application/javascript",
+            "Cache-Control": "public, max-age=86400",
+        },
+    )

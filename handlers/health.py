@@ -10,7 +10,7 @@ from cadre import __version__, runtime
 from models_gen.api import Health
 from storage.db import ping
 
-METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+METRICS_CONTENT_TYPE = "text/plain"  # the 0.0.4 exposition format, which scrapers assume
 
 
 async def get_health() -> tuple[dict, int]:

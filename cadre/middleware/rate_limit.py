@@ -14,8 +14,9 @@ from limits import RateLimitItem, parse
 from limits import storage as limits_storage
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cadre.context import response_headers
 from cadre.errors import RateLimited
 
 EXEMPT_OPERATIONS = frozenset(
@@ -78,20 +79,12 @@ class RateLimitMiddleware:
             (b"x-ratelimit-remaining", str(remaining).encode()),
             (b"x-ratelimit-reset", str(math.ceil(reset)).encode()),
         ]
+        response_headers.get().extend(headers)
         if not allowed:
             retry_after = max(1, math.ceil(reset - time.time()))
             raise RateLimited(
                 f"Rate limit exceeded. Try again in {retry_after} seconds.",
-                headers={
-                    "Retry-After": str(retry_after),
-                    **{k.decode(): v.decode() for k, v in headers},
-                },
+                headers={"Retry-After": str(retry_after)},
                 extra={"retry_after": retry_after},
             )
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *headers]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+        await self.app(scope, receive, send)

@@ -7,7 +7,7 @@ import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cadre.problems import request_id
+from cadre.context import request_id, response_headers
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _FIXED_HEADERS = [
@@ -36,6 +36,7 @@ class RequestContextMiddleware:
         rid = rid or f"req_{secrets.token_hex(12)}"
         request_id.set(rid)
         extra = [(b"x-request-id", rid.encode()), *_FIXED_HEADERS]
+        response_headers.set(extra)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

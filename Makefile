@@ -1,0 +1,42 @@
+# Every target creates the virtualenv and installs Cadre into it when needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install serve test test-postgres gen lint format fuzz bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/cadre migrate
+	$(BIN)/cadre serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+gen: $(STAMP)
+	PATH=$(BIN):$$PATH scripts/gen_models.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+fuzz: $(STAMP)
+	$(BIN)/python scripts/fuzz.py --max-examples 300
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache

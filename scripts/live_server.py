@@ -1,0 +1,69 @@
+"""Start Cadre in a subprocess on a free loopback port, for fuzzing and benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_server(data_dir: Path, **env: str) -> Iterator[str]:
+    """Yield the base URL of a Cadre server with ``CADRE_*`` overrides ``env``."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "CADRE_DATA_DIR": str(data_dir),
+        "CADRE_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    command = [sys.executable, "-m", "cadre.cli", "serve", "--host", "127.0.0.1"]
+    log = (data_dir.parent / f"server-{port}.log").open("w")
+    process = subprocess.Popen(
+        [*command, "--port", str(port)], env=environment, stdout=log, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}; see {log.name}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("server did not start within 30 s")
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def login_token(base: str, username: str = "fuzzer", password: str = "fuzz-pass-1") -> str:
+    """Register (if needed) and log in; returns an access token."""
+    httpx.post(
+        f"{base}/api/v1/auth/register",
+        json={"email": f"{username}@example.com", "username": username, "password": password},
+    )
+    reply = httpx.post(
+        f"{base}/api/v1/auth/login", json={"username": username, "password": password}
+    )
+    reply.raise_for_status()
+    return reply.json()["access_token"]

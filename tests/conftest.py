@@ -1,0 +1,162 @@
+"""Fixtures that build a real app per test, on SQLite or on PostgreSQL.
+
+Set ``CADRE_TEST_DATABASE_URL=postgresql://…`` to run the whole suite on
+PostgreSQL: each test then starts from an empty schema.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import peewee
+import pytest
+from starlette.testclient import TestClient
+
+from cadre.app import create_app
+from cadre.settings import Settings
+
+TEST_DATABASE_URL = os.environ.get("CADRE_TEST_DATABASE_URL")
+PASSWORD = "correct-horse-42"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No CADRE_* variable or .env file of the developer's leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("CADRE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def reset_postgres(url: str) -> None:
+    from playhouse.db_url import connect
+
+    db = connect(url)
+    db.execute_sql("DROP SCHEMA IF EXISTS public CASCADE")
+    db.execute_sql("CREATE SCHEMA public")
+    db.close()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "data_dir": tmp_path / "data",
+            "secret_key": "test-secret-key-that-is-long-enough-for-hs256",
+            "validate_responses": True,
+            "rate_limit_anonymous": "100000/hour",
+            "rate_limit_authenticated": "100000/hour",
+            "rate_limit_premium": "100000/hour",
+        }
+        if TEST_DATABASE_URL:
+            values["database_url"] = TEST_DATABASE_URL
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., TestClient]]:
+    """Build an app with some settings changed and a client for it."""
+    clients: list[TestClient] = []
+
+    def make(**overrides: object) -> TestClient:
+        if TEST_DATABASE_URL:
+            reset_postgres(TEST_DATABASE_URL)
+        client = TestClient(create_app(make_settings(**overrides)))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+    from storage.db import database
+
+    if isinstance(database.obj, peewee.Database) and not database.obj.is_closed():
+        database.obj.close()
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+@dataclass
+class Account:
+    id: str
+    username: str
+    email: str
+    password: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+def register(client: TestClient, username: str, *, role: str = "user") -> Account:
+    """Register (and, for other roles, promote) an account, then log it in."""
+    email = f"{username}@example.com"
+    reply = client.post(
+        "/api/v1/auth/register",
+        json={"email": email, "username": username, "password": PASSWORD},
+    )
+    assert reply.status_code == 201, reply.text
+    user_id = reply.json()["id"]
+    if role != "user":
+        from storage.users import User
+
+        User.update(role=role).where(User.id == user_id).execute()
+    tokens = client.post("/api/v1/auth/login", json={"username": username, "password": PASSWORD})
+    assert tokens.status_code == 200, tokens.text
+    body = tokens.json()
+    return Account(user_id, username, email, PASSWORD, body["access_token"], body["refresh_token"])
+
+
+@pytest.fixture
+def alice(client: TestClient) -> Account:
+    return register(client, "alice")
+
+
+@pytest.fixture
+def bob(client: TestClient) -> Account:
+    return register(client, "bob")
+
+
+@pytest.fixture
+def admin(client: TestClient) -> Account:
+    return register(client, "root", role="admin")
+
+
+def assert_problem(reply, status: int, error: str | None = None) -> dict:
+    """The reply is a complete problem+json body with this status (and error code)."""
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"].startswith("application/problem+json")
+    body = reply.json()
+    for member in (
+        "type",
+        "title",
+        "status",
+        "detail",
+        "error",
+        "message",
+        "details",
+        "request_id",
+    ):
+        assert member in body, f"problem body lacks {member}: {body}"
+    assert body["status"] == status
+    assert body["request_id"] == reply.headers["x-request-id"]
+    if error is not None:
+        assert body["error"] == error, body
+    return body

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+import peewee
+
+
+def test_health_reports_healthy_database(client):
+    reply = client.get("/health")
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["status"] == "healthy"
+    assert body["services"] == {"database": "healthy"}
+    assert body["version"] == "0.1.0"
+    assert datetime.fromisoformat(body["timestamp"]).tzinfo is not None
+
+
+def test_health_is_503_when_the_database_is_unreachable(client, tmp_path):
+    from storage.db import database
+
+    working = database.obj
+    database.initialize(peewee.SqliteDatabase(str(tmp_path / "missing" / "dir" / "x.db")))
+    try:
+        reply = client.get("/health")
+    finally:
+        database.initialize(working)
+    assert reply.status_code == 503
+    assert reply.json()["status"] == "unhealthy"
+    assert reply.json()["services"] == {"database": "unhealthy"}
+
+
+def test_health_needs_no_token(client):
+    assert client.get("/health").status_code == 200
