@@ -30,7 +30,7 @@ from cadre.auth import TokenService
 from cadre.jsonifier import jsonifier
 from cadre.middleware.body_limit import BodyLimitMiddleware
 from cadre.middleware.metrics import MetricsMiddleware, RequestMetrics
-from cadre.middleware.rate_limit import RateLimiter, RateLimitMiddleware, make_storage
+from cadre.middleware.rate_limit import RateLimiter, RateLimitMiddleware
 from cadre.middleware.request_context import RequestContextMiddleware
 from cadre.problems import make_error_handler, starlette_error_handler
 from cadre.resolver import CadreResolver
@@ -107,9 +107,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     error_handler = make_error_handler(method_index(spec))
     for exc_type in (Exception, HTTPException, connexion.ProblemException):
         api.add_error_handler(exc_type, error_handler)
+    limiter = None
     if settings.rate_limit_enabled:
         limiter = RateLimiter(
-            make_storage(settings.redis_url),
+            settings.redis_url,
             anonymous=settings.rate_limit_anonymous,
             authenticated=settings.rate_limit_authenticated,
             premium=settings.rate_limit_premium,
@@ -121,6 +122,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(_app: Starlette):
         yield
+        if limiter is not None:
+            await limiter.aclose()
         if not database.is_closed():
             database.close()
 

@@ -7,6 +7,7 @@ Exits with Schemathesis's status: 0 only when it found nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,10 @@ def main() -> int:
             "CADRE_RATE_LIMIT_AUTHENTICATED": "10000000/hour",
             "CADRE_VALIDATE_RESPONSES": "true",
         }
+        database_url = os.environ.get("CADRE_TEST_DATABASE_URL")
+        if database_url:  # fuzz the PostgreSQL backend too, from an empty schema
+            reset_postgres(database_url)
+            env["CADRE_DATABASE_URL"] = database_url
         with live_server(Path(tmp) / "data", **env) as base:
             token = login_token(base)
             command = [

@@ -67,3 +67,13 @@ def login_token(base: str, username: str = "fuzzer", password: str = "fuzz-pass-
     )
     reply.raise_for_status()
     return reply.json()["access_token"]
+
+
+def reset_postgres(url: str) -> None:
+    """Drop and recreate the public schema: the server then migrates an empty database."""
+    from playhouse.db_url import connect
+
+    db = connect(url)
+    db.execute_sql("DROP SCHEMA IF EXISTS public CASCADE")
+    db.execute_sql("CREATE SCHEMA public")
+    db.close()

@@ -1,7 +1,8 @@
 """Fixtures that build a real app per test, on SQLite or on PostgreSQL.
 
 Set ``CADRE_TEST_DATABASE_URL=postgresql://…`` to run the whole suite on
-PostgreSQL: each test then starts from an empty schema.
+PostgreSQL (each test then starts from an empty schema), and
+``CADRE_TEST_REDIS_URL=redis://…`` to keep rate limits in Redis (flushed per app).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from starlette.testclient import TestClient
 
 from cadre.app import create_app
 from cadre.settings import Settings
+from scripts.live_server import reset_postgres
 
 TEST_DATABASE_URL = os.environ.get("CADRE_TEST_DATABASE_URL")
+TEST_REDIS_URL = os.environ.get("CADRE_TEST_REDIS_URL")
 PASSWORD = "correct-horse-42"
 
 
@@ -29,15 +32,6 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
         if name.startswith("CADRE_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-
-
-def reset_postgres(url: str) -> None:
-    from playhouse.db_url import connect
-
-    db = connect(url)
-    db.execute_sql("DROP SCHEMA IF EXISTS public CASCADE")
-    db.execute_sql("CREATE SCHEMA public")
-    db.close()
 
 
 @pytest.fixture
@@ -53,6 +47,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         }
         if TEST_DATABASE_URL:
             values["database_url"] = TEST_DATABASE_URL
+        if TEST_REDIS_URL:
+            values["redis_url"] = TEST_REDIS_URL
         values.update(overrides)
         return Settings(_env_file=None, **values)
 
@@ -72,6 +68,11 @@ def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[...
     def make(**overrides: object) -> TestClient:
         if TEST_DATABASE_URL:
             reset_postgres(TEST_DATABASE_URL)
+        if TEST_REDIS_URL:
+            import redis
+
+            with redis.Redis.from_url(TEST_REDIS_URL) as connection:
+                connection.flushdb()
         client = TestClient(create_app(make_settings(**overrides)))
         client.__enter__()
         clients.append(client)

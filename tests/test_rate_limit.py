@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import Account, assert_problem, register
+import pytest
+
+from tests.conftest import TEST_REDIS_URL, Account, assert_problem, register
 
 
 def test_authenticated_user_gets_429_with_headers_after_the_limit(make_client):
@@ -64,3 +66,17 @@ def test_rate_limits_can_be_switched_off(make_client):
     client = make_client(rate_limit_anonymous="1/hour", rate_limit_enabled=False)
     body = {"username": "nobody", "password": "whatever-1"}
     assert {client.post("/api/v1/auth/login", json=body).status_code for _ in range(3)} == {401}
+
+
+@pytest.mark.skipif(not TEST_REDIS_URL, reason="needs CADRE_TEST_REDIS_URL (set by .ci/run)")
+def test_limits_kept_in_redis_are_shared_by_every_app_instance(make_client, make_settings):
+    from starlette.testclient import TestClient
+
+    from cadre.app import create_app
+
+    first = make_client(rate_limit_anonymous="3/hour")
+    body = {"username": "nobody", "password": "whatever-1"}
+    assert first.post("/api/v1/auth/login", json=body).status_code == 401
+    # A second app (think: another worker) over the same Redis sees the same bucket.
+    with TestClient(create_app(make_settings(rate_limit_anonymous="3/hour"))) as second:
+        assert second.post("/api/v1/auth/login", json=body).headers["x-ratelimit-remaining"] == "1"

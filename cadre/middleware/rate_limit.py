@@ -29,17 +29,23 @@ EXEMPT_OPERATIONS = frozenset(
 )
 
 
-def make_storage(redis_url: str | None) -> Storage:
-    if not redis_url:
-        return MemoryStorage()
-    uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
-    return limits_storage.storage_from_string(uri, implementation="redispy")
-
-
 class RateLimiter:
     """Which limit applies to whom, and the window arithmetic."""
 
-    def __init__(self, storage: Storage, *, anonymous: str, authenticated: str, premium: str):
+    def __init__(
+        self, redis_url: str | None, *, anonymous: str, authenticated: str, premium: str
+    ) -> None:
+        self._pool = None
+        storage: Storage = MemoryStorage()
+        if redis_url:
+            import redis.asyncio
+
+            # Our own pool, so that shutdown can close its connections.
+            self._pool = redis.asyncio.ConnectionPool.from_url(redis_url.removeprefix("async+"))
+            uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
+            storage = limits_storage.storage_from_string(
+                uri, implementation="redispy", connection_pool=self._pool
+            )
         self.strategy = FixedWindowRateLimiter(storage)
         self.limits: dict[str, RateLimitItem] = {
             "anonymous": parse(anonymous),
@@ -47,6 +53,10 @@ class RateLimiter:
             "admin": parse(authenticated),
             "premium": parse(premium),
         }
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
 
     async def check(self, tier: str, key: str) -> tuple[RateLimitItem, bool, int, float]:
         """Count one request; returns (limit, allowed, remaining, reset epoch seconds)."""
