@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from live_server import live_server, login_token
+from live_server import live_server, login_token, reset_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 
