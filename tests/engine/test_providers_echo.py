@@ -1,0 +1,244 @@
+"""The echo provider: offline, deterministic, steered by the execution's inputs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from cadre.engine.providers.base import (
+    Message,
+    ProviderError,
+    ProviderRequest,
+    TextDelta,
+    ToolCall,
+    ToolCallRequested,
+    UsageReport,
+)
+from cadre.engine.providers.echo import EchoProvider
+from cadre.engine.providers.registry import PROVIDER_NAMES, ProviderSettings, get_provider
+from tests.engine.standins import collect
+
+echo = EchoProvider()
+
+
+def ask(task: str, steering: Any = None, *earlier: Message) -> ProviderRequest:
+    inputs = {} if steering is None else {"echo": steering}
+    return ProviderRequest(
+        model="any-model-name", messages=[*earlier, Message("user", task)], inputs=inputs
+    )
+
+
+def text_of(events: list[Any]) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+def deltas(events: list[Any]) -> list[str]:
+    return [e.text for e in events if isinstance(e, TextDelta)]
+
+
+async def test_echo_streams_one_delta_per_word_that_join_to_the_task():
+    events = await collect(echo.stream(ask("Review  this\ncode")))
+    assert deltas(events) == ["Review", " this", " code"]
+    assert text_of(events) == "Review this code"
+    assert events[-1] == UsageReport(prompt_tokens=3, completion_tokens=3)
+
+
+async def test_echo_tokens_cycles_the_task_words_to_exactly_that_many():
+    events = await collect(echo.stream(ask("one two three", {"tokens": 7})))
+    assert text_of(events) == "one two three one two three one"
+    assert events[-1].completion_tokens == 7
+
+
+async def test_echo_tokens_shorter_than_the_task_truncates():
+    events = await collect(echo.stream(ask("one two three", {"tokens": 2})))
+    assert text_of(events) == "one two"
+
+
+async def test_echo_zero_tokens_gives_an_empty_reply_with_usage():
+    events = await collect(echo.stream(ask("one two", {"tokens": 0})))
+    assert events == [UsageReport(prompt_tokens=2, completion_tokens=0)]
+
+
+async def test_echo_task_without_words_replies_echo():
+    events = await collect(echo.stream(ask("   ", {"tokens": 3})))
+    assert text_of(events) == "echo echo echo"
+
+
+async def test_echo_tokens_are_capped():
+    events = await collect(echo.stream(ask("w", {"tokens": 10**9})))
+    assert events[-1].completion_tokens == 100_000
+
+
+@pytest.mark.parametrize(
+    "steering",
+    [
+        "not a dict",
+        {"tokens": -1},
+        {"tokens": "5"},
+        {"tokens": 2.5},
+        {"tokens": True},
+        {"delay_ms": -10},
+        {"delay_ms": "fast"},
+        {"tool_calls": "read everything"},
+        {"tool_calls": [{"args": {}}, "x", {"tool": ""}]},
+        {"fail": 42},
+    ],
+)
+async def test_echo_ignores_invalid_steering(steering):
+    events = await collect(echo.stream(ask("just the task", steering)))
+    assert text_of(events) == "just the task"
+
+
+async def test_echo_inputs_that_are_not_a_dict_are_ignored():
+    request = ProviderRequest(model="m", messages=[Message("user", "hi")], inputs=None)  # type: ignore[arg-type]
+    assert text_of(await collect(echo.stream(request))) == "hi"
+
+
+async def test_echo_usage_counts_words_of_every_message():
+    earlier = [
+        Message("system", "You are terse."),
+        Message("user", "first question here"),
+        Message("assistant", "first answer"),
+    ]
+    events = await collect(echo.stream(ask("second question", None, *earlier)))
+    assert text_of(events) == "second question"  # the task is the last user message
+    assert events[-1] == UsageReport(prompt_tokens=3 + 3 + 2 + 2, completion_tokens=2)
+
+
+async def test_echo_fail_raises_before_any_token():
+    stream = echo.stream(ask("hello", {"fail": "upstream exploded", "tokens": 5}))
+    with pytest.raises(ProviderError) as raised:
+        await anext(stream)
+    assert raised.value.message == "upstream exploded"
+
+
+async def test_echo_delay_paces_the_tokens():
+    started = time.monotonic()
+    events = await collect(echo.stream(ask("a b c", {"delay_ms": 50})))
+    assert text_of(events) == "a b c"
+    assert time.monotonic() - started >= 0.14
+
+
+async def test_echo_cancelled_during_a_long_delay_stops_at_once():
+    stream = echo.stream(ask("tick", {"tokens": 1000, "delay_ms": 60_000}))
+    pending = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    pending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+    await stream.aclose()
+    assert time.monotonic() - started < 1.0
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+
+
+async def test_echo_aclose_between_delayed_tokens_ends_the_stream_at_once():
+    stream = echo.stream(ask("a b c d", {"delay_ms": 500}))
+    assert await anext(stream) == TextDelta("a")
+    started = time.monotonic()
+    await stream.aclose()
+    assert time.monotonic() - started < 0.4  # it did not wait for the next token
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+
+
+async def test_echo_cancelling_the_consumer_stops_mid_stream():
+    received: list[str] = []
+
+    async def consume() -> None:
+        async for event in echo.stream(ask("tick", {"tokens": 1000, "delay_ms": 20})):
+            received.append(event.text)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 1.0)
+    count = len(received)
+    await asyncio.sleep(0.1)
+    assert 0 < count == len(received) < 1000
+
+
+async def test_echo_tool_calls_then_an_answer_using_their_results():
+    steering = {
+        "tool_calls": [
+            {"tool": "filesystem_read", "args": {"path": "notes.txt"}},
+            {"tool": "clock"},
+        ]
+    }
+    first = await collect(echo.stream(ask("summarise the notes", steering)))
+    assert first == [
+        ToolCallRequested(ToolCall("call_1", "filesystem_read", {"path": "notes.txt"})),
+        ToolCallRequested(ToolCall("call_2", "clock", {})),
+        UsageReport(prompt_tokens=3, completion_tokens=2),
+    ]
+
+    calls = [event.call for event in first[:2]]
+    notes = json.dumps({"content": "buy milk"})
+    results = [
+        Message("tool", notes, tool_call_id="call_1", name="filesystem_read"),
+        Message("tool", json.dumps("12:00"), tool_call_id="call_2", name="clock"),
+    ]
+    second_turn = ProviderRequest(
+        model="m",
+        messages=[
+            Message("user", "summarise the notes"),
+            Message("assistant", "", tool_calls=calls),
+            *results,
+        ],
+        inputs={"echo": steering},
+    )
+    second = await collect(echo.stream(second_turn))
+    assert text_of(second) == (
+        'Tool filesystem_read returned {"content": "buy milk"}. '
+        'Tool clock returned "12:00". summarise the notes'
+    )
+    assert not any(isinstance(e, ToolCallRequested) for e in second)
+    assert second[-1] == UsageReport(prompt_tokens=3 + 3 + 1, completion_tokens=13)
+
+
+async def test_echo_tokens_caps_the_answer_after_tool_calls():
+    steering = {"tool_calls": [{"tool": "clock", "args": {}}], "tokens": 3}
+    request = ProviderRequest(
+        model="m",
+        messages=[
+            Message("user", "what time"),
+            Message("assistant", tool_calls=[ToolCall("call_1", "clock", {})]),
+            Message("tool", '"noon"', tool_call_id="call_1", name="clock"),
+        ],
+        inputs={"echo": steering},
+    )
+    assert text_of(await collect(echo.stream(request))) == "Tool clock returned"
+
+
+async def test_echo_asks_for_tools_again_after_a_new_user_message():
+    steering = {"tool_calls": [{"tool": "clock", "args": {}}]}
+    earlier = [
+        Message("user", "first"),
+        Message("assistant", tool_calls=[ToolCall("call_1", "clock", {})]),
+        Message("tool", '"noon"', tool_call_id="call_1", name="clock"),
+        Message("assistant", "Tool clock returned noon. first"),
+    ]
+    events = await collect(echo.stream(ask("second", steering, *earlier)))
+    assert isinstance(events[0], ToolCallRequested)
+
+
+def test_registry_knows_echo_openai_and_anthropic():
+    assert PROVIDER_NAMES == ("echo", "openai", "anthropic")
+    assert isinstance(get_provider("echo", ProviderSettings()), EchoProvider)
+
+
+def test_registry_rejects_an_unknown_provider():
+    with pytest.raises(ValueError, match="Unknown provider 'bard'"):
+        get_provider("bard", ProviderSettings())
+
+
+async def test_echo_aclose_of_the_provider_is_harmless():
+    provider = get_provider("echo", ProviderSettings())
+    await provider.aclose()
+    assert text_of(await collect(provider.stream(ask("still works")))) == "still works"
