@@ -67,9 +67,7 @@ def _load_ancestors(agents: Iterable[Agent]) -> dict[str, Agent]:
             break
         for parent in Agent.select().where(Agent.id.in_(list(pending))):
             known[parent.id] = parent
-        pending = {
-            a.parent_id for a in known.values() if a.parent_id and a.parent_id not in known
-        }
+        pending = {a.parent_id for a in known.values() if a.parent_id and a.parent_id not in known}
     return known
 
 
@@ -89,7 +87,7 @@ def resolve(agents: list[Agent]) -> list[Resolved]:
                 if value is not None:
                     break
                 node = known.get(node.parent_id) if node.parent_id else None
-            if node is not agent:
+            if node is not None and node is not agent:  # set by an ancestor, not a default
                 inherited.append(field)
             values[field] = DEFAULTS[field] if value is None else value
         parent = known.get(agent.parent_id) if agent.parent_id else None
@@ -116,17 +114,19 @@ def list_agents(
 ) -> tuple[list[Agent], int]:
     query = owned(Agent.select(), Agent, owner_id)
     if parent is not None:
-        parent_agent = _by_ref(parent, owner_id)
-        if parent_agent is None:
-            return [], 0
-        query = query.where(Agent.parent == parent_agent.id)
+        # every matching parent: with owner_id None (an admin's all=true) a name may be many users'
+        Parent = Agent.alias()
+        parents = owned(Parent.select(Parent.id), Parent, owner_id).where(
+            (Parent.id == parent) | (Parent.name == parent)
+        )
+        query = query.where(Agent.parent.in_(parents))
     if status is not None:
         query = query.where(Agent.status == status)
     return paginate(query.order_by(Agent.created_at, Agent.id), limit, offset)
 
 
 def _parent_for(owner_id: str, ref: str | None, child: Agent | None) -> Agent | None:
-    """The owner's agent named ``ref``, refusing unknown parents and cycles (422)."""
+    """The owner's agent ``ref`` (id or name), refusing unknown parents, cycles, too-deep chains."""
     if ref is None:
         return None
     parent = _by_ref(ref, owner_id)
@@ -136,26 +136,36 @@ def _parent_for(owner_id: str, ref: str | None, child: Agent | None) -> Agent | 
             error="invalid_parent",
             details={"parent": f"no agent '{ref}'"},
         )
-    if child is not None:
-        chain = _load_ancestors([parent])
-        node: Agent | None = parent
-        depth = 0
-        while node is not None:
-            if node.id == child.id:
-                raise ValidationFailed(
-                    f"Making '{parent.name}' the parent of '{child.name}' would create a cycle.",
-                    error="parent_cycle",
-                    details={"parent": "would create a cycle"},
-                )
-            depth += 1
-            node = chain.get(node.parent_id) if node.parent_id else None
-        if depth >= MAX_DEPTH:
+    chain = _load_ancestors([parent])
+    node: Agent | None = parent
+    depth = 0  # levels from the parent up to its root (MAX_DEPTH + 1 when the chain is longer)
+    while node is not None and depth <= MAX_DEPTH:
+        if child is not None and node.id == child.id:
             raise ValidationFailed(
-                f"Agent chains are limited to {MAX_DEPTH} levels.",
-                error="parent_too_deep",
-                details={"parent": f"chain deeper than {MAX_DEPTH}"},
+                f"Making '{parent.name}' the parent of '{child.name}' would create a cycle.",
+                error="parent_cycle",
+                details={"parent": "would create a cycle"},
             )
+        depth += 1
+        node = chain.get(node.parent_id) if node.parent_id else None
+    if depth + (_height(child) if child is not None else 1) > MAX_DEPTH:
+        raise ValidationFailed(
+            f"Agent chains are limited to {MAX_DEPTH} levels.",
+            error="parent_too_deep",
+            details={"parent": f"chain deeper than {MAX_DEPTH}"},
+        )
     return parent
+
+
+def _height(agent: Agent) -> int:
+    """Levels of ``agent``'s subtree, itself included (capped past MAX_DEPTH); a query a level."""
+    height, level = 1, [agent.id]
+    while height <= MAX_DEPTH:
+        level = [row.id for row in Agent.select(Agent.id).where(Agent.parent.in_(level))]
+        if not level:
+            break
+        height += 1
+    return height
 
 
 def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
@@ -177,17 +187,24 @@ def _name_conflict(name: str) -> Conflict:
 def create_agent(owner_id: str, fields: dict[str, Any]) -> Agent:
     with database.atomic():
         parent = _parent_for(owner_id, fields.get("parent"), None)
-        if Agent.select().where((Agent.owner == owner_id) & (Agent.name == fields["name"])).exists():
+        if (
+            Agent.select()
+            .where((Agent.owner == owner_id) & (Agent.name == fields["name"]))
+            .exists()
+        ):
             raise _name_conflict(fields["name"])
         now = utcnow()
-        return Agent.create(
-            id=new_id("agent"),
-            owner=owner_id,
-            parent=parent,
-            created_at=now,
-            updated_at=now,
-            **_column_values(fields),
-        )
+        try:
+            return Agent.create(
+                id=new_id("agent"),
+                owner=owner_id,
+                parent=parent,
+                created_at=now,
+                updated_at=now,
+                **_column_values(fields),
+            )
+        except peewee.IntegrityError as exc:  # lost a race with a concurrent create of that name
+            raise _name_conflict(fields["name"]) from exc
 
 
 def update_agent(agent: Agent, changes: dict[str, Any]) -> Agent:
@@ -205,7 +222,12 @@ def update_agent(agent: Agent, changes: dict[str, Any]) -> Agent:
         for column, value in _column_values(changes).items():
             setattr(agent, column, value)
         agent.updated_at = utcnow()
-        agent.save()
+        try:
+            agent.save()
+        except peewee.IntegrityError as exc:  # lost a race with a concurrent use of that name
+            if name is None:
+                raise
+            raise _name_conflict(name) from exc
     return agent
 
 

@@ -7,13 +7,16 @@ from typing import Any
 import peewee
 
 
-def owned(query: peewee.ModelSelect, model: type[peewee.Model], owner_id: str | None):
-    """Restrict ``query`` to ``owner_id``'s rows; ``None`` (an admin asking for all) keeps every row."""
+def owned(
+    query: peewee.ModelSelect, model: type[peewee.Model], owner_id: str | None
+) -> peewee.ModelSelect:
+    """Restrict ``query`` to ``owner_id``'s rows; ``None`` (an admin asking for all) keeps all."""
     return query if owner_id is None else query.where(model.owner == owner_id)
 
 
 def paginate(query: peewee.ModelSelect, limit: int, offset: int) -> tuple[list[Any], int]:
     """One page of ``query`` and the total it would have without paging."""
     total = query.order_by().count()
-    rows = list(query.limit(limit).offset(offset)) if offset < total else []
+    # Iterate rather than list(): list() asks peewee for len(), which runs the query apart.
+    rows = [row for row in query.limit(limit).offset(offset)] if offset < total else []
     return rows, total
