@@ -55,11 +55,24 @@ def _raise_invalid(details: dict[str, str]) -> None:
 
 
 class BodyValidator(JSONRequestBodyValidator):
-    """JSON bodies: 400 for what is not JSON, 422 naming every field that breaks the schema."""
+    """JSON bodies: 400 for what is not JSON, 422 naming every field that breaks the schema.
+
+    Connexion builds a validator object per request; the compiled schema is cached
+    per schema instead, since compiling costs more than validating.
+    """
+
+    _cache: dict[int, tuple[dict, Draft4RequestValidator]] = {}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._compiled = Draft4RequestValidator(self._schema, format_checker=_FORMAT_CHECKER)
+        cached = self._cache.get(id(self._schema))
+        if cached is None or cached[0] is not self._schema:
+            cached = (
+                self._schema,
+                Draft4RequestValidator(self._schema, format_checker=_FORMAT_CHECKER),
+            )
+            self._cache[id(self._schema)] = cached
+        self._compiled = cached[1]
 
     async def wrap_receive(self, receive, *, scope):  # type: ignore[no-untyped-def]
         """Read the whole body (sized or chunked), validate it, and replay it downstream.
@@ -117,13 +130,21 @@ class BodyValidator(JSONRequestBodyValidator):
 class ParamsValidator(ParameterValidator):
     """Path, query and header parameters, with unknown query parameters refused."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._compiled = {
-            id(param): Draft4Validator(param.get("schema", param), format_checker=_FORMAT_CHECKER)
-            for params in self.parameters.values()
-            for param in params
-        }
+    _cache: dict[int, tuple[Any, dict[int, Draft4Validator]]] = {}
+
+    def __init__(self, parameters: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(parameters, *args, **kwargs)
+        cached = self._cache.get(id(parameters))
+        if cached is None or cached[0] is not parameters:
+            compiled = {
+                id(param): Draft4Validator(
+                    param.get("schema", param), format_checker=_FORMAT_CHECKER
+                )
+                for params in self.parameters.values()
+                for param in params
+            }
+            cached = self._cache[id(parameters)] = (parameters, compiled)
+        self._compiled = cached[1]
         self._query_names = {p["name"] for p in self.parameters.get("query", [])}
         self._query_names |= self.security_query_params
 
