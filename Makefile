@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The official AsyncAPI JSON Schemas, for the test that validates asyncapi.yaml.
+	rm -rf $(VENV)/asyncapi-specs && mkdir -p $(VENV)/asyncapi-specs
+	cd $(VENV)/asyncapi-specs && npm pack --silent @asyncapi/specs@6.11.1 >/dev/null && tar xzf asyncapi-specs-6.11.1.tgz
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -7,6 +7,7 @@ limit, metrics, CORS) and, later, WebSocket routes Connexion cannot serve.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -25,8 +26,12 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount
 
-from cadre import runtime
+from cadre import runtime, streams
 from cadre.auth import TokenService
+from cadre.engine.events import EventBus
+from cadre.engine.executor import EngineConfig, Executor
+from cadre.engine.pricing import PriceTable
+from cadre.engine.providers.registry import ProviderSettings
 from cadre.jsonifier import jsonifier
 from cadre.middleware.body_limit import BodyLimitMiddleware
 from cadre.middleware.metrics import MetricsMiddleware, RequestMetrics
@@ -73,6 +78,26 @@ def method_index(spec: dict[str, Any]) -> Callable[[str], list[str]]:
     return allowed
 
 
+def engine_config(settings: Settings) -> EngineConfig:
+    prices = PriceTable.default()
+    if settings.prices_file is not None:
+        prices = prices.with_overrides(json.loads(settings.prices_file.read_text()))
+    return EngineConfig(
+        data_dir=settings.data_dir,
+        providers=ProviderSettings(
+            openai_api_key=settings.openai_api_key,
+            openai_base_url=settings.openai_base_url,
+            anthropic_api_key=settings.anthropic_api_key,
+            anthropic_base_url=settings.anthropic_base_url,
+            request_timeout=settings.provider_timeout,
+        ),
+        prices=prices,
+        max_concurrent=settings.max_concurrent_executions,
+        max_steps=settings.max_execution_steps,
+        max_tokens=settings.max_output_tokens,
+    )
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper())
@@ -83,10 +108,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     spec = load_spec()
     registry = CollectorRegistry()
+    bus = EventBus()
+    executor = Executor(engine_config(settings), bus)
     runtime.install(
         runtime.Runtime(
             settings=settings,
             tokens=TokenService(settings),
+            bus=bus,
+            executor=executor,
             extras={"metrics_registry": registry},
         )
     )
@@ -121,7 +150,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_app: Starlette):
+        await executor.start()
         yield
+        await executor.stop()
         if limiter is not None:
             await limiter.aclose()
         if not database.is_closed():
@@ -151,7 +182,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             )
         )
     return Starlette(
-        routes=[Mount("/", app=api)],
+        routes=[*streams.routes(spec), Mount("/", app=api)],
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={HTTPException: starlette_error_handler},

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cadre.auth import TokenService
+    from cadre.engine.events import EventBus
+    from cadre.engine.executor import Executor
     from cadre.settings import Settings
 
 
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
 class Runtime:
     settings: Settings
     tokens: TokenService
+    bus: EventBus
+    executor: Executor
     extras: dict[str, Any] = field(default_factory=dict)
 
 

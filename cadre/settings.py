@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     validate_responses: bool = False
+    openai_api_key: str | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str = "https://api.anthropic.com"
+    provider_timeout: float = Field(120.0, gt=0)
+    prices_file: Path | None = None
+    max_concurrent_executions: int = Field(16, ge=1, le=10_000)
+    max_execution_steps: int = Field(32, ge=1, le=1000)
+    max_output_tokens: int = Field(4096, ge=1)
+    stream_keepalive_seconds: float = Field(15.0, gt=0)
 
     @field_validator("jwt_algorithm")
     @classmethod

@@ -36,7 +36,9 @@ async def register_user(body: dict) -> tuple[dict, int]:
 async def login(body: dict) -> tuple[dict, int]:
     identifier = body.get("username") or body.get("email")
     if identifier is None:
-        raise Unauthorized("Send a username or an email with the password.", error="invalid_credentials")
+        raise Unauthorized(
+            "Send a username or an email with the password.", error="invalid_credentials"
+        )
     scopes = body.get("scopes")
     if scopes is None and body.get("scope"):  # the OAuth2 password flow's form field
         scopes = body["scope"].split()

@@ -220,9 +220,255 @@ class AgentList(BaseModel):
     offset: int
 
 
+class ExecutionMode(StrEnum):
+    safe = 'safe'
+    sandbox = 'sandbox'
+    full = 'full'
+
+
+class ExecutionStatus(StrEnum):
+    queued = 'queued'
+    running = 'running'
+    paused = 'paused'
+    completed = 'completed'
+    failed = 'failed'
+    cancelled = 'cancelled'
+
+
+class StopReason(StrEnum):
+    completed = 'completed'
+    cancelled = 'cancelled'
+    timeout = 'timeout'
+    cost_limit_exceeded = 'cost_limit_exceeded'
+    provider_error = 'provider_error'
+    provider_not_configured = 'provider_not_configured'
+    tool_error = 'tool_error'
+    interrupted = 'interrupted'
+
+
+class ExecuteRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    task: Annotated[str, Field(max_length=65536, min_length=1)]
+    mode: ExecutionMode | None = None
+    inputs: Annotated[
+        dict[str, Any] | None,
+        Field(
+            description='Free-form inputs given to the agent. The `echo` provider reads\n`inputs.echo` (`tokens`, `delay_ms`, `tool_calls`, `fail`).\n',
+            max_length=64,
+        ),
+    ] = None
+    cost_limit: Annotated[
+        float | None,
+        Field(
+            description='USD; the execution stops with `cost_limit_exceeded` before passing it.',
+            ge=0.0,
+            le=1000000.0,
+        ),
+    ] = None
+    timeout: Annotated[
+        int | None,
+        Field(
+            description='Seconds; the execution stops with `timeout` after them.',
+            ge=1,
+            le=86400,
+        ),
+    ] = None
+
+
+class ExecutionCreated(BaseModel):
+    execution_id: Annotated[str, Field(examples=['exec_01HQZYX3G5N8K2M4P6R8T0V2W4'])]
+    status: ExecutionStatus
+    created_at: AwareDatetime
+
+
+class Currency(StrEnum):
+    USD = 'USD'
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float
+    currency: Currency
+    latency_ms: Annotated[int | None, Field(...)]
+    time_to_first_token_ms: Annotated[int | None, Field(...)]
+
+
+class StopReason1Enum(StrEnum):
+    completed = 'completed'
+    cancelled = 'cancelled'
+    timeout = 'timeout'
+    cost_limit_exceeded = 'cost_limit_exceeded'
+    provider_error = 'provider_error'
+    provider_not_configured = 'provider_not_configured'
+    tool_error = 'tool_error'
+    interrupted = 'interrupted'
+
+
+class StopReason1(RootModel[StopReason1Enum | None]):
+    root: Annotated[
+        StopReason1Enum | None,
+        Field(description='Why a terminal execution stopped (null until then).'),
+    ] = None
+
+
+class Execution(BaseModel):
+    id: str
+    agent_id: str
+    agent_name: str
+    task: str
+    mode: ExecutionMode
+    inputs: dict[str, Any]
+    status: ExecutionStatus
+    stop_reason: Annotated[
+        StopReason1 | None,
+        Field(description='Why a terminal execution stopped (null until then).'),
+    ]
+    result: Annotated[
+        dict[str, Any] | None,
+        Field(description='`output` (the final text), `steps`, `tool_calls`.'),
+    ]
+    error: Annotated[str | None, Field(...)]
+    usage: Usage
+    cost_limit: Annotated[float | None, Field(...)]
+    timeout: Annotated[int | None, Field(...)]
+    provider: str
+    model: str
+    steps: Annotated[int, Field(description='Provider calls plus tool calls so far')]
+    created_at: AwareDatetime
+    started_at: Annotated[AwareDatetime | None, Field(...)]
+    completed_at: Annotated[AwareDatetime | None, Field(...)]
+
+
+class ExecutionList(BaseModel):
+    executions: list[Execution]
+    total: int
+    limit: int
+    offset: int
+
+
+class Type(StrEnum):
+    status = 'status'
+    token = 'token'
+    tool_call = 'tool_call'
+    tool_result = 'tool_result'
+    usage = 'usage'
+    error = 'error'
+    complete = 'complete'
+
+
+class ExecutionEvent(BaseModel):
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    execution_id: str
+    seq: Annotated[int, Field(ge=1)]
+    type: Type
+    timestamp: AwareDatetime
+
+
+class EventList(BaseModel):
+    events: list[ExecutionEvent]
+    total: Annotated[int, Field(description='Events stored for the execution')]
+    after: int
+    limit: int
+
+
+class ToolInfo(BaseModel):
+    name: str
+    description: str
+    category: str
+    parameters: Annotated[
+        dict[str, Any], Field(description='JSON Schema of the arguments')
+    ]
+
+
+class ToolList(BaseModel):
+    tools: list[ToolInfo]
+
+
+class ToolExecuteRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    args: Annotated[dict[str, Any], Field(max_length=64)]
+
+
+class ToolResult(BaseModel):
+    result: dict[str, Any]
+
+
+class CostRecord(BaseModel):
+    id: Annotated[str, Field(examples=['cost_01HQZYX3G5N8K2M4P6R8T0V2W4'])]
+    agent_id: str
+    agent_name: str | None = None
+    execution_id: str
+    provider: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float
+    priced: Annotated[
+        bool,
+        Field(description='False when the model is not in the price table (cost 0)'),
+    ]
+    timestamp: AwareDatetime
+
+
+class CostList(BaseModel):
+    costs: list[CostRecord]
+    total_cost: float
+
+
+class Period(StrEnum):
+    day = 'day'
+    week = 'week'
+    month = 'month'
+
+
+class CostSummary(BaseModel):
+    period: Period
+    total_cost: float
+    by_agent: dict[str, float]
+    by_provider: dict[str, float]
+    by_model: dict[str, float]
+
+
 class ApiV1AgentsGetParametersQuery(BaseModel):
     parent: Annotated[str | None, Field(max_length=64, min_length=1)] = None
     status: AgentStatus | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    all: bool = False
+
+
+class ApiV1ExecutionsGetParametersQuery(BaseModel):
+    agent_id: Annotated[str | None, Field(max_length=64, min_length=1)] = None
+    status: ExecutionStatus | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+
+
+class ApiV1ExecutionsExecutionIdEventsGetParametersQuery(BaseModel):
+    after: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    limit: Annotated[int, Field(ge=1, le=1000)] = 1000
+
+
+class ApiV1ToolsGetParametersQuery(BaseModel):
+    category: Annotated[str | None, Field(max_length=64, min_length=1)] = None
+
+
+class ApiV1CostsGetParametersQuery(BaseModel):
+    since: AwareDatetime | None = None
+    agent_id: Annotated[str | None, Field(max_length=64, min_length=1)] = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    all: bool = False
+
+
+class ApiV1CostsSummaryGetParametersQuery(BaseModel):
+    period: Period = 'day'
     all: bool = False

@@ -9,6 +9,7 @@ from typing import Any
 
 import peewee
 
+from cadre.engine.tools.registry import TOOLS
 from cadre.errors import Conflict, NotFound, ValidationFailed
 from storage.db import BaseModel, database
 from storage.ids import new_id, utcnow
@@ -169,6 +170,13 @@ def _height(agent: Agent) -> int:
 
 
 def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
+    unknown = [name for name in fields.get("tools") or () if name not in TOOLS]
+    if unknown:
+        raise ValidationFailed(
+            f"Unknown tools: {', '.join(unknown)}. GET /api/v1/tools lists them.",
+            error="unknown_tool",
+            details={"tools": f"not registered: {', '.join(unknown)}"},
+        )
     return {
         key: (json.dumps(value) if key == "tools" and value is not None else value)
         for key, value in fields.items()

@@ -1,0 +1,124 @@
+"""The event bus: every event of an execution is stored, numbered, then fanned out live.
+
+A subscriber names the last sequence number it has seen and gets everything
+after it, in order, exactly once: from memory while the execution runs in this
+process, from the database otherwise (finished executions, or ones another
+worker runs, which it polls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from storage import executions as store
+
+Event = dict[str, Any]
+
+
+class Channel:
+    """The live events of one running execution."""
+
+    def __init__(self, execution_id: str, last_seq: int = 0) -> None:
+        self.execution_id = execution_id
+        self.base = last_seq  # events[i] has seq base + i + 1
+        self.events: list[Event] = []
+        self.done = False
+        self._changed = asyncio.Event()
+
+    @property
+    def last_seq(self) -> int:
+        return self.base + len(self.events)
+
+    def after(self, seq: int) -> list[Event]:
+        return self.events[max(0, seq - self.base) :]
+
+    def notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait(self, timeout: float | None) -> bool:
+        """Wait for the next change; False when ``timeout`` passed first."""
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+class EventBus:
+    def __init__(self, poll_interval: float = 0.25) -> None:
+        self.channels: dict[str, Channel] = {}
+        self.poll_interval = poll_interval
+
+    def open(self, execution_id: str) -> Channel:
+        channel = self.channels.get(execution_id)
+        if channel is None:
+            channel = Channel(execution_id, store.last_seq(execution_id))
+            self.channels[execution_id] = channel
+        return channel
+
+    def publish(self, execution_id: str, type_: str, **data: Any) -> Event:
+        """Store the event, then wake every live subscriber."""
+        channel = self.open(execution_id)
+        event: Event = {
+            "type": type_,
+            "execution_id": execution_id,
+            "seq": channel.last_seq + 1,
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            **data,
+        }
+        store.append_event(execution_id, event["seq"], type_, event)
+        channel.events.append(event)
+        channel.notify()
+        return event
+
+    def close(self, execution_id: str) -> None:
+        """The execution is over: live subscribers drain and stop; new ones read the database."""
+        channel = self.channels.pop(execution_id, None)
+        if channel is not None:
+            channel.done = True
+            channel.notify()
+
+    async def subscribe(
+        self, execution_id: str, after: int = 0, keepalive: float | None = None
+    ) -> AsyncIterator[Event | None]:
+        """Every event after ``after`` until the execution ends; ``None`` marks idle time.
+
+        With ``keepalive`` set, a ``None`` is yielded after that many idle seconds.
+        """
+        cursor = after
+        idle = 0.0
+        while True:
+            channel = self.channels.get(execution_id)
+            if channel is not None:
+                batch = channel.after(cursor)
+                for event in batch:
+                    cursor = event["seq"]
+                    yield event
+                if channel.done and cursor >= channel.last_seq:
+                    return
+                if not batch and not await channel.wait(keepalive):
+                    yield None
+                continue
+            # Not running in this process: read the database, polling while unfinished.
+            rows = store.events_after(execution_id, cursor, 500)
+            for row in rows:
+                cursor = row.seq
+                yield row.data
+            if rows:
+                idle = 0.0
+                continue
+            if execution_id in self.channels:
+                continue
+            if store.get_status(execution_id) in store.TERMINAL:
+                if not store.events_after(execution_id, cursor, 1):
+                    return
+                continue
+            await asyncio.sleep(self.poll_interval)
+            idle += self.poll_interval
+            if keepalive is not None and idle >= keepalive:
+                idle = 0.0
+                yield None

@@ -1,0 +1,310 @@
+"""Runs executions as asyncio tasks: queueing, control (cancel, pause, resume), recovery.
+
+Each execution is one task. At most ``max_concurrent`` run at once; the rest
+wait ``queued``, in order. Control requests reach a local run directly; one run
+by another worker gets them through the ``control`` column, which every worker
+reads on its heartbeat. Runs whose worker stopped beating (killed, crashed) are
+finished as ``failed``/``interrupted`` by whichever worker notices first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from cadre.engine.events import EventBus
+from cadre.engine.pricing import PriceTable
+from cadre.engine.providers.base import Provider, ProviderNotConfigured
+from cadre.engine.providers.registry import ProviderSettings, get_provider
+from cadre.engine.run import AgentRun, Stop
+from cadre.engine.tools.workspace import sandbox_copy, user_workspace
+from cadre.errors import Conflict
+from storage import executions as store
+from storage.executions import Execution
+from storage.ids import utcnow
+
+log = logging.getLogger("cadre.engine")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    data_dir: Path
+    providers: ProviderSettings
+    prices: PriceTable
+    max_concurrent: int = 16
+    max_steps: int = 32
+    max_tokens: int = 4096
+    heartbeat_seconds: float = 1.0
+
+
+class RunHandle:
+    """The local side of one execution: its task and the switches its loop checks."""
+
+    def __init__(self, execution_id: str) -> None:
+        self.execution_id = execution_id
+        self.task: asyncio.Task[None] | None = None
+        self.stop_reason: str | None = None  # set before the task is cancelled on purpose
+        self.running = asyncio.Event()  # cleared while paused
+        self.running.set()
+        self.started = False
+
+
+class Executor:
+    def __init__(self, config: EngineConfig, bus: EventBus) -> None:
+        self.config = config
+        self.bus = bus
+        self.slots = asyncio.Semaphore(config.max_concurrent)
+        self.handles: dict[str, RunHandle] = {}
+        self.providers: dict[str, Provider] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.recover()
+        self._heartbeat = asyncio.create_task(self._beat())
+
+    async def stop(self) -> None:
+        """Shutting down: unfinished runs end ``interrupted`` rather than hang."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        for handle in list(self.handles.values()):
+            await self._interrupt(handle, "interrupted", wait=5.0)
+        for provider in self.providers.values():
+            with contextlib.suppress(Exception):
+                await provider.aclose()
+
+    def recover(self) -> int:
+        """Finish every unfinished execution whose worker stopped beating; returns how many."""
+        stale_after = timedelta(seconds=max(5.0, self.config.heartbeat_seconds * 5))
+        recovered = 0
+        for execution in store.stale_unfinished(utcnow() - stale_after):
+            if execution.id in self.handles:
+                continue
+            self.bus.open(execution.id)
+            self._finish(
+                execution.id,
+                status="failed",
+                stop_reason="interrupted",
+                error="The server running this execution stopped before it finished.",
+                result=execution.result,
+                usage=None,
+            )
+            recovered += 1
+        return recovered
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_seconds)
+            try:
+                store.touch_heartbeats(list(self.handles))
+                for execution_id in list(self.handles):
+                    control = store.requested_control(execution_id)
+                    if control:
+                        store.update_execution(execution_id, control=None)
+                        await self.control(execution_id, control)
+                self.recover()
+            except Exception:  # the heartbeat must outlive a database hiccup
+                log.exception("executor heartbeat failed")
+
+    # -- submitting and controlling ------------------------------------------------------
+
+    def submit(self, execution: Execution) -> None:
+        handle = RunHandle(execution.id)
+        self.handles[execution.id] = handle
+        self.bus.publish(execution.id, "status", status="queued")
+        handle.task = asyncio.create_task(self._run(execution, handle))
+
+    async def control(self, execution_id: str, action: str) -> None:
+        """Apply ``cancel``/``pause``/``resume``; 409 for a transition the state forbids."""
+        status = store.get_status(execution_id)
+        allowed = {
+            "cancel": {"queued", "running", "paused"},
+            "pause": {"queued", "running"},
+            "resume": {"paused"},
+        }[action]
+        if status not in allowed:
+            raise Conflict(
+                f"Cannot {action} an execution that is {status}.",
+                error="invalid_transition",
+                details={"status": status},
+            )
+        handle = self.handles.get(execution_id)
+        if handle is None:  # another worker runs it: leave word, it reads it within a beat
+            store.update_execution(execution_id, control=action)
+            await self._await_status(
+                execution_id, lambda now: now != status, 3 * self.config.heartbeat_seconds
+            )
+            return
+        if action == "cancel":
+            await self._interrupt(handle, "cancelled", wait=2.0)
+        elif action == "pause":
+            handle.running.clear()
+            store.update_execution(execution_id, status="paused")
+            self.bus.publish(execution_id, "status", status="paused")
+        else:
+            handle.running.set()
+            resumed = "running" if handle.started else "queued"
+            store.update_execution(execution_id, status=resumed)
+            self.bus.publish(execution_id, "status", status=resumed)
+
+    async def _interrupt(self, handle: RunHandle, reason: str, wait: float) -> None:
+        handle.stop_reason = reason
+        if handle.task is not None and not handle.task.done():
+            handle.task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(handle.task), wait)
+
+    async def _await_status(
+        self, execution_id: str, done: Callable[[str | None], bool], timeout: float
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not done(store.get_status(execution_id)):
+            await asyncio.sleep(0.05)
+
+    # -- running -------------------------------------------------------------------------
+
+    async def _checkpoint(self, handle: RunHandle) -> None:
+        """Between two events: wait out a pause (cancel still gets through)."""
+        if not handle.running.is_set():
+            await handle.running.wait()
+
+    async def _run(self, execution: Execution, handle: RunHandle) -> None:
+        result: dict[str, Any] | None = None
+        run: AgentRun | None = None
+        try:
+            async with self.slots:
+                await self._checkpoint(handle)
+                handle.started = True
+                store.update_execution(execution.id, status="running", started_at=utcnow())
+                self.bus.publish(execution.id, "status", status="running")
+                provider = self._provider(execution.provider)
+                workspace = user_workspace(self.config.data_dir, execution.owner_id)
+                async with contextlib.AsyncExitStack() as stack:
+                    if execution.mode == "sandbox":
+                        workspace = await stack.enter_async_context(sandbox_copy(workspace))
+                    run = AgentRun(
+                        execution,
+                        bus=self.bus,
+                        provider=provider,
+                        prices=self.config.prices,
+                        workspace=workspace,
+                        max_steps=self.config.max_steps,
+                        max_tokens=self.config.max_tokens,
+                        checkpoint=lambda: self._checkpoint(handle),
+                    )
+                    async with asyncio.timeout(execution.timeout):
+                        result = await run.run()
+            self._finish_run(execution, run, "completed", "completed", None, result)
+        except ProviderNotConfigured as exc:
+            self._finish_run(execution, run, "failed", "provider_not_configured", exc.message, None)
+        except Stop as stop:
+            self._finish_run(execution, run, "failed", stop.stop_reason, stop.message, None)
+        except TimeoutError:
+            message = f"Stopped after the timeout of {execution.timeout} s."
+            self._finish_run(execution, run, "failed", "timeout", message, None)
+        except asyncio.CancelledError:
+            reason = handle.stop_reason or "interrupted"
+            status = "cancelled" if reason == "cancelled" else "failed"
+            message = None if reason == "cancelled" else "The server stopped during the execution."
+            self._finish_run(execution, run, status, reason, message, None)
+        except Exception as exc:  # every execution ends in a terminal state, whatever fails
+            log.exception("execution %s failed", execution.id)
+            self._finish_run(execution, run, "failed", "provider_error", str(exc), None)
+        finally:
+            self.handles.pop(execution.id, None)
+
+    def _provider(self, name: str) -> Provider:
+        provider = self.providers.get(name)
+        if provider is None:
+            provider = get_provider(name, self.config.providers)
+            self.providers[name] = provider
+        return provider
+
+    def _finish_run(
+        self,
+        execution: Execution,
+        run: AgentRun | None,
+        status: str,
+        stop_reason: str,
+        error: str | None,
+        result: dict[str, Any] | None,
+    ) -> None:
+        usage = None
+        if run is not None:
+            tally = run.tally
+            if result is None:
+                result = {**run.result(), "output": run.partial_output()}
+            now = time.monotonic()
+            usage = {
+                "prompt_tokens": tally.prompt_tokens,
+                "completion_tokens": tally.completion_tokens,
+                "cost_usd": tally.cost_usd,
+                "steps": tally.steps,
+                "latency_ms": round((now - tally.started) * 1000),
+                "time_to_first_token_ms": None
+                if tally.first_token_at is None
+                else round((tally.first_token_at - tally.started) * 1000),
+            }
+        self._finish(
+            execution.id,
+            status=status,
+            stop_reason=stop_reason,
+            error=error,
+            result=result,
+            usage=usage,
+        )
+
+    def _finish(
+        self,
+        execution_id: str,
+        *,
+        status: str,
+        stop_reason: str,
+        error: str | None,
+        result: dict[str, Any] | None,
+        usage: dict[str, Any] | None,
+    ) -> None:
+        """Write the terminal state, then tell subscribers (status first, so none waits forever)."""
+        store.update_execution(
+            execution_id,
+            status=status,
+            stop_reason=stop_reason,
+            error=error,
+            result=result,
+            completed_at=utcnow(),
+            control=None,
+            **(usage or {}),
+        )
+        execution = store.Execution.get_by_id(execution_id)
+        if error is not None:
+            self.bus.publish(execution_id, "error", message=error, stop_reason=stop_reason)
+        self.bus.publish(
+            execution_id,
+            "complete",
+            status=status,
+            stop_reason=stop_reason,
+            result=result,
+            cost=execution.cost_usd,
+            usage=usage_reply(execution),
+        )
+        self.bus.close(execution_id)
+
+
+def usage_reply(execution: Execution) -> dict[str, Any]:
+    return {
+        "prompt_tokens": execution.prompt_tokens,
+        "completion_tokens": execution.completion_tokens,
+        "total_tokens": execution.prompt_tokens + execution.completion_tokens,
+        "cost_usd": execution.cost_usd,
+        "currency": "USD",
+        "latency_ms": execution.latency_ms,
+        "time_to_first_token_ms": execution.time_to_first_token_ms,
+    }

@@ -1,0 +1,60 @@
+"""Creating an execution: the agent's effective settings frozen, idempotency honoured."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from cadre.engine.executor import Executor
+from cadre.errors import Conflict
+from storage import agents
+from storage import executions as store
+from storage.executions import Execution
+
+
+def request_hash(agent_id: str, body: dict[str, Any]) -> str:
+    canonical = json.dumps({"agent": agent_id, "body": body}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def launch(
+    executor: Executor,
+    owner_id: str,
+    agent_ref: str,
+    body: dict[str, Any],
+    idempotency_key: str | None,
+) -> Execution:
+    """Queue a new execution, or return the one an earlier identical request created."""
+    agent = agents.get_agent(agent_ref, owner_id)
+    digest = request_hash(agent.id, body)
+    if idempotency_key is not None:
+        existing = store.find_idempotent(owner_id, idempotency_key)
+        if existing is not None:
+            if existing.request_hash != digest:
+                raise Conflict(
+                    "This Idempotency-Key was used with a different request.",
+                    error="idempotency_key_reused",
+                    details={"Idempotency-Key": idempotency_key},
+                )
+            return existing
+    if agent.status != "active":
+        raise Conflict(f"Agent '{agent.name}' is disabled.", error="agent_disabled")
+    resolved = agents.resolve([agent])[0]
+    execution = store.create_execution(
+        owner=owner_id,
+        agent_id=agent.id,
+        agent_name=agent.name,
+        task=body["task"],
+        mode=body.get("mode", "safe"),
+        inputs=body.get("inputs") or {},
+        config=resolved.values,
+        provider=resolved.values["provider"],
+        model=resolved.values["model"],
+        cost_limit=body.get("cost_limit"),
+        timeout=body.get("timeout"),
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+    )
+    executor.submit(execution)
+    return execution

@@ -1,0 +1,248 @@
+"""One execution's agent loop: provider turns, tool calls, usage, costs and budgets.
+
+The loop stops by raising ``Stop`` (a budget ran out, a provider failed) or by
+being cancelled; ``Executor`` turns either into the execution's terminal state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cadre.engine.events import EventBus
+from cadre.engine.pricing import PriceTable
+from cadre.engine.providers.base import (
+    Message,
+    Provider,
+    ProviderError,
+    ProviderRequest,
+    TextDelta,
+    ToolCall,
+    ToolCallRequested,
+    ToolSpec,
+    UsageReport,
+)
+from cadre.engine.tools.base import ToolContext
+from cadre.engine.tools.registry import TOOLS, execute_tool
+from cadre.errors import CadreError
+from storage import costs
+from storage import executions as store
+from storage.executions import Execution
+
+
+class Stop(Exception):
+    """Ends a run early with a stop reason (the status is ``failed``)."""
+
+    def __init__(self, stop_reason: str, message: str) -> None:
+        super().__init__(message)
+        self.stop_reason = stop_reason
+        self.message = message
+
+
+@dataclass
+class Tally:
+    """What the run consumed so far."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    steps: int = 0
+    tool_calls: int = 0
+    output: str = ""
+    first_token_at: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+def estimate_tokens(messages: list[Message]) -> int:
+    """A provider-independent guess (about four characters a token) for budget checks."""
+    chars = sum(len(m.content) + sum(len(str(c.args)) for c in m.tool_calls) for m in messages)
+    return math.ceil(chars / 4)
+
+
+class AgentRun:
+    def __init__(
+        self,
+        execution: Execution,
+        *,
+        bus: EventBus,
+        provider: Provider,
+        prices: PriceTable,
+        workspace: Path,
+        max_steps: int,
+        max_tokens: int,
+        checkpoint: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.execution = execution
+        self.bus = bus
+        self.provider = provider
+        self.prices = prices
+        self.workspace = workspace
+        self.max_steps = max_steps
+        self.max_tokens = max_tokens
+        self.checkpoint = checkpoint
+        self.tally = Tally()
+        config = execution.config
+        self.tool_names: list[str] = [name for name in config["tools"] if name in TOOLS]
+        self.temperature: float | None = config.get("temperature")
+        self.messages: list[Message] = []
+        if config.get("instructions"):
+            self.messages.append(Message(role="system", content=config["instructions"]))
+        self.messages.append(Message(role="user", content=execution.task))
+        self.current_parts: list[str] = []
+
+    def publish(self, type_: str, **data: Any) -> None:
+        self.bus.publish(self.execution.id, type_, **data)
+
+    async def run(self) -> dict[str, Any]:
+        """Turns until the model answers without asking for tools; returns the result."""
+        context = ToolContext(workspace=self.workspace, mode=self.execution.mode)
+        specs = tuple(
+            ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
+            for t in (TOOLS[n] for n in self.tool_names)
+        )
+        while True:
+            if self.tally.steps >= self.max_steps:
+                raise Stop("tool_error", f"Stopped after {self.max_steps} steps without an answer.")
+            await self.checkpoint()
+            text, calls = await self._turn(specs)
+            if not calls:
+                self.tally.output = text
+                return self.result()
+            self.messages.append(Message(role="assistant", content=text, tool_calls=list(calls)))
+            for call in calls:
+                await self.checkpoint()
+                self.messages.append(await self._call_tool(call, context))
+
+    def partial_output(self) -> str:
+        """What the model said in the turn that was cut short."""
+        return "".join(self.current_parts)
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "output": self.tally.output,
+            "steps": self.tally.steps,
+            "tool_calls": self.tally.tool_calls,
+        }
+
+    async def _turn(self, specs: tuple[ToolSpec, ...]) -> tuple[str, list[ToolCall]]:
+        """One provider call, streamed: tokens out as events, cost checked as they come."""
+        prompt_estimate = estimate_tokens(self.messages)
+        price = self.prices.lookup(self.execution.provider, self.execution.model)
+        input_price = price.input_per_million / 1e6 if price else 0.0
+        output_price = price.output_per_million / 1e6 if price else 0.0
+        self._check_budget(self.tally.cost_usd + prompt_estimate * input_price)
+        self.tally.steps += 1
+        request = ProviderRequest(
+            model=self.execution.model,
+            messages=list(self.messages),
+            tools=specs,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            inputs=self.execution.inputs,
+        )
+        parts = self.current_parts = []
+        calls: list[ToolCall] = []
+        usage: UsageReport | None = None
+        streamed = 0
+        stream = self.provider.stream(request)
+        try:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    if self.tally.first_token_at is None:
+                        self.tally.first_token_at = time.monotonic()
+                    streamed += 1
+                    parts.append(event.text)
+                    self.publish("token", content=event.text)
+                    spent = self.tally.cost_usd + prompt_estimate * input_price
+                    self._check_budget(spent + streamed * output_price)
+                    await self.checkpoint()
+                elif isinstance(event, ToolCallRequested):
+                    calls.append(event.call)
+                elif isinstance(event, UsageReport):
+                    usage = event
+        except ProviderError as exc:
+            raise Stop("provider_error", exc.message) from exc
+        finally:
+            await stream.aclose()
+            # Whatever happened, account for what this call consumed, and nothing after.
+            if usage is None and streamed:  # cut short: estimate what was consumed
+                usage = UsageReport(prompt_tokens=prompt_estimate, completion_tokens=streamed)
+            if usage is not None:
+                self._account(usage)
+        return "".join(parts), calls
+
+    def _account(self, usage: UsageReport) -> None:
+        execution = self.execution
+        cost, priced = self.prices.cost(
+            execution.provider, execution.model, usage.prompt_tokens, usage.completion_tokens
+        )
+        self.tally.prompt_tokens += usage.prompt_tokens
+        self.tally.completion_tokens += usage.completion_tokens
+        self.tally.cost_usd = round(self.tally.cost_usd + cost, 10)
+        costs.record_cost(
+            owner=execution.owner_id,
+            agent_id=execution.agent_id,
+            agent_name=execution.agent_name,
+            execution_id=execution.id,
+            provider=execution.provider,
+            model=execution.model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=cost,
+            priced=priced,
+        )
+        self.publish(
+            "usage",
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.prompt_tokens + usage.completion_tokens,
+            cost_usd=cost,
+            total_cost_usd=self.tally.cost_usd,
+            priced=priced,
+        )
+        store.update_execution(
+            execution.id,
+            prompt_tokens=self.tally.prompt_tokens,
+            completion_tokens=self.tally.completion_tokens,
+            cost_usd=self.tally.cost_usd,
+            steps=self.tally.steps,
+        )
+
+    def _check_budget(self, projected: float) -> None:
+        limit = self.execution.cost_limit
+        if limit is not None and projected > limit:
+            raise Stop(
+                "cost_limit_exceeded",
+                f"Stopped: continuing would pass the cost limit of {limit} USD.",
+            )
+
+    async def _call_tool(self, call: ToolCall, context: ToolContext) -> Message:
+        self.tally.steps += 1
+        self.tally.tool_calls += 1
+        self.publish("tool_call", call_id=call.id, tool=call.tool, args=call.args)
+        try:
+            if call.tool not in self.tool_names:
+                raise CadreError(
+                    f"The tool '{call.tool}' is not available to this agent.",
+                    error="tool_not_available",
+                )
+            result = await execute_tool(call.tool, call.args, context)
+        except CadreError as exc:
+            # The model hears why (refused in safe mode, outside the workspace, bad args)
+            # and may recover; the refusal is an event like any other.
+            self.publish(
+                "tool_result", call_id=call.id, tool=call.tool, error=exc.message, code=exc.error
+            )
+            return Message(
+                role="tool", content=f"error: {exc.message}", tool_call_id=call.id, name=call.tool
+            )
+        except Exception as exc:
+            raise Stop("tool_error", f"The tool '{call.tool}' failed: {exc}") from exc
+        self.publish("tool_result", call_id=call.id, tool=call.tool, result=result)
+        content = json.dumps(result, ensure_ascii=False)
+        return Message(role="tool", content=content, tool_call_id=call.id, name=call.tool)

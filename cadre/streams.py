@@ -1,0 +1,210 @@
+"""Live execution streams: Server-Sent Events, and the two WebSocket channels of asyncapi.yaml.
+
+Connexion does not serve WebSockets, so these routes sit on the outer Starlette
+app and check the JWT themselves: ``?token=``, an ``Authorization`` header, or a
+first ``{"type": "auth", "token": …}`` message. A bad token closes with 1008.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import jsonschema
+from connexion.json_schema import Draft4RequestValidator
+from starlette.responses import StreamingResponse
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from cadre import runtime
+from cadre.engine.launch import launch
+from cadre.errors import CadreError, Unauthorized
+from storage import executions as store
+
+POLICY_VIOLATION = 1008
+INVALID_PAYLOAD = 1007
+NOT_FOUND = 4404
+COMMANDS = ("cancel", "pause", "resume", "ping")
+
+
+def _sse_frame(event: dict[str, Any]) -> bytes:
+    data = json.dumps(event, separators=(",", ":"))
+    return f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
+
+
+def sse_response(execution_id: str, after: int) -> StreamingResponse:
+    """Replay after ``after``, then live, with comment lines to keep proxies from hanging up."""
+    current = runtime.current()
+    keepalive = current.settings.stream_keepalive_seconds
+
+    async def frames() -> AsyncIterator[bytes]:
+        yield b"retry: 2000\n\n"
+        async for event in current.bus.subscribe(execution_id, after, keepalive=keepalive):
+            yield b": keep-alive\n\n" if event is None else _sse_frame(event)
+
+    return StreamingResponse(
+        frames(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _authenticate(websocket: WebSocket, scope: str) -> str | None:
+    """The caller's user id, or None after closing the socket with a policy violation."""
+    token = websocket.query_params.get("token")
+    header = websocket.headers.get("authorization", "")
+    if token is None and header.lower().startswith("bearer "):
+        token = header[7:].strip()
+    await websocket.accept()
+    if token is None:
+        first = await _receive_json(websocket)
+        if first is None or first.get("type") != "auth" or not isinstance(first.get("token"), str):
+            await _refuse(websocket, "Send a token: ?token=, Authorization, or an auth message.")
+            return None
+        token = first["token"]
+    try:
+        claims = runtime.current().tokens.decode(token)
+    except Unauthorized as exc:
+        await _refuse(websocket, exc.message)
+        return None
+    if scope not in claims["scopes"]:
+        await _refuse(websocket, f"The token lacks the '{scope}' scope.")
+        return None
+    return claims["sub"]
+
+
+async def _refuse(websocket: WebSocket, message: str) -> None:
+    await websocket.send_json(
+        {"type": "protocol_error", "error": "not_authenticated", "message": message, "details": {}}
+    )
+    await websocket.close(POLICY_VIOLATION)
+
+
+async def _receive_json(websocket: WebSocket) -> dict[str, Any] | None:
+    try:
+        message = await websocket.receive_json()
+    except (WebSocketDisconnect, json.JSONDecodeError, KeyError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
+async def _protocol_error(websocket: WebSocket, error: CadreError | str, code: int) -> None:
+    if isinstance(error, CadreError):
+        body = {"error": error.error, "message": error.message, "details": error.details}
+    else:
+        body = {"error": "invalid_message", "message": error, "details": {}}
+    await websocket.send_json({"type": "protocol_error", **body})
+    await websocket.close(code)
+
+
+async def _relay(websocket: WebSocket, execution_id: str, after: int) -> None:
+    """Send events until ``complete`` while obeying commands; stop if the client leaves."""
+    current = runtime.current()
+    async with anyio.create_task_group() as group:
+
+        async def send_events() -> None:
+            async for event in current.bus.subscribe(
+                execution_id, after, keepalive=current.settings.stream_keepalive_seconds
+            ):
+                if event is not None:
+                    await websocket.send_json(event)
+            group.cancel_scope.cancel()
+
+        async def obey_commands() -> None:
+            while True:
+                message = await _receive_json(websocket)
+                if message is None:
+                    if websocket.client_state.name != "CONNECTED":
+                        group.cancel_scope.cancel()  # the client went away
+                        return
+                    continue
+                command = message.get("type")
+                if command == "ping":
+                    await websocket.send_json({"type": "pong"})
+                elif command in COMMANDS:
+                    try:
+                        await current.executor.control(execution_id, command)
+                    except CadreError as exc:
+                        await websocket.send_json(
+                            {
+                                "type": "command_error",
+                                "command": command,
+                                "error": exc.error,
+                                "message": exc.message,
+                            }
+                        )
+                else:
+                    await websocket.send_json(
+                        {
+                            "type": "command_error",
+                            "command": str(command),
+                            "error": "unknown_command",
+                            "message": f"Commands are {', '.join(COMMANDS)}.",
+                        }
+                    )
+
+        group.start_soon(send_events)
+        group.start_soon(obey_commands)
+    if websocket.client_state.name == "CONNECTED":
+        await websocket.close(1000)
+
+
+async def agent_stream(websocket: WebSocket, validator: jsonschema.Validator) -> None:
+    """``/api/v1/agents/{agent_id}/stream``: send a task, get its execution's events."""
+    user = await _authenticate(websocket, "executions:write")
+    if user is None:
+        return
+    message = await _receive_json(websocket)
+    if message is None:
+        await _protocol_error(websocket, "Send the task as a JSON object.", INVALID_PAYLOAD)
+        return
+    errors = sorted(validator.iter_errors(message), key=lambda e: list(map(str, e.path)))
+    if errors:
+        details = {".".join(["body", *map(str, e.path)]): e.message for e in errors}
+        error = CadreError("Invalid task message.", error="validation_error", details=details)
+        await _protocol_error(websocket, error, INVALID_PAYLOAD)
+        return
+    try:
+        execution = launch(
+            runtime.current().executor, user, websocket.path_params["agent_id"], message, None
+        )
+    except CadreError as exc:
+        await _protocol_error(websocket, exc, NOT_FOUND if exc.status == 404 else INVALID_PAYLOAD)
+        return
+    await _relay(websocket, execution.id, 0)
+
+
+async def execution_stream(websocket: WebSocket) -> None:
+    """``/api/v1/executions/{execution_id}/stream?after=SEQ``: replay, then live."""
+    user = await _authenticate(websocket, "executions:read")
+    if user is None:
+        return
+    try:
+        after = int(websocket.query_params.get("after", "0"))
+        if not 0 <= after <= 1_000_000_000:
+            raise ValueError
+        execution = store.get_execution(websocket.path_params["execution_id"], user)
+    except ValueError:
+        await _protocol_error(websocket, "'after' must be a whole number >= 0.", INVALID_PAYLOAD)
+        return
+    except CadreError as exc:
+        await _protocol_error(websocket, exc, NOT_FOUND)
+        return
+    await _relay(websocket, execution.id, after)
+
+
+def routes(spec: dict[str, Any]) -> list[WebSocketRoute]:
+    """The WebSocket routes; the task message is validated by the spec's ExecuteRequest."""
+    validator = Draft4RequestValidator(
+        {**spec["components"]["schemas"]["ExecuteRequest"], "components": spec["components"]}
+    )
+
+    async def agent_stream_route(websocket: WebSocket) -> None:
+        await agent_stream(websocket, validator)
+
+    return [
+        WebSocketRoute("/api/v1/agents/{agent_id}/stream", agent_stream_route),
+        WebSocketRoute("/api/v1/executions/{execution_id}/stream", execution_stream),
+    ]

@@ -1,0 +1,71 @@
+"""Cost records and summaries: the caller's own, or everyone's for admins."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from cadre.errors import Forbidden, ValidationFailed
+from models_gen.api import CostList, CostSummary
+from models_gen.api import CostRecord as CostReply
+from storage import costs
+from storage.ids import aware
+
+PERIODS = {"day": timedelta(days=1), "week": timedelta(weeks=1), "month": timedelta(days=30)}
+
+
+def _scope(user: str, token_info: dict, all_: bool) -> str | None:
+    if all_ and token_info["role"] != "admin":
+        raise Forbidden("Only admins may read every user's costs.", error="admin_required")
+    return None if all_ else user
+
+
+def _parse_instant(value: str) -> datetime:
+    """An ISO 8601 instant as naive UTC (as stored); a bare date means its midnight UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValidationFailed(
+            "'since' must be an ISO 8601 date or date-time.",
+            details={"query.since": f"'{value}' is not an ISO 8601 date-time"},
+        ) from exc
+    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+async def list_costs(
+    user: str,
+    token_info: dict,
+    limit: int,
+    since: str | None = None,
+    agent_id: str | None = None,
+    all_: bool = False,
+) -> tuple[dict, int]:
+    owner = _scope(user, token_info, all_)
+    since_utc = None if since is None else _parse_instant(since)
+    rows, total = costs.list_costs(owner, since=since_utc, agent_ref=agent_id, limit=limit)
+    records = [
+        CostReply(
+            id=row.id,
+            agent_id=row.agent_id,
+            agent_name=row.agent_name,
+            execution_id=row.execution_id,
+            provider=row.provider,
+            model=row.model,
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            total_tokens=row.prompt_tokens + row.completion_tokens,
+            cost_usd=row.cost_usd,
+            priced=row.priced,
+            timestamp=aware(row.timestamp),
+        )
+        for row in rows
+    ]
+    return CostList(costs=records, total_cost=total).model_dump(mode="json"), 200
+
+
+async def get_cost_summary(
+    user: str, token_info: dict, period: str = "day", all_: bool = False
+) -> tuple[dict, int]:
+    owner = _scope(user, token_info, all_)
+    since = datetime.now(UTC).replace(tzinfo=None) - PERIODS[period]
+    summary = CostSummary(period=period, **costs.summarize(owner, since))
+    return summary.model_dump(mode="json"), 200

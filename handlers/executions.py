@@ -1,0 +1,101 @@
+"""Executions: start, read, control, and their events (JSON or Server-Sent Events)."""
+
+from __future__ import annotations
+
+from connexion import request
+
+from cadre import runtime, streams
+from cadre.engine.executor import usage_reply
+from cadre.engine.launch import launch
+from models_gen.api import EventList, ExecutionCreated, ExecutionList
+from models_gen.api import Execution as ExecutionReply
+from storage import executions as store
+from storage.ids import aware
+
+
+def _reply(execution: store.Execution) -> dict:
+    return ExecutionReply(
+        id=execution.id,
+        agent_id=execution.agent_id,
+        agent_name=execution.agent_name,
+        task=execution.task,
+        mode=execution.mode,
+        inputs=execution.inputs,
+        status=execution.status,
+        stop_reason=execution.stop_reason,
+        result=execution.result,
+        error=execution.error,
+        usage=usage_reply(execution),
+        cost_limit=execution.cost_limit,
+        timeout=execution.timeout,
+        provider=execution.provider,
+        model=execution.model,
+        steps=execution.steps,
+        created_at=aware(execution.created_at),
+        started_at=aware(execution.started_at),
+        completed_at=aware(execution.completed_at),
+    ).model_dump(mode="json")
+
+
+async def execute_agent(user: str, agent_id: str, body: dict) -> tuple[dict, int]:
+    executor = runtime.current().executor
+    execution = launch(executor, user, agent_id, body, request.headers.get("idempotency-key"))
+    created = ExecutionCreated(
+        execution_id=execution.id,
+        status=store.get_status(execution.id),
+        created_at=aware(execution.created_at),
+    )
+    return created.model_dump(mode="json"), 200
+
+
+async def get_execution(user: str, execution_id: str) -> tuple[dict, int]:
+    return _reply(store.get_execution(execution_id, user)), 200
+
+
+async def get_agent_execution(user: str, execution_id: str) -> tuple[dict, int]:
+    """The seed clients' path for the same thing."""
+    return await get_execution(user, execution_id)
+
+
+async def list_executions(
+    user: str, limit: int, offset: int, agent_id: str | None = None, status: str | None = None
+) -> tuple[dict, int]:
+    rows, total = store.list_executions(
+        user, agent_ref=agent_id, status=status, limit=limit, offset=offset
+    )
+    page = ExecutionList(
+        executions=[_reply(r) for r in rows], total=total, limit=limit, offset=offset
+    )
+    return page.model_dump(mode="json"), 200
+
+
+async def _control(user: str, execution_id: str, action: str) -> tuple[dict, int]:
+    store.get_execution(execution_id, user)  # 404 unless it is the caller's
+    await runtime.current().executor.control(execution_id, action)
+    return _reply(store.get_execution(execution_id, user)), 200
+
+
+async def cancel_execution(user: str, execution_id: str) -> tuple[dict, int]:
+    return await _control(user, execution_id, "cancel")
+
+
+async def pause_execution(user: str, execution_id: str) -> tuple[dict, int]:
+    return await _control(user, execution_id, "pause")
+
+
+async def resume_execution(user: str, execution_id: str) -> tuple[dict, int]:
+    return await _control(user, execution_id, "resume")
+
+
+async def list_execution_events(user: str, execution_id: str, after: int, limit: int):
+    store.get_execution(execution_id, user)
+    last_event_id = request.headers.get("last-event-id")
+    if last_event_id is not None:
+        after = max(after, int(last_event_id))
+    if "text/event-stream" in request.headers.get("accept", ""):
+        return streams.sse_response(execution_id, after)
+    events = [row.data for row in store.events_after(execution_id, after, limit)]
+    page = EventList(
+        events=events, total=store.count_events(execution_id), after=after, limit=limit
+    )
+    return page.model_dump(mode="json", exclude_unset=False), 200

@@ -1,0 +1,29 @@
+"""Built-in tools: list them, or run one in the caller's workspace."""
+
+from __future__ import annotations
+
+from cadre import runtime
+from cadre.engine.tools.base import ToolContext
+from cadre.engine.tools.registry import execute_tool as run_tool
+from cadre.engine.tools.registry import list_tools as registered_tools
+from cadre.engine.tools.workspace import user_workspace
+from models_gen.api import ToolInfo, ToolList, ToolResult
+
+
+async def list_tools(category: str | None = None) -> tuple[dict, int]:
+    tools = [
+        ToolInfo(
+            name=tool.name,
+            description=tool.description,
+            category=tool.category,
+            parameters=tool.parameters,
+        )
+        for tool in registered_tools(category)
+    ]
+    return ToolList(tools=tools).model_dump(mode="json"), 200
+
+
+async def execute_tool(user: str, tool_name: str, body: dict) -> tuple[dict, int]:
+    workspace = user_workspace(runtime.current().settings.data_dir, user)
+    result = await run_tool(tool_name, body["args"], ToolContext(workspace=workspace, mode="full"))
+    return ToolResult(result=result).model_dump(mode="json"), 200

@@ -1,0 +1,68 @@
+"""Cost records: one per provider call, never updated."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import peewee
+
+from storage.db import BaseModel
+from storage.ids import new_id, utcnow
+from storage.queries import owned
+from storage.users import User
+
+
+class CostRecord(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=40)
+    owner = peewee.ForeignKeyField(User, backref="costs", on_delete="CASCADE")
+    agent_id = peewee.CharField(max_length=40, index=True)
+    agent_name = peewee.CharField(max_length=64)
+    execution_id = peewee.CharField(max_length=40, index=True)
+    provider = peewee.CharField(max_length=32)
+    model = peewee.CharField(max_length=128)
+    prompt_tokens = peewee.IntegerField()
+    completion_tokens = peewee.IntegerField()
+    cost_usd = peewee.FloatField()
+    priced = peewee.BooleanField()
+    timestamp = peewee.DateTimeField(default=utcnow, index=True)
+
+
+def record_cost(**fields: object) -> CostRecord:
+    return CostRecord.create(id=new_id("cost"), timestamp=utcnow(), **fields)
+
+
+def _filtered(owner_id: str | None, since: datetime | None, agent_ref: str | None):
+    query = owned(CostRecord.select(), CostRecord, owner_id)
+    if since is not None:
+        query = query.where(CostRecord.timestamp >= since)
+    if agent_ref is not None:  # an agent's id, or its name when the cost was recorded
+        query = query.where(
+            (CostRecord.agent_id == agent_ref) | (CostRecord.agent_name == agent_ref)
+        )
+    return query
+
+
+def list_costs(
+    owner_id: str | None, *, since: datetime | None, agent_ref: str | None, limit: int
+) -> tuple[list[CostRecord], float]:
+    """The newest ``limit`` records and the total cost of every matching record."""
+    query = _filtered(owner_id, since, agent_ref)
+    total = query.select(peewee.fn.COALESCE(peewee.fn.SUM(CostRecord.cost_usd), 0)).scalar()
+    rows = list(query.order_by(CostRecord.timestamp.desc(), CostRecord.id.desc()).limit(limit))
+    return rows, round(float(total), 10)
+
+
+def summarize(owner_id: str | None, since: datetime) -> dict[str, object]:
+    query = _filtered(owner_id, since, None)
+    by: dict[str, dict[str, float]] = {}
+    for column, key in (
+        (CostRecord.agent_name, "by_agent"),
+        (CostRecord.provider, "by_provider"),
+        (CostRecord.model, "by_model"),
+    ):
+        grouped = query.select(column, peewee.fn.SUM(CostRecord.cost_usd).alias("cost")).group_by(
+            column
+        )
+        by[key] = {getattr(row, column.name): round(row.cost, 10) for row in grouped}
+    total = round(sum(by["by_provider"].values()), 10)
+    return {"total_cost": total, **by}

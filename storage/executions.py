@@ -1,0 +1,166 @@
+"""Executions and their events: every event is stored with a per-execution sequence number."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import peewee
+
+from cadre.errors import Conflict, NotFound
+from storage.db import BaseModel, database
+from storage.ids import new_id, utcnow
+from storage.queries import owned, paginate
+from storage.users import User
+
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+class JSONField(peewee.TextField):
+    """JSON in a text column: portable across SQLite and PostgreSQL."""
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value: str | None) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class Execution(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=40)
+    owner = peewee.ForeignKeyField(User, backref="executions", on_delete="CASCADE")
+    agent_id = peewee.CharField(max_length=40, index=True)
+    agent_name = peewee.CharField(max_length=64)
+    task = peewee.TextField()
+    mode = peewee.CharField(max_length=16)
+    inputs = JSONField()
+    config = JSONField()  # the agent's effective values when the execution was created
+    provider = peewee.CharField(max_length=32)
+    model = peewee.CharField(max_length=128)
+    cost_limit = peewee.FloatField(null=True)
+    timeout = peewee.IntegerField(null=True)
+    status = peewee.CharField(max_length=16, default="queued", index=True)
+    stop_reason = peewee.CharField(max_length=32, null=True)
+    result = JSONField(null=True)
+    error = peewee.TextField(null=True)
+    prompt_tokens = peewee.IntegerField(default=0)
+    completion_tokens = peewee.IntegerField(default=0)
+    cost_usd = peewee.FloatField(default=0.0)
+    steps = peewee.IntegerField(default=0)
+    latency_ms = peewee.IntegerField(null=True)
+    time_to_first_token_ms = peewee.IntegerField(null=True)
+    idempotency_key = peewee.CharField(max_length=255, null=True)
+    request_hash = peewee.CharField(max_length=64, null=True)
+    control = peewee.CharField(max_length=16, null=True)  # cancel | pause, asked by any worker
+    heartbeat_at = peewee.DateTimeField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    started_at = peewee.DateTimeField(null=True)
+    completed_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("owner", "idempotency_key"), True),)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+class ExecutionEvent(BaseModel):
+    execution = peewee.ForeignKeyField(Execution, backref="events", on_delete="CASCADE")
+    seq = peewee.IntegerField()
+    type = peewee.CharField(max_length=16)
+    data = JSONField()
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("execution", "seq"), True),)
+
+
+def create_execution(**fields: Any) -> Execution:
+    """Insert a queued execution; a concurrent duplicate Idempotency-Key is a 409."""
+    try:
+        with database.atomic():
+            return Execution.create(id=new_id("exec"), heartbeat_at=utcnow(), **fields)
+    except peewee.IntegrityError as exc:
+        raise Conflict(
+            "An execution with this Idempotency-Key is being created.", error="idempotency_conflict"
+        ) from exc
+
+
+def find_idempotent(owner_id: str, key: str) -> Execution | None:
+    return Execution.get_or_none((Execution.owner == owner_id) & (Execution.idempotency_key == key))
+
+
+def get_execution(execution_id: str, owner_id: str | None) -> Execution:
+    found = owned(Execution.select(), Execution, owner_id).where(Execution.id == execution_id)
+    execution = found.first()
+    if execution is None:
+        raise NotFound(f"No execution '{execution_id}'.", error="execution_not_found")
+    return execution
+
+
+def list_executions(
+    owner_id: str, *, agent_ref: str | None, status: str | None, limit: int, offset: int
+) -> tuple[list[Execution], int]:
+    query = owned(Execution.select(), Execution, owner_id)
+    if agent_ref is not None:  # an agent's id, or its name when the execution started
+        query = query.where((Execution.agent_id == agent_ref) | (Execution.agent_name == agent_ref))
+    if status is not None:
+        query = query.where(Execution.status == status)
+    return paginate(query.order_by(Execution.created_at.desc(), Execution.id.desc()), limit, offset)
+
+
+def update_execution(execution_id: str, **fields: Any) -> None:
+    Execution.update(**fields).where(Execution.id == execution_id).execute()
+
+
+def append_event(execution_id: str, seq: int, type_: str, data: dict[str, Any]) -> None:
+    ExecutionEvent.insert(
+        execution=execution_id, seq=seq, type=type_, data=data, created_at=utcnow()
+    ).execute()
+
+
+def events_after(execution_id: str, after: int, limit: int) -> list[ExecutionEvent]:
+    return list(
+        ExecutionEvent.select()
+        .where((ExecutionEvent.execution == execution_id) & (ExecutionEvent.seq > after))
+        .order_by(ExecutionEvent.seq)
+        .limit(limit)
+    )
+
+
+def count_events(execution_id: str) -> int:
+    return ExecutionEvent.select().where(ExecutionEvent.execution == execution_id).count()
+
+
+def last_seq(execution_id: str) -> int:
+    value = (
+        ExecutionEvent.select(peewee.fn.MAX(ExecutionEvent.seq))
+        .where(ExecutionEvent.execution == execution_id)
+        .scalar()
+    )
+    return value or 0
+
+
+def touch_heartbeats(execution_ids: list[str]) -> None:
+    if execution_ids:
+        Execution.update(heartbeat_at=utcnow()).where(Execution.id.in_(execution_ids)).execute()
+
+
+def stale_unfinished(older_than: datetime) -> list[Execution]:
+    """Executions nobody is running any more: unfinished, with a heartbeat older than that."""
+    return list(
+        Execution.select().where(
+            Execution.status.not_in(list(TERMINAL))
+            & (Execution.heartbeat_at.is_null() | (Execution.heartbeat_at < older_than))
+        )
+    )
+
+
+def requested_control(execution_id: str) -> str | None:
+    return Execution.select(Execution.control).where(Execution.id == execution_id).scalar()
+
+
+def get_status(execution_id: str) -> str | None:
+    return Execution.select(Execution.status).where(Execution.id == execution_id).scalar()
