@@ -37,7 +37,8 @@ def main() -> int:
         if database_url:  # fuzz the PostgreSQL backend too, from an empty schema
             reset_postgres(database_url)
             env["CADRE_DATABASE_URL"] = database_url
-        with live_server(Path(tmp) / "data", **env) as base:
+        with live_server(Path(tmp) / "data", **env) as server:
+            base = server.url
             token = login_token(base)
             command = [
                 schemathesis,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -20,9 +21,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+
+
 @contextlib.contextmanager
-def live_server(data_dir: Path, **env: str) -> Iterator[str]:
-    """Yield the base URL of a Cadre server with ``CADRE_*`` overrides ``env``."""
+def live_server(data_dir: Path, **env: str) -> Iterator[Server]:
+    """Run a Cadre server with ``CADRE_*`` overrides ``env`` until the block ends."""
     port = free_port()
     environment = {
         **os.environ,
@@ -46,7 +53,7 @@ def live_server(data_dir: Path, **env: str) -> Iterator[str]:
             time.sleep(0.1)
         else:
             raise RuntimeError("server did not start within 30 s")
-        yield base
+        yield Server(base, process)
     finally:
         process.terminate()
         try:

@@ -161,3 +161,36 @@ def assert_problem(reply, status: int, error: str | None = None) -> dict:
     if error is not None:
         assert body["error"] == error, body
     return body
+
+
+def wait_for_status(client, account: Account, execution_id: str, statuses, timeout: float = 10.0):
+    """Poll an execution until its status is one of ``statuses``; returns its body."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = client.get(f"/api/v1/executions/{execution_id}", headers=account.headers)
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        if body["status"] in statuses:
+            return body
+        assert time.monotonic() < deadline, f"still {body['status']} after {timeout} s"
+        time.sleep(0.02)
+
+
+def execute(client, account: Account, agent: str, task: str = "hello there world", **body):
+    reply = client.post(
+        f"/api/v1/agents/{agent}/execute", json={"task": task, **body}, headers=account.headers
+    )
+    assert reply.status_code == 200, reply.text
+    return reply.json()["execution_id"]
+
+
+def events_of(client, account: Account, execution_id: str, after: int = 0) -> list[dict]:
+    from tests.asyncapi_check import check_server_message
+
+    reply = client.get(
+        f"/api/v1/executions/{execution_id}/events?after={after}", headers=account.headers
+    )
+    assert reply.status_code == 200, reply.text
+    return [check_server_message(event) for event in reply.json()["events"]]

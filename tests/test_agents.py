@@ -194,8 +194,8 @@ class TestCreateAgent:
             ({"name": "a", "instructions": "i" * 65537}, "body.instructions"),
             ({"name": "a", "colour": "red"}, "body.colour"),
             ({"name": "a", "tools": "python_ast_parser"}, "body.tools"),
-            ({"name": "a", "tools": ["web", "web"]}, "body.tools"),
-            ({"name": "a", "tools": ["web", ""]}, "body.tools.1"),
+            ({"name": "a", "tools": ["calculator", "calculator"]}, "body.tools"),
+            ({"name": "a", "tools": ["calculator", ""]}, "body.tools.1"),
             ({"name": "a", "parent": ""}, "body.parent"),
             ({"name": "a", "status": "paused"}, "body.status"),
         ],
@@ -512,7 +512,9 @@ class TestInheritance:
             temperature=0.2,
             instructions="From the root",
         )
-        middle = create(client, alice, "middle", parent="root", model="gpt-4o", tools=["web"])
+        middle = create(
+            client, alice, "middle", parent="root", model="gpt-4o", tools=["calculator"]
+        )
         leaf = create(client, alice, "leaf", parent="middle", temperature=1.5)
         return {"root": root, "middle": middle, "leaf": leaf}
 
@@ -526,7 +528,7 @@ class TestInheritance:
             "model": "gpt-4o",
             "temperature": 1.5,
             "instructions": "From the root",
-            "tools": ["web"],
+            "tools": ["calculator"],
             "parent": "middle",
             "parent_id": middle["id"],
             "status": "active",
@@ -538,7 +540,7 @@ class TestInheritance:
             "model": "gpt-4o",
             "temperature": 0.2,
             "instructions": "From the root",
-            "tools": ["web"],
+            "tools": ["calculator"],
             "inherited": ["provider", "temperature", "instructions"],
             "parent": "root",
             "parent_id": root["id"],
@@ -587,13 +589,16 @@ class TestInheritance:
         leaf_before = chain["leaf"]
 
         assert patch(client, alice, "root", {"provider": "anthropic"}).status_code == 200
-        assert patch(client, alice, "middle", {"tools": ["web", "shell"]}).status_code == 200
+        assert (
+            patch(client, alice, "middle", {"tools": ["calculator", "filesystem_list"]}).status_code
+            == 200
+        )
 
         leaf = fetch(client, alice, "leaf")
         assert timeless(leaf) == {
             **timeless(leaf_before),
             "provider": "anthropic",
-            "tools": ["web", "shell"],
+            "tools": ["calculator", "filesystem_list"],
         }
         assert leaf["updated_at"] == leaf_before["updated_at"]
         listed = {a["name"]: a for a in listing(client, alice)["agents"]}
@@ -609,7 +614,7 @@ class TestInheritance:
             model="own",
             temperature=1.9,
             instructions="own",
-            tools=["own"],
+            tools=["filesystem_read"],
         )
         assert kid["inherited"] == []
 
@@ -621,7 +626,7 @@ class TestInheritance:
             "model": "gpt-4o",
             "temperature": 0.2,
             "instructions": "From the root",
-            "tools": ["web"],
+            "tools": ["calculator"],
             "inherited": INHERITABLE,
         }
         assert {k: row_values(kid["id"])[k] for k in INHERITABLE} == dict.fromkeys(INHERITABLE)
@@ -731,7 +736,7 @@ class TestListAgents:
         assert listing(client, alice) == {"agents": [], "total": 0, "limit": 100, "offset": 0}
 
     def test_children_are_listed_with_resolved_values(self, client, alice: Account):
-        create(client, alice, "coder", model="gpt-4", tools=["fs"])
+        create(client, alice, "coder", model="gpt-4", tools=["filesystem_read"])
         create(client, alice, "kid", parent="coder", temperature=0.1)
 
         agents = listing(client, alice)["agents"]

@@ -38,7 +38,7 @@ def three_levels(owner: str, suffix: str = "") -> tuple[Agent, Agent, Agent]:
     """root sets provider, model and instructions; mid overrides the model; leaf sets tools."""
     root = add(owner, f"root{suffix}", provider="openai", model="gpt-4", instructions="root")
     mid = add(owner, f"mid{suffix}", parent=root.id, model="gpt-4o", temperature=0.1)
-    leaf = add(owner, f"leaf{suffix}", parent=mid.id, tools=["web"])
+    leaf = add(owner, f"leaf{suffix}", parent=mid.id, tools=["calculator"])
     return root, mid, leaf
 
 
@@ -60,7 +60,7 @@ class TestResolve:
             "model": "gpt-4o",
             "temperature": 0.1,
             "instructions": "root",
-            "tools": ["web"],
+            "tools": ["calculator"],
         }
         assert resolved.inherited == ("provider", "model", "temperature", "instructions")
 
@@ -94,7 +94,7 @@ class TestResolve:
         ]
 
     def test_stored_falsy_values_are_own_values(self, alice: str):
-        add(alice, "root", temperature=1.0, instructions="root", tools=["web"])
+        add(alice, "root", temperature=1.0, instructions="root", tools=["calculator"])
         kid = add(alice, "kid", parent="root", temperature=0, instructions="", tools=[])
 
         [resolved] = agents.resolve([fresh(kid)])
@@ -132,7 +132,7 @@ class TestListQueryCount:
         for i in range(chains):
             add(owner, f"mid-{i}", parent=f"root-{i}", model="gpt-4o", temperature=0.1)
         for i in range(chains):
-            add(owner, f"leaf-{i}", parent=f"mid-{i}", tools=["web"])
+            add(owner, f"leaf-{i}", parent=f"mid-{i}", tools=["calculator"])
         return {"limit": chains, "offset": 2 * chains}
 
     @pytest.mark.parametrize("chains", [5, 50])

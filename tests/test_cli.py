@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from cadre.cli import main
+from tests.conftest import TEST_DATABASE_URL
+
+
+def _env(monkeypatch, tmp_path):
+    monkeypatch.setenv("CADRE_DATA_DIR", str(tmp_path / "cli"))
+    if TEST_DATABASE_URL:
+        from scripts.live_server import reset_postgres
+
+        reset_postgres(TEST_DATABASE_URL)
+        monkeypatch.setenv("CADRE_DATABASE_URL", TEST_DATABASE_URL)
+
+
+def test_create_user_makes_an_admin_that_can_log_in(monkeypatch, tmp_path, capsys, make_client):
+    _env(monkeypatch, tmp_path)
+    code = main(
+        [
+            "create-user",
+            "--email",
+            "root@example.com",
+            "--username",
+            "root",
+            "--password",
+            "s3cret-pass",
+            "--admin",
+        ]
+    )
+    assert code == 0
+    assert "created admin root" in capsys.readouterr().out
+    from storage.users import User
+
+    assert User.get(User.username == "root").role == "admin"
+
+
+def test_create_user_refuses_a_weak_password(monkeypatch, tmp_path, capsys):
+    _env(monkeypatch, tmp_path)
+    code = main(
+        ["create-user", "--email", "a@example.com", "--username", "a1", "--password", "aaaaaaaa"]
+    )
+    assert code == 1
+    assert "too weak" in capsys.readouterr().err
+
+
+def test_create_user_refuses_a_taken_username(monkeypatch, tmp_path, capsys):
+    _env(monkeypatch, tmp_path)
+    args = [
+        "create-user",
+        "--email",
+        "a@example.com",
+        "--username",
+        "abc",
+        "--password",
+        "pass-word-1",
+    ]
+    assert main(args) == 0
+    assert main([*args[:2], "b@example.com", *args[3:]]) == 1
+    assert "already registered" in capsys.readouterr().err

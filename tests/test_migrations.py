@@ -1,0 +1,74 @@
+"""Versioned migrations: a fresh database and an upgraded one end identical to the models."""
+
+from __future__ import annotations
+
+import peewee
+from playhouse.migrations import Runner
+from playhouse.schema_diff import diff_models
+
+from storage import db
+from storage.agents import Agent
+from storage.costs import CostRecord
+from storage.executions import Execution, ExecutionEvent
+from storage.users import RefreshToken, User
+from tests.conftest import TEST_DATABASE_URL
+
+MODELS = [User, RefreshToken, Agent, Execution, ExecutionEvent, CostRecord]
+
+
+def _database(tmp_path) -> peewee.Database:
+    if TEST_DATABASE_URL:
+        from scripts.live_server import reset_postgres
+
+        reset_postgres(TEST_DATABASE_URL)
+        return db.open_database(TEST_DATABASE_URL)
+    return db.open_database(f"sqlite:///{tmp_path / 'migrations.db'}")
+
+
+def _columns(database: peewee.Database) -> dict[str, list[str]]:
+    return {
+        table: sorted(c.name for c in database.get_columns(table))
+        for table in sorted(database.get_tables())
+    }
+
+
+def test_fresh_database_matches_the_models(tmp_path):
+    database = _database(tmp_path)
+    applied = db.migrate(database)
+    assert applied == sorted(applied) and len(applied) >= 2
+    assert not diff_models(database, MODELS)
+    assert db.migrate(database) == []  # idempotent
+    database.close()
+
+
+def test_upgraded_database_keeps_its_rows_and_matches_a_fresh_one(tmp_path):
+    fresh = _database(tmp_path)
+    db.migrate(fresh)
+    fresh_columns = _columns(fresh)
+    fresh.close()
+
+    (tmp_path / "old").mkdir()
+    upgraded = _database(tmp_path / "old")
+    runner = Runner(upgraded, directory=str(db.MIGRATIONS_DIR))
+    runner.up(target=runner.migrations()[0].name)
+    User.create(id="usr_1", email="a@b.co", username="a", password_hash="x")
+    db.migrate(upgraded)
+    assert not diff_models(upgraded, MODELS)
+    assert _columns(upgraded) == fresh_columns
+    assert User.get_by_id("usr_1").email == "a@b.co"
+    upgraded.close()
+
+
+def test_cli_migrate_reports_what_it_applied(tmp_path, capsys, monkeypatch):
+    from cadre.cli import main
+
+    monkeypatch.setenv("CADRE_DATA_DIR", str(tmp_path / "cli"))
+    if TEST_DATABASE_URL:
+        from scripts.live_server import reset_postgres
+
+        reset_postgres(TEST_DATABASE_URL)
+        monkeypatch.setenv("CADRE_DATABASE_URL", TEST_DATABASE_URL)
+    assert main(["migrate"]) == 0
+    assert "applied: 0001_accounts_and_agents" in capsys.readouterr().out
+    assert main(["migrate"]) == 0
+    assert "up to date" in capsys.readouterr().out

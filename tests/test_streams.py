@@ -1,0 +1,244 @@
+"""WebSocket and SSE streams: replay, live, resume, commands, auth; messages per asyncapi.yaml."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from starlette.websockets import WebSocketDisconnect
+
+from tests.asyncapi_check import check_server_message
+from tests.conftest import Account, events_of, execute, wait_for_status
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+@pytest.fixture
+def coder(client, alice: Account) -> str:
+    client.post("/api/v1/agents", json={"name": "coder"}, headers=alice.headers)
+    return "coder"
+
+
+def receive_until_complete(ws) -> list[dict]:
+    messages = []
+    while True:
+        message = check_server_message(ws.receive_json())
+        messages.append(message)
+        if message["type"] == "complete":
+            return messages
+
+
+def sse_events(lines) -> list[dict]:
+    """Parse SSE frames into their data, checking id/event against the payload."""
+    events, frame = [], {}
+    for line in lines:
+        if line == "":
+            if "data" in frame:
+                event = check_server_message(json.loads(frame["data"]))
+                assert frame["id"] == str(event["seq"])
+                assert frame["event"] == event["type"]
+                events.append(event)
+                if event["type"] == "complete":
+                    return events
+            frame = {}
+        elif not line.startswith(":"):
+            key, _, value = line.partition(": ")
+            frame[key] = value
+    return events
+
+
+class TestAgentStream:
+    def test_seed_websocket_example_streams_tokens_then_complete(self, client, alice, coder):
+        with client.websocket_connect(
+            f"/api/v1/agents/{coder}/stream?token={alice.access_token}"
+        ) as ws:
+            ws.send_text(json.dumps({"task": "Implement feature X", "mode": "safe"}))
+            messages = receive_until_complete(ws)
+        tokens = [m["content"] for m in messages if m["type"] == "token"]
+        assert "".join(tokens) == "Implement feature X"
+        complete = messages[-1]
+        assert complete["result"]["output"] == "Implement feature X"
+        assert complete["cost"] == 0
+        execution_id = complete["execution_id"]
+        assert all(m["execution_id"] == execution_id for m in messages)
+        assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+
+    def test_token_may_come_in_an_auth_message(self, client, alice, coder):
+        with client.websocket_connect(f"/api/v1/agents/{coder}/stream") as ws:
+            ws.send_json({"type": "auth", "token": alice.access_token})
+            ws.send_json({"task": "hi"})
+            assert receive_until_complete(ws)[-1]["status"] == "completed"
+
+    @pytest.mark.parametrize("query", ["", "?token=garbage"])
+    def test_missing_or_bad_token_closes_with_policy_violation(self, client, coder, query):
+        with client.websocket_connect(f"/api/v1/agents/{coder}/stream{query}") as ws:
+            if not query:
+                ws.send_json({"task": "no auth message first"})
+            message = check_server_message(ws.receive_json())
+            assert message["type"] == "protocol_error"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+        assert closed.value.code == 1008
+
+    def test_invalid_task_message_names_the_field(self, client, alice, coder):
+        with client.websocket_connect(
+            f"/api/v1/agents/{coder}/stream?token={alice.access_token}"
+        ) as ws:
+            ws.send_json({"task": "", "mode": "yolo"})
+            message = check_server_message(ws.receive_json())
+            assert message["error"] == "validation_error"
+            assert set(message["details"]) == {"body.task", "body.mode"}
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+        assert closed.value.code == 1007
+
+    def test_other_users_agent_is_not_found(self, client, alice, bob, coder):
+        with client.websocket_connect(
+            f"/api/v1/agents/{coder}/stream?token={bob.access_token}"
+        ) as ws:
+            ws.send_json({"task": "steal"})
+            assert check_server_message(ws.receive_json())["error"] == "agent_not_found"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+        assert closed.value.code == 4404
+
+    def test_cancel_command_stops_the_stream(self, client, alice, coder):
+        with client.websocket_connect(
+            f"/api/v1/agents/{coder}/stream?token={alice.access_token}"
+        ) as ws:
+            ws.send_json({"task": "go", "inputs": {"echo": {"tokens": 1000, "delay_ms": 10}}})
+            while check_server_message(ws.receive_json())["type"] != "token":
+                pass
+            ws.send_json({"type": "ping"})
+            ws.send_json({"type": "cancel"})
+            messages = receive_until_complete(ws)
+        assert {"type": "pong"} in messages
+        assert messages[-1]["status"] == "cancelled"
+        assert sum(m["type"] == "token" for m in messages) < 1000
+
+
+class TestExecutionStream:
+    def test_replays_after_seq_then_follows_live(self, client, alice, coder):
+        execution_id = execute(
+            client, alice, coder, inputs={"echo": {"tokens": 30, "delay_ms": 10}}
+        )
+        with client.websocket_connect(
+            f"/api/v1/executions/{execution_id}/stream?after=0&token={alice.access_token}"
+        ) as ws:
+            first = [check_server_message(ws.receive_json()) for _ in range(5)]
+        # reconnect where we left off: nothing lost, nothing repeated
+        with client.websocket_connect(
+            f"/api/v1/executions/{execution_id}/stream?after={first[-1]['seq']}"
+            f"&token={alice.access_token}"
+        ) as ws:
+            rest = receive_until_complete(ws)
+        seqs = [m["seq"] for m in first + rest]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert [m["seq"] for m in first + rest] == [
+            e["seq"] for e in events_of(client, alice, execution_id)
+        ]
+
+    def test_finished_execution_replays_everything_and_closes(self, client, alice, coder):
+        execution_id = execute(client, alice, coder)
+        wait_for_status(client, alice, execution_id, TERMINAL)
+        with client.websocket_connect(
+            f"/api/v1/executions/{execution_id}/stream?token={alice.access_token}"
+        ) as ws:
+            messages = receive_until_complete(ws)
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+        assert closed.value.code == 1000
+        assert messages == events_of(client, alice, execution_id)
+
+    def test_resume_of_a_completed_execution_is_a_command_error(self, client, alice, coder):
+        execution_id = execute(
+            client, alice, coder, inputs={"echo": {"tokens": 50, "delay_ms": 10}}
+        )
+        with client.websocket_connect(
+            f"/api/v1/executions/{execution_id}/stream?token={alice.access_token}"
+        ) as ws:
+            ws.send_json({"type": "resume"})
+            ws.send_json({"type": "dance"})
+            messages = receive_until_complete(ws)
+        errors = [m for m in messages if m["type"] == "command_error"]
+        assert [(e["command"], e["error"]) for e in errors] == [
+            ("resume", "invalid_transition"),
+            ("dance", "unknown_command"),
+        ]
+
+    def test_someone_elses_execution_closes_with_not_found(self, client, alice, bob, coder):
+        execution_id = execute(client, alice, coder)
+        with client.websocket_connect(
+            f"/api/v1/executions/{execution_id}/stream?token={bob.access_token}"
+        ) as ws:
+            assert check_server_message(ws.receive_json())["error"] == "execution_not_found"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+        assert closed.value.code == 4404
+
+
+class TestServerSentEvents:
+    def test_sse_streams_with_ids_and_resumes_from_last_event_id(self, client, alice, coder):
+        execution_id = execute(
+            client, alice, coder, inputs={"echo": {"tokens": 20, "delay_ms": 10}}
+        )
+        url = f"/api/v1/executions/{execution_id}/events"
+        headers = {**alice.headers, "Accept": "text/event-stream"}
+        with client.stream("GET", url, headers=headers) as reply:
+            assert reply.headers["content-type"].startswith("text/event-stream")
+            first = []
+            for event in sse_events(reply.iter_lines()):
+                first.append(event)
+                if len(first) == 4:
+                    break
+        with client.stream(
+            "GET", url, headers={**headers, "Last-Event-ID": str(first[-1]["seq"])}
+        ) as reply:
+            rest = sse_events(reply.iter_lines())
+        seqs = [e["seq"] for e in first + rest]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert rest[-1]["type"] == "complete"
+
+    def test_sse_sends_keepalive_comments_while_idle(self, make_client):
+        from tests.conftest import register
+
+        client = make_client(stream_keepalive_seconds=0.05)
+        alice = register(client, "alice")
+        client.post("/api/v1/agents", json={"name": "coder"}, headers=alice.headers)
+        execution_id = execute(
+            client, alice, "coder", inputs={"echo": {"tokens": 3, "delay_ms": 300}}
+        )
+        headers = {**alice.headers, "Accept": "text/event-stream"}
+        with client.stream(
+            "GET", f"/api/v1/executions/{execution_id}/events", headers=headers
+        ) as reply:
+            lines = list(reply.iter_lines())
+        assert ": keep-alive" in lines
+        assert sse_events(lines)[-1]["type"] == "complete"
+
+
+class TestManyStreams:
+    def test_fifty_concurrent_streams_get_independent_complete_sequences(
+        self, client, alice, coder
+    ):
+        ids = [
+            execute(client, alice, coder, f"task number {i}", inputs={"echo": {"delay_ms": 5}})
+            for i in range(50)
+        ]
+        outputs = {}
+        with contextlib.ExitStack() as stack:
+            sockets = [
+                stack.enter_context(
+                    client.websocket_connect(
+                        f"/api/v1/executions/{i}/stream?token={alice.access_token}"
+                    )
+                )
+                for i in ids
+            ]
+            for execution_id, ws in zip(ids, sockets, strict=True):
+                messages = receive_until_complete(ws)
+                assert {m["execution_id"] for m in messages} == {execution_id}
+                assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+                outputs[execution_id] = messages[-1]["result"]["output"]
+        assert outputs == {i: f"task number {n}" for n, i in enumerate(ids)}

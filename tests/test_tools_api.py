@@ -1,0 +1,194 @@
+"""The tools endpoints, and tools called by agents during executions."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Account, assert_problem, events_of, execute, wait_for_status
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def workspace_of(settings, account: Account):
+    return settings.data_dir / "workspaces" / account.id
+
+
+class TestListTools:
+    def test_lists_the_builtins_with_their_argument_schemas(self, client, alice: Account):
+        tools = client.get("/api/v1/tools", headers=alice.headers).json()["tools"]
+        names = {t["name"] for t in tools}
+        assert {
+            "filesystem_read",
+            "filesystem_write",
+            "filesystem_list",
+            "python_ast_parser",
+            "calculator",
+        } <= names
+        read = next(t for t in tools if t["name"] == "filesystem_read")
+        assert read["category"] == "filesystem"
+        assert read["parameters"]["type"] == "object"
+        assert "path" in read["parameters"]["properties"]
+
+    def test_category_filter(self, client, alice: Account):
+        tools = client.get("/api/v1/tools?category=filesystem", headers=alice.headers).json()
+        assert {t["category"] for t in tools["tools"]} == {"filesystem"}
+        assert client.get("/api/v1/tools?category=nope", headers=alice.headers).json() == {
+            "tools": []
+        }
+
+
+class TestExecuteTool:
+    def test_seed_example_reads_a_file_from_the_workspace(self, client, settings, alice: Account):
+        written = client.post(
+            "/api/v1/tools/filesystem_write/execute",
+            json={"args": {"path": "test.txt", "content": "File contents..."}},
+            headers=alice.headers,
+        )
+        assert written.status_code == 200
+        assert (workspace_of(settings, alice) / "test.txt").read_text() == "File contents..."
+        reply = client.post(
+            "/api/v1/tools/filesystem_read/execute",
+            json={"args": {"path": "test.txt", "encoding": "utf-8"}},
+            headers=alice.headers,
+        )
+        assert reply.status_code == 200
+        assert reply.json() == {"result": {"content": "File contents...", "size": 16}}
+
+    def test_workspaces_are_per_user(self, client, alice: Account, bob: Account):
+        client.post(
+            "/api/v1/tools/filesystem_write/execute",
+            json={"args": {"path": "secret.txt", "content": "alice only"}},
+            headers=alice.headers,
+        )
+        reply = client.post(
+            "/api/v1/tools/filesystem_read/execute",
+            json={"args": {"path": "secret.txt"}},
+            headers=bob.headers,
+        )
+        assert_problem(reply, 404, "file_not_found")
+
+    @pytest.mark.parametrize("path", ["../escape.txt", "/etc/passwd", "a/../../x"])
+    def test_paths_outside_the_workspace_are_403(self, client, alice: Account, path: str):
+        reply = client.post(
+            "/api/v1/tools/filesystem_read/execute",
+            json={"args": {"path": path}},
+            headers=alice.headers,
+        )
+        assert_problem(reply, 403, "path_outside_workspace")
+
+    def test_bad_args_are_422_naming_each_field(self, client, alice: Account):
+        reply = client.post(
+            "/api/v1/tools/filesystem_read/execute",
+            json={"args": {"encoding": 7, "colour": "red"}},
+            headers=alice.headers,
+        )
+        body = assert_problem(reply, 422, "validation_error")
+        assert "args.path" in body["details"]
+
+    def test_unknown_tool_is_404(self, client, alice: Account):
+        reply = client.post(
+            "/api/v1/tools/teleport/execute", json={"args": {}}, headers=alice.headers
+        )
+        assert_problem(reply, 404, "tool_not_found")
+
+    def test_calculator(self, client, alice: Account):
+        reply = client.post(
+            "/api/v1/tools/calculator/execute",
+            json={"args": {"expression": "2 * (3 + 4)"}},
+            headers=alice.headers,
+        )
+        assert reply.json() == {"result": {"result": 14}}
+
+
+class TestAgentTools:
+    def test_agent_tools_must_be_registered(self, client, alice: Account):
+        reply = client.post(
+            "/api/v1/agents",
+            json={"name": "bad", "tools": ["filesystem_read", "teleport"]},
+            headers=alice.headers,
+        )
+        body = assert_problem(reply, 422, "unknown_tool")
+        assert body["details"] == {"tools": "not registered: teleport"}
+
+    def _agent(self, client, alice, tools):
+        client.post(
+            "/api/v1/agents", json={"name": "worker", "tools": tools}, headers=alice.headers
+        )
+
+    def test_tool_calls_and_results_are_events_and_feed_the_answer(self, client, settings, alice):
+        self._agent(client, alice, ["filesystem_read"])
+        workspace = workspace_of(settings, alice)
+        workspace.mkdir(parents=True, exist_ok=True)
+        (workspace / "notes.txt").write_text("remember")
+        calls = [{"tool": "filesystem_read", "args": {"path": "notes.txt"}}]
+        execution_id = execute(
+            client, alice, "worker", "summarise", inputs={"echo": {"tool_calls": calls}}
+        )
+        done = wait_for_status(client, alice, execution_id, TERMINAL)
+        assert done["status"] == "completed"
+        assert done["result"]["tool_calls"] == 1
+        assert done["steps"] == 3  # provider, tool, provider
+        assert "remember" in done["result"]["output"]
+        events = events_of(client, alice, execution_id)
+        call = next(e for e in events if e["type"] == "tool_call")
+        result = next(e for e in events if e["type"] == "tool_result")
+        assert (call["tool"], call["args"]) == ("filesystem_read", {"path": "notes.txt"})
+        assert result["result"] == {"content": "remember", "size": 8}
+        assert result["call_id"] == call["call_id"]
+
+    def test_safe_mode_refuses_writes_and_records_the_refusal(self, client, settings, alice):
+        self._agent(client, alice, ["filesystem_write"])
+        calls = [{"tool": "filesystem_write", "args": {"path": "x.txt", "content": "hi"}}]
+        execution_id = execute(
+            client, alice, "worker", mode="safe", inputs={"echo": {"tool_calls": calls}}
+        )
+        done = wait_for_status(client, alice, execution_id, TERMINAL)
+        assert done["status"] == "completed"
+        refusal = next(
+            e for e in events_of(client, alice, execution_id) if e["type"] == "tool_result"
+        )
+        assert refusal["code"] == "tool_refused"
+        assert not (workspace_of(settings, alice) / "x.txt").exists()
+
+    def test_sandbox_mode_writes_to_a_throwaway_copy(self, client, settings, alice):
+        self._agent(client, alice, ["filesystem_write"])
+        calls = [{"tool": "filesystem_write", "args": {"path": "x.txt", "content": "hi"}}]
+        execution_id = execute(
+            client, alice, "worker", mode="sandbox", inputs={"echo": {"tool_calls": calls}}
+        )
+        wait_for_status(client, alice, execution_id, TERMINAL)
+        written = next(
+            e for e in events_of(client, alice, execution_id) if e["type"] == "tool_result"
+        )
+        assert written["result"]["size"] == 2
+        assert not (workspace_of(settings, alice) / "x.txt").exists()
+
+    def test_full_mode_writes_to_the_workspace(self, client, settings, alice):
+        self._agent(client, alice, ["filesystem_write"])
+        calls = [{"tool": "filesystem_write", "args": {"path": "x.txt", "content": "hi"}}]
+        execution_id = execute(
+            client, alice, "worker", mode="full", inputs={"echo": {"tool_calls": calls}}
+        )
+        wait_for_status(client, alice, execution_id, TERMINAL)
+        assert (workspace_of(settings, alice) / "x.txt").read_text() == "hi"
+
+    def test_escaping_path_is_refused_as_an_event(self, client, alice):
+        self._agent(client, alice, ["filesystem_read"])
+        calls = [{"tool": "filesystem_read", "args": {"path": "../../etc/passwd"}}]
+        execution_id = execute(client, alice, "worker", inputs={"echo": {"tool_calls": calls}})
+        wait_for_status(client, alice, execution_id, TERMINAL)
+        result = next(
+            e for e in events_of(client, alice, execution_id) if e["type"] == "tool_result"
+        )
+        assert result["code"] == "path_outside_workspace"
+        assert "result" not in result
+
+    def test_a_tool_the_agent_lacks_is_refused(self, client, alice):
+        self._agent(client, alice, [])
+        calls = [{"tool": "calculator", "args": {"expression": "1+1"}}]
+        execution_id = execute(client, alice, "worker", inputs={"echo": {"tool_calls": calls}})
+        wait_for_status(client, alice, execution_id, TERMINAL)
+        result = next(
+            e for e in events_of(client, alice, execution_id) if e["type"] == "tool_result"
+        )
+        assert result["code"] == "tool_not_available"
