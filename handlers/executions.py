@@ -94,6 +94,7 @@ async def list_execution_events(user: str, execution_id: str, after: int, limit:
         after = max(after, int(last_event_id))
     if "text/event-stream" in request.headers.get("accept", ""):
         return streams.sse_response(execution_id, after)
+    runtime.current().bus.flush()  # the newest events may still be on their way to the database
     events = [row.data for row in store.events_after(execution_id, after, limit)]
     page = EventList(
         events=events, total=store.count_events(execution_id), after=after, limit=limit

@@ -115,10 +115,19 @@ def update_execution(execution_id: str, **fields: Any) -> None:
     Execution.update(**fields).where(Execution.id == execution_id).execute()
 
 
-def append_event(execution_id: str, seq: int, type_: str, data: dict[str, Any]) -> None:
-    ExecutionEvent.insert(
-        execution=execution_id, seq=seq, type=type_, data=data, created_at=utcnow()
-    ).execute()
+def append_events(events: list[tuple[str, int, str, dict[str, Any]]]) -> None:
+    """Store ``(execution_id, seq, type, data)`` rows in one statement."""
+    now = utcnow()
+    rows = [(execution_id, seq, type_, data, now) for execution_id, seq, type_, data in events]
+    fields = [
+        ExecutionEvent.execution,
+        ExecutionEvent.seq,
+        ExecutionEvent.type,
+        ExecutionEvent.data,
+        ExecutionEvent.created_at,
+    ]
+    with database.atomic():
+        ExecutionEvent.insert_many(rows, fields=fields).execute()
 
 
 def events_after(execution_id: str, after: int, limit: int) -> list[ExecutionEvent]:

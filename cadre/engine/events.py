@@ -49,9 +49,28 @@ class Channel:
 
 
 class EventBus:
-    def __init__(self, poll_interval: float = 0.25) -> None:
+    """Events reach live subscribers at once and the database in small batches.
+
+    Writing each token on its own costs more than streaming it; events published
+    within ``flush_delay`` seconds are written together, and always before an
+    execution's channel closes.
+    """
+
+    def __init__(self, poll_interval: float = 0.25, flush_delay: float = 0.01) -> None:
         self.channels: dict[str, Channel] = {}
         self.poll_interval = poll_interval
+        self.flush_delay = flush_delay
+        self._pending: list[tuple[str, int, str, Event]] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+
+    def flush(self) -> None:
+        """Write every pending event now."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._pending:
+            pending, self._pending = self._pending, []
+            store.append_events(pending)
 
     def open(self, execution_id: str) -> Channel:
         channel = self.channels.get(execution_id)
@@ -70,13 +89,16 @@ class EventBus:
             "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             **data,
         }
-        store.append_event(execution_id, event["seq"], type_, event)
+        self._pending.append((execution_id, event["seq"], type_, event))
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(self.flush_delay, self.flush)
         channel.events.append(event)
         channel.notify()
         return event
 
     def close(self, execution_id: str) -> None:
         """The execution is over: live subscribers drain and stop; new ones read the database."""
+        self.flush()
         channel = self.channels.pop(execution_id, None)
         if channel is not None:
             channel.done = True
@@ -98,6 +120,8 @@ class EventBus:
                 for event in batch:
                     cursor = event["seq"]
                     yield event
+                    if event["type"] == "complete":
+                        return
                 if channel.done and cursor >= channel.last_seq:
                     return
                 if not batch and not await channel.wait(keepalive):
@@ -108,6 +132,8 @@ class EventBus:
             for row in rows:
                 cursor = row.seq
                 yield row.data
+                if row.type == "complete":
+                    return
             if rows:
                 idle = 0.0
                 continue

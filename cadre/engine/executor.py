@@ -80,6 +80,7 @@ class Executor:
         for provider in self.providers.values():
             with contextlib.suppress(Exception):
                 await provider.aclose()
+        self.bus.flush()
 
     def recover(self) -> int:
         """Finish every unfinished execution whose worker stopped beating; returns how many."""

@@ -1,0 +1,133 @@
+"""Execution benchmarks: throughput and time to first token at 1, 10 and 100 concurrent
+executions (echo provider, WebSocket streams), and what Cadre adds per streamed token
+compared with the same provider yielding into a bare loop, measured in the same run.
+
+    python scripts/bench_executions.py [--executions 200] [--tokens 20] [--long 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cadre.engine.providers.base import Message, ProviderRequest, TextDelta
+from cadre.engine.providers.echo import EchoProvider
+from scripts.live_server import live_server, login_token
+
+
+async def one_execution(ws_base: str, token: str, tokens: int) -> tuple[float, float]:
+    """(seconds to the first token, seconds to complete) for one streamed execution."""
+    url = f"{ws_base}/api/v1/agents/bench/stream?token={token}"
+    async with websockets.connect(url, max_size=None) as ws:
+        started = time.perf_counter()
+        await ws.send(
+            json.dumps({"task": "benchmark the stream", "inputs": {"echo": {"tokens": tokens}}})
+        )
+        first = None
+        async for raw in ws:
+            kind = json.loads(raw)["type"]
+            if kind == "token" and first is None:
+                first = time.perf_counter() - started
+            if kind == "complete":
+                return first or 0.0, time.perf_counter() - started
+    raise RuntimeError("stream ended without complete")
+
+
+async def level(ws_base: str, token: str, concurrency: int, total: int, tokens: int) -> dict:
+    queue = list(range(total))
+    results: list[tuple[float, float]] = []
+
+    async def worker() -> None:
+        while queue:
+            queue.pop()
+            results.append(await one_execution(ws_base, token, tokens))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    firsts = sorted(r[0] * 1000 for r in results)
+    return {
+        "concurrency": concurrency,
+        "executions": total,
+        "executions_per_s": total / elapsed,
+        "ttft_p50_ms": statistics.median(firsts),
+        "ttft_p99_ms": firsts[min(len(firsts) - 1, int(len(firsts) * 0.99))],
+    }
+
+
+async def bare_loop_seconds_per_token(tokens: int) -> float:
+    """The echo provider yielding into a loop that does nothing: the floor."""
+    request = ProviderRequest(
+        model="echo",
+        messages=[Message(role="user", content="benchmark the stream")],
+        inputs={"echo": {"tokens": tokens}},
+    )
+    started = time.perf_counter()
+    count = 0
+    async for event in EchoProvider().stream(request):
+        count += isinstance(event, TextDelta)
+    return (time.perf_counter() - started) / count
+
+
+async def cadre_seconds_per_token(base: str, headers: dict, tokens: int) -> float:
+    """Server-side time per token of one long execution (its latency after the first token)."""
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as client:
+        reply = await client.post(
+            "/api/v1/agents/bench/execute",
+            json={"task": "benchmark the stream", "inputs": {"echo": {"tokens": tokens}}},
+        )
+        execution_id = reply.json()["execution_id"]
+        while True:
+            body = (await client.get(f"/api/v1/executions/{execution_id}")).json()
+            if body["status"] in ("completed", "failed", "cancelled"):
+                break
+            await asyncio.sleep(0.1)
+    usage = body["usage"]
+    return (usage["latency_ms"] - usage["time_to_first_token_ms"]) / 1000 / (tokens - 1)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--executions", type=int, default=200, help="per concurrency level")
+    parser.add_argument("--tokens", type=int, default=20, help="tokens per execution")
+    parser.add_argument("--long", type=int, default=5000, help="tokens of the per-token run")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"CADRE_RATE_LIMIT_ENABLED": "false", "CADRE_MAX_CONCURRENT_EXECUTIONS": "128"}
+        with live_server(Path(tmp) / "data", **env) as server:
+            token = login_token(server.url)
+            headers = {"Authorization": f"Bearer {token}"}
+            httpx.post(f"{server.url}/api/v1/agents", json={"name": "bench"}, headers=headers)
+            ws_base = server.url.replace("http://", "ws://")
+            rows = [
+                await level(ws_base, token, c, max(args.executions, c), args.tokens)
+                for c in (1, 10, 100)
+            ]
+            cadre = await cadre_seconds_per_token(server.url, headers, args.long)
+    bare = await bare_loop_seconds_per_token(args.long)
+    print(f"\nExecutions ({args.tokens} echo tokens each, streamed over WebSocket, one worker)")
+    print(f"{'concurrent':>10} {'exec/s':>8} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12}")
+    for row in rows:
+        print(
+            f"{row['concurrency']:>10} {row['executions_per_s']:>8.1f} "
+            f"{row['ttft_p50_ms']:>12.1f} {row['ttft_p99_ms']:>12.1f}"
+        )
+    print(f"\nPer streamed token ({args.long}-token execution)")
+    print(f"  bare provider loop: {bare * 1e6:8.1f} µs")
+    print(f"  through Cadre:      {cadre * 1e6:8.1f} µs (stored, numbered, fanned out)")
+    print(f"  Cadre adds:         {(cadre - bare) * 1e6:8.1f} µs per token ({cadre / bare:.1f}x)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
