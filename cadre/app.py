@@ -28,6 +28,7 @@ from starlette.routing import Mount
 
 from cadre import runtime, streams
 from cadre.auth import TokenService
+from cadre.connexion_app import CadreConnexionApp
 from cadre.engine.events import EventBus
 from cadre.engine.executor import EngineConfig, Executor
 from cadre.engine.pricing import PriceTable
@@ -120,7 +121,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
     )
 
-    api = connexion.AsyncApp(
+    api = CadreConnexionApp(
         __name__,
         jsonifier=jsonifier,
         validator_map=VALIDATOR_MAP,

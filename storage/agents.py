@@ -195,14 +195,8 @@ def _name_conflict(name: str) -> Conflict:
 def create_agent(owner_id: str, fields: dict[str, Any]) -> Agent:
     with database.atomic():
         parent = _parent_for(owner_id, fields.get("parent"), None)
-        if (
-            Agent.select()
-            .where((Agent.owner == owner_id) & (Agent.name == fields["name"]))
-            .exists()
-        ):
-            raise _name_conflict(fields["name"])
         now = utcnow()
-        try:
+        try:  # the (owner, name) unique index answers "is the name taken" in the same statement
             return Agent.create(
                 id=new_id("agent"),
                 owner=owner_id,
@@ -211,7 +205,7 @@ def create_agent(owner_id: str, fields: dict[str, Any]) -> Agent:
                 updated_at=now,
                 **_column_values(fields),
             )
-        except peewee.IntegrityError as exc:  # lost a race with a concurrent create of that name
+        except peewee.IntegrityError as exc:
             raise _name_conflict(fields["name"]) from exc
 
 
