@@ -118,6 +118,18 @@ class TestAgentStream:
         assert sum(m["type"] == "token" for m in messages) < 1000
 
 
+    def test_a_dropped_client_does_not_stop_the_execution(self, client, alice, coder):
+        with client.websocket_connect(
+            f"/api/v1/agents/{coder}/stream?token={alice.access_token}"
+        ) as ws:
+            ws.send_json({"task": "keep going", "inputs": {"echo": {"tokens": 30, "delay_ms": 5}}})
+            while (message := check_server_message(ws.receive_json()))["type"] != "token":
+                pass
+        done = wait_for_status(client, alice, message["execution_id"], TERMINAL)
+        assert done["status"] == "completed"
+        assert done["usage"]["completion_tokens"] == 30
+
+
 class TestExecutionStream:
     def test_replays_after_seq_then_follows_live(self, client, alice, coder):
         execution_id = execute(
