@@ -19,7 +19,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from cadre import runtime
-from cadre.errors import AccountDisabled, Unauthorized, ValidationFailed
+from cadre.errors import AccountDisabled, Forbidden, Unauthorized, ValidationFailed
 from cadre.settings import Settings
 from storage import users
 from storage.ids import new_id, utcnow
@@ -186,6 +186,13 @@ class TokenService:
         token = users.find_refresh_token(_digest(raw))
         if token is not None and token.user_id == user_id:
             users.revoke_family(token.family)
+
+
+def owner_scope(user: str, claims: dict[str, Any], everyone: bool) -> str | None:
+    """Whose rows a list shows: the caller's, or (``?all=true``, admins only) everyone's."""
+    if everyone and claims["role"] != "admin":
+        raise Forbidden("Only admins may see every user's resources.", error="admin_required")
+    return None if everyone else user
 
 
 def token_info(token: str) -> dict[str, Any]:

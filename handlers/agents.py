@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cadre.errors import Forbidden
+from cadre.auth import owner_scope
 from models_gen.api import Agent as AgentReply
 from models_gen.api import AgentList
 from storage import agents
@@ -38,10 +38,9 @@ async def list_agents(
     status: str | None = None,
     all_: bool = False,
 ) -> tuple[dict, int]:
-    if all_ and token_info["role"] != "admin":
-        raise Forbidden("Only admins may list every user's agents.", error="admin_required")
+    owner = owner_scope(user, token_info, all_)
     rows, total = agents.list_agents(
-        None if all_ else user, parent=parent, status=status, limit=limit, offset=offset
+        owner, parent=parent, status=status, limit=limit, offset=offset
     )
     page = AgentList(
         agents=[_reply(r) for r in agents.resolve(rows)], total=total, limit=limit, offset=offset

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from cadre.errors import Forbidden, ValidationFailed
+from cadre.auth import owner_scope
+from cadre.errors import ValidationFailed
 from models_gen.api import CostList, CostSummary
 from models_gen.api import CostRecord as CostReply
 from storage import costs
 from storage.ids import aware
 
 PERIODS = {"day": timedelta(days=1), "week": timedelta(weeks=1), "month": timedelta(days=30)}
-
-
-def _scope(user: str, token_info: dict, all_: bool) -> str | None:
-    if all_ and token_info["role"] != "admin":
-        raise Forbidden("Only admins may read every user's costs.", error="admin_required")
-    return None if all_ else user
 
 
 def _parse_instant(value: str) -> datetime:
@@ -39,7 +34,7 @@ async def list_costs(
     agent_id: str | None = None,
     all_: bool = False,
 ) -> tuple[dict, int]:
-    owner = _scope(user, token_info, all_)
+    owner = owner_scope(user, token_info, all_)
     since_utc = None if since is None else _parse_instant(since)
     rows, total = costs.list_costs(owner, since=since_utc, agent_ref=agent_id, limit=limit)
     records = [
@@ -65,7 +60,7 @@ async def list_costs(
 async def get_cost_summary(
     user: str, token_info: dict, period: str = "day", all_: bool = False
 ) -> tuple[dict, int]:
-    owner = _scope(user, token_info, all_)
+    owner = owner_scope(user, token_info, all_)
     since = datetime.now(UTC).replace(tzinfo=None) - PERIODS[period]
     summary = CostSummary(period=period, **costs.summarize(owner, since))
     return summary.model_dump(mode="json"), 200
