@@ -39,7 +39,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides: object) -> Settings:
         values: dict[str, object] = {
             "data_dir": tmp_path / "data",
-            "secret_key": "test-secret-key-that-is-long-enough-for-hs256",
+            "secret_key": "test-secret-key-that-is-long-enough-for-every-hs-algorithm-0123456789",
             "validate_responses": True,
             "rate_limit_anonymous": "100000/hour",
             "rate_limit_authenticated": "100000/hour",
