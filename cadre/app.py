@@ -7,6 +7,7 @@ limit, metrics, CORS) and, later, WebSocket routes Connexion cannot serve.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import re
@@ -152,6 +153,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(_app: Starlette):
         await executor.start()
+        # Everything built so far (the spec, validators, routes) lives as long as the process:
+        # keep it out of every later garbage collection pass.
+        gc.collect()
+        gc.freeze()
         yield
         await executor.stop()
         if limiter is not None:

@@ -9,7 +9,7 @@ from storage import agents
 from storage.ids import aware
 
 
-def _reply(resolved: agents.Resolved) -> AgentReply:
+def agent_reply(resolved: agents.Resolved) -> AgentReply:
     agent = resolved.agent
     return AgentReply(
         id=agent.id,
@@ -26,7 +26,7 @@ def _reply(resolved: agents.Resolved) -> AgentReply:
 
 
 def _one(agent: agents.Agent) -> dict:
-    return _reply(agents.resolve([agent])[0]).model_dump(mode="json")
+    return agent_reply(agents.resolve([agent])[0]).model_dump(mode="json")
 
 
 async def list_agents(
@@ -43,7 +43,10 @@ async def list_agents(
         owner, parent=parent, status=status, limit=limit, offset=offset
     )
     page = AgentList(
-        agents=[_reply(r) for r in agents.resolve(rows)], total=total, limit=limit, offset=offset
+        agents=[agent_reply(r) for r in agents.resolve(rows)],
+        total=total,
+        limit=limit,
+        offset=offset,
     )
     return page.model_dump(mode="json"), 200
 
