@@ -25,7 +25,6 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Mount
 
 from cadre import runtime, streams
 from cadre.auth import TokenService
@@ -39,7 +38,7 @@ from cadre.middleware.body_limit import BodyLimitMiddleware
 from cadre.middleware.metrics import MetricsMiddleware, RequestMetrics
 from cadre.middleware.rate_limit import RateLimiter, RateLimitMiddleware
 from cadre.middleware.request_context import RequestContextMiddleware
-from cadre.problems import make_error_handler, starlette_error_handler
+from cadre.problems import make_error_handler
 from cadre.resolver import CadreResolver
 from cadre.settings import Settings
 from cadre.validation import VALIDATOR_MAP
@@ -187,9 +186,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 ],
             )
         )
-    return Starlette(
-        routes=[*streams.routes(spec), Mount("/", app=api)],
-        middleware=middleware,
-        lifespan=lifespan,
-        exception_handlers={HTTPException: starlette_error_handler},
-    )
+    app = Starlette(routes=streams.routes(spec), middleware=middleware, lifespan=lifespan)
+    # Every HTTP request goes straight to Connexion (no Mount: one routing pass less, and
+    # paths no route pattern can match still get Connexion's problem+json 404).
+    app.router.default = api
+    return app

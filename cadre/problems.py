@@ -16,7 +16,6 @@ from connexion.exceptions import (
 from connexion.exceptions import Unauthorized as ConnexionUnauthorized
 from connexion.lifecycle import ConnexionResponse
 from starlette.exceptions import HTTPException
-from starlette.responses import Response
 
 from cadre import errors
 from cadre.context import request_id
@@ -92,12 +91,6 @@ def render(exc: BaseException) -> tuple[int, dict[str, str], bytes]:
     err = as_cadre_error(exc)
     headers = {**err.headers, "Content-Type": "application/problem+json"}
     return err.status, headers, orjson.dumps(problem_body(err))
-
-
-async def starlette_error_handler(_request: Any, exc: Exception) -> Response:
-    """For the outer Starlette app: paths its router cannot even match (e.g. a raw newline)."""
-    status, headers, body = render(exc)
-    return Response(body, status_code=status, headers=headers)
 
 
 def make_error_handler(

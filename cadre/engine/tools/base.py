@@ -1,7 +1,8 @@
 """What a tool is, the context it runs in, and the errors tools raise.
 
-Errors are Cadre's own (cadre.errors), so the HTTP layer renders them and the
-executor turns them into ``tool_result`` events the model can read.
+Errors are Cadre's own (cadre.errors), so the HTTP layer renders them as
+problem+json and the executor turns them into ``tool_result`` events the model
+can read and recover from.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ Mode = Literal["safe", "sandbox", "full"]
 
 @dataclass(frozen=True)
 class ToolContext:
-    workspace: Path  # the directory the tool is confined to
+    """Where a tool may act: ``workspace`` is the user's workspace or a sandbox copy of it."""
+
+    workspace: Path
     mode: Mode = "full"
 
 
 class Tool(ABC):
+    """A built-in tool; one stateless instance serves every call."""
+
     name: ClassVar[str]
     description: ClassVar[str]
     category: ClassVar[str]
@@ -35,14 +40,20 @@ class Tool(ABC):
 
 
 class PathOutsideWorkspace(Forbidden):
+    """A path that leaves the workspace, by ``..``, absolute form or symlink."""
+
     error = "path_outside_workspace"
 
 
 class ToolRefused(Forbidden):
+    """The tool exists but the mode does not allow it (a writing tool in safe mode)."""
+
     error = "tool_refused"
 
 
 class ToolFailed(ValidationFailed):
+    """The tool ran but could not do what was asked (syntax error, division by zero, ...)."""
+
     error = "tool_error"
 
 
@@ -51,4 +62,6 @@ class ToolNotFound(NotFound):
 
 
 class FileNotFound(NotFound):
+    """The path is inside the workspace but names nothing there."""
+
     error = "file_not_found"

@@ -1,59 +1,74 @@
-"""Reading, writing and listing files, confined to the workspace."""
+"""Reading, writing and listing files, confined to the workspace.
+
+Every path goes through ``resolve_inside``; that check and the file I/O run in
+a worker thread, so a large file or a slow disk does not stall the event loop.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 
 from cadre.engine.tools.base import FileNotFound, Tool, ToolContext, ToolFailed
-from cadre.engine.tools.workspace import resolve_inside
+from cadre.engine.tools.workspace import resolve_inside, workspace_relative
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_ENTRIES = 1000
 ENCODINGS = ["utf-8", "ascii", "latin-1", "utf-16"]
 PATH = {"type": "string", "minLength": 1, "maxLength": 4096}
 
+_T = TypeVar("_T")
+
 
 class FilesystemRead(Tool):
     name = "filesystem_read"
-    description = "Read a text file from the workspace"
+    description = "Read a text file (at most 1 MiB) from the workspace"
     category = "filesystem"
     parameters = {
         "type": "object",
-        "properties": {"path": PATH, "encoding": {"enum": ENCODINGS, "default": "utf-8"}},
+        "properties": {
+            "path": PATH,
+            "encoding": {"type": "string", "enum": ENCODINGS, "default": "utf-8"},
+        },
         "required": ["path"],
         "additionalProperties": False,
     }
 
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
-        path = resolve_inside(ctx.workspace, args["path"])
-        data = await anyio.to_thread.run_sync(_read_bytes, path, args["path"])
+        shown, encoding = args["path"], args.get("encoding", "utf-8")
+        data = await _in_thread(_read_bytes, ctx.workspace, shown)
         try:
-            content = data.decode(args.get("encoding", "utf-8"))
+            content = data.decode(encoding)
         except UnicodeDecodeError as exc:
-            raise ToolFailed(
-                f"'{args['path']}' is not valid {args.get('encoding', 'utf-8')} text."
-            ) from exc
+            raise ToolFailed(f"'{shown}' is not {encoding} text.") from exc
         return {"content": content, "size": len(data)}
 
 
-def _read_bytes(path: Path, shown: str) -> bytes:
+def _read_bytes(workspace: Path, shown: str) -> bytes:
+    path = resolve_inside(workspace, shown)
     if not path.exists():
         raise FileNotFound(f"No file '{shown}' in the workspace.")
-    if path.is_dir():
+    mode = path.stat().st_mode
+    if stat.S_ISDIR(mode):
         raise ToolFailed(f"'{shown}' is a directory.")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise ToolFailed(f"'{shown}' is larger than {MAX_FILE_BYTES} bytes.")
-    return path.read_bytes()
+    if not stat.S_ISREG(mode):  # a FIFO or device would block or never end
+        raise ToolFailed(f"'{shown}' is not a regular file.")
+    with path.open("rb") as handle:
+        data = handle.read(MAX_FILE_BYTES + 1)  # bounded even if the file grows meanwhile
+    if len(data) > MAX_FILE_BYTES:
+        raise ToolFailed(f"'{shown}' is larger than {MAX_FILE_BYTES} bytes (1 MiB).")
+    return data
 
 
 class FilesystemWrite(Tool):
     name = "filesystem_write"
-    description = "Write a text file in the workspace (replacing it if it exists)"
+    description = "Write a UTF-8 text file in the workspace, replacing it if it exists"
     category = "filesystem"
     writes = True
     parameters = {
@@ -68,35 +83,44 @@ class FilesystemWrite(Tool):
     }
 
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
-        path = resolve_inside(ctx.workspace, args["path"])
         data = args["content"].encode()
-        await anyio.to_thread.run_sync(
-            _write_atomically, path, data, args.get("create_dirs", True), args["path"]
-        )
-        return {"path": args["path"], "size": len(data)}
+        if len(data) > MAX_FILE_BYTES:  # maxLength counts characters, not bytes
+            raise ToolFailed(f"The content is larger than {MAX_FILE_BYTES} bytes (1 MiB).")
+        create_dirs = args.get("create_dirs", True)
+        path = await _in_thread(_write_atomically, ctx.workspace, args["path"], data, create_dirs)
+        return {"path": path, "size": len(data)}
 
 
-def _write_atomically(path: Path, data: bytes, create_dirs: bool, shown: str) -> None:
+def _write_atomically(workspace: Path, shown: str, data: bytes, create_dirs: bool) -> str:
+    """Write a temporary file beside the target and rename it over: readers never see half.
+
+    Returns the path written, relative to the workspace.
+    """
+    path = resolve_inside(workspace, shown)
     if path.is_dir():
         raise ToolFailed(f"'{shown}' is a directory.")
-    if not path.parent.exists():
+    if not path.parent.is_dir():
+        if path.parent.exists():
+            raise ToolFailed(f"The parent of '{shown}' is not a directory.")
         if not create_dirs:
             raise FileNotFound(f"The directory of '{shown}' does not exist.")
         path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".cadre-write-")
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; a written file is ordinary
             handle.write(data)
         # replace() swaps the directory entry: a link at ``path`` is replaced, never written through
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    return workspace_relative(workspace, path)
 
 
 class FilesystemList(Tool):
     name = "filesystem_list"
-    description = "List a directory of the workspace"
+    description = "List a directory of the workspace (at most 1000 entries)"
     category = "filesystem"
     parameters = {
         "type": "object",
@@ -105,25 +129,38 @@ class FilesystemList(Tool):
     }
 
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
-        shown = args.get("path", ".")
-        path = resolve_inside(ctx.workspace, shown)
-        return await anyio.to_thread.run_sync(_list, path, shown)
+        return await _in_thread(_list, ctx.workspace, args.get("path", "."))
 
 
-def _list(path: Path, shown: str) -> dict[str, Any]:
+def _list(workspace: Path, shown: str) -> dict[str, Any]:
+    path = resolve_inside(workspace, shown)
     if not path.exists():
         raise FileNotFound(f"No directory '{shown}' in the workspace.")
     if not path.is_dir():
         raise ToolFailed(f"'{shown}' is not a directory.")
-    entries = []
-    for entry in sorted(os.scandir(path), key=lambda e: e.name):
-        if len(entries) == MAX_ENTRIES:
-            return {"path": shown, "entries": entries, "truncated": True}
-        if entry.is_symlink():
-            kind, size = "symlink", 0
-        elif entry.is_dir(follow_symlinks=False):
-            kind, size = "directory", 0
-        else:
-            kind, size = "file", entry.stat(follow_symlinks=False).st_size
-        entries.append({"name": entry.name, "type": kind, "size": size})
-    return {"path": shown, "entries": entries}
+    with os.scandir(path) as scan:
+        found = sorted(scan, key=lambda e: e.name)
+    listing = {
+        "path": workspace_relative(workspace, path),
+        "entries": [_entry(entry) for entry in found[:MAX_ENTRIES]],
+    }
+    if len(found) > MAX_ENTRIES:
+        listing["truncated"] = True
+    return listing
+
+
+def _entry(entry: os.DirEntry[str]) -> dict[str, Any]:
+    """One listing row; links are reported as links, never followed."""
+    if entry.is_symlink():
+        return {"name": entry.name, "type": "symlink", "size": 0}
+    if entry.is_dir(follow_symlinks=False):
+        return {"name": entry.name, "type": "directory", "size": 0}
+    return {"name": entry.name, "type": "file", "size": entry.stat(follow_symlinks=False).st_size}
+
+
+async def _in_thread(function: Callable[..., _T], *args: Any) -> _T:
+    """Run blocking file work in a worker thread; OS errors become a readable tool error."""
+    try:
+        return await anyio.to_thread.run_sync(function, *args)
+    except OSError as exc:
+        raise ToolFailed(f"The file system refused: {exc.strerror or exc}.") from exc

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+from collections.abc import Iterator
 from typing import Any
 
-from jsonschema import Draft202012Validator, validators
+from jsonschema import Draft202012Validator, ValidationError, validators
+from jsonschema.protocols import Validator
 
 from cadre.engine.tools.base import Tool, ToolContext, ToolNotFound, ToolRefused
 from cadre.engine.tools.calculator import Calculator
@@ -24,25 +28,8 @@ TOOLS: dict[str, Tool] = {
 }
 
 
-def _with_defaults(cls: type) -> type:
-    """A validator class that also fills in schema defaults."""
-    validate_properties = cls.VALIDATORS["properties"]
-
-    def properties(validator, props, instance, schema):  # type: ignore[no-untyped-def]
-        if isinstance(instance, dict):
-            for name, sub in props.items():
-                if isinstance(sub, dict) and "default" in sub:
-                    instance.setdefault(name, sub["default"])
-        yield from validate_properties(validator, props, instance, schema)
-
-    return validators.extend(cls, {"properties": properties})
-
-
-_Validator = _with_defaults(Draft202012Validator)
-_VALIDATORS = {name: _Validator(tool.parameters) for name, tool in TOOLS.items()}
-
-
 def list_tools(category: str | None = None) -> list[Tool]:
+    """The built-ins sorted by name, optionally only those of one category."""
     return [TOOLS[n] for n in sorted(TOOLS) if category is None or TOOLS[n].category == category]
 
 
@@ -54,20 +41,21 @@ def get_tool(name: str) -> Tool:
 
 
 def validate_args(tool: Tool, args: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``args`` with defaults filled in; 422 naming every bad argument."""
-    filled = dict(args)
-    errors = list(_VALIDATORS[tool.name].iter_errors(filled))
-    if errors:
-        details: dict[str, str] = {}
-        for error in errors:
-            path = ".".join(str(p) for p in error.absolute_path)
-            if error.validator == "required":
-                missing = [n for n in error.validator_value if n not in error.instance]
-                path = ".".join(filter(None, [path, *missing[:1]]))
-            elif error.validator == "additionalProperties":
-                extra = [n for n in error.instance if n not in error.schema.get("properties", {})]
-                path = ".".join(filter(None, [path, *extra[:1]]))
-            details.setdefault("args." + path if path else "args", error.message)
+    """A copy of ``args`` with schema defaults filled in; 422 naming every bad argument.
+
+    ``details`` maps ``args.<dotted path>`` to what is wrong there, so a caller
+    (or a model) can fix all of them at once.
+    """
+    if not isinstance(args, dict):
+        raise ValidationFailed(
+            f"Arguments for '{tool.name}' must be an object.", details={"args": "not an object"}
+        )
+    filled = copy.deepcopy(args)
+    details: dict[str, str] = {}
+    for error in _validator(type(tool)).iter_errors(filled):
+        for path, message in _located(error):
+            details.setdefault(path, message)
+    if details:
         raise ValidationFailed(
             f"Invalid arguments for '{tool.name}': check {', '.join(details)}.", details=details
         )
@@ -75,8 +63,51 @@ def validate_args(tool: Tool, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def execute_tool(name: str, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    """Find, check and run a tool; writing tools are refused in safe mode."""
     tool = get_tool(name)
     checked = validate_args(tool, args)
     if tool.writes and ctx.mode == "safe":
         raise ToolRefused(f"'{name}' writes or runs things, which safe mode does not allow.")
     return await tool.run(checked, ctx)
+
+
+def _filling_defaults(cls: type[Validator]) -> type[Validator]:
+    """A validator class that also fills in missing properties' schema defaults."""
+    check_properties = cls.VALIDATORS["properties"]
+
+    def properties(
+        validator: Validator, props: dict[str, Any], instance: Any, schema: dict[str, Any]
+    ) -> Iterator[ValidationError]:
+        if isinstance(instance, dict):
+            for name, sub in props.items():
+                if isinstance(sub, dict) and "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from check_properties(validator, props, instance, schema)
+
+    return validators.extend(cls, {"properties": properties})
+
+
+_DefaultsValidator = _filling_defaults(Draft202012Validator)
+
+
+@functools.cache
+def _validator(tool_class: type[Tool]) -> Validator:
+    """Built once per tool: compiling a schema costs more than checking against it."""
+    _DefaultsValidator.check_schema(tool_class.parameters)
+    return _DefaultsValidator(tool_class.parameters)
+
+
+def _located(error: ValidationError) -> Iterator[tuple[str, str]]:
+    """``(args.<path>, message)`` pairs: one per missing or unexpected property."""
+    where = ["args", *(str(part) for part in error.absolute_path)]
+    if error.validator == "required" and isinstance(error.instance, dict):
+        for name in error.validator_value:
+            if name not in error.instance:
+                yield ".".join([*where, name]), "is required"
+    elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = error.schema.get("properties", {})
+        for name in error.instance:
+            if name not in known:
+                yield ".".join([*where, name]), "is not an argument of this tool"
+    else:
+        yield ".".join(where), error.message

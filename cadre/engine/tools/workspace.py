@@ -10,15 +10,18 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import anyio.to_thread
 
 from cadre.engine.tools.base import PathOutsideWorkspace
 
-_SIMPLE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+# The id becomes a directory name: nothing that could be a separator, "..", or too long.
+_SIMPLE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 def user_workspace(data_dir: Path, user_id: str) -> Path:
-    if not _SIMPLE_ID.match(user_id):
+    """``data_dir/workspaces/<user_id>``, created if needed."""
+    if not _SIMPLE_ID.fullmatch(user_id):
         raise ValueError(f"not a simple user id: {user_id!r}")
     path = Path(data_dir) / "workspaces" / user_id
     path.mkdir(parents=True, exist_ok=True)
@@ -27,7 +30,12 @@ def user_workspace(data_dir: Path, user_id: str) -> Path:
 
 @contextlib.asynccontextmanager
 async def sandbox_copy(workspace: Path) -> AsyncIterator[Path]:
-    """A copy of ``workspace`` (links copied as links) that is removed afterwards."""
+    """A copy of ``workspace`` that is removed afterwards, even on error or cancellation.
+
+    Symlinks are copied as links, never followed: a link that pointed outside
+    still points outside (and stays refused), and an absolute link into the
+    original workspace now lies outside the copy, so the original is never touched.
+    """
     root = Path(await anyio.to_thread.run_sync(tempfile.mkdtemp, "", "cadre-sandbox-"))
     copy = root / "workspace"
     try:
@@ -42,24 +50,29 @@ def resolve_inside(workspace: Path, relative: str) -> Path:
     """The path ``relative`` names inside ``workspace``; 403 for anything that leaves it.
 
     Absolute paths, NUL bytes, ``..`` that climbs out, and symlinks (at any
-    component) whose target lies outside are refused, never followed.
+    component, the last included) whose target lies outside are refused, never
+    followed. The returned path lies under the workspace's real path.
     """
     if "\x00" in relative:
         raise PathOutsideWorkspace("Paths may not contain NUL bytes.")
     if os.path.isabs(relative) or relative.startswith("~"):
-        raise PathOutsideWorkspace(
-            f"'{relative}' is absolute; paths are relative to the workspace."
-        )
+        raise PathOutsideWorkspace(f"'{relative}' is not relative to the workspace.")
     root = Path(os.path.realpath(workspace))
     candidate = Path(os.path.normpath(root / relative))
-    if candidate != root and root not in candidate.parents:
+    if not _within(candidate, root):
         raise PathOutsideWorkspace(f"'{relative}' is outside the workspace.")
-    # Walk the components: a link anywhere must land inside the workspace.
     current = root
     for part in candidate.relative_to(root).parts:
         current = current / part
-        if current.is_symlink():
-            target = Path(os.path.realpath(current))
-            if target != root and root not in target.parents:
-                raise PathOutsideWorkspace(f"'{relative}' leads outside the workspace.")
+        if current.is_symlink() and not _within(Path(os.path.realpath(current)), root):
+            raise PathOutsideWorkspace(f"'{relative}' leads outside the workspace.")
     return candidate
+
+
+def workspace_relative(workspace: Path, path: Path) -> str:
+    """How a path from ``resolve_inside`` is shown back to the caller: normalised, POSIX."""
+    return path.relative_to(os.path.realpath(workspace)).as_posix()
+
+
+def _within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
