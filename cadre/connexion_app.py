@@ -17,6 +17,20 @@ from connexion import AsyncApp
 from connexion.apps.asynchronous import AsyncApi, AsyncASGIApp, AsyncOperation
 from connexion.context import operation, receive, scope
 from connexion.decorators import StarletteDecorator
+from connexion.lifecycle import ConnexionRequest
+
+from cadre.validation import PARSED_BODY
+
+
+class _Request(ConnexionRequest):
+    """Hands the handler the body the request validator already parsed."""
+
+    async def json(self) -> Any:
+        parsed = self.scope.get(PARSED_BODY, _UNPARSED)
+        return await super().json() if parsed is _UNPARSED else parsed
+
+
+_UNPARSED = object()
 
 
 class _OnceDecorator(StarletteDecorator):
@@ -29,7 +43,7 @@ class _OnceDecorator(StarletteDecorator):
             parser = parsers.get(id(operation.parameters))
             if parser is None:
                 parser = parsers[id(operation.parameters)] = self.uri_parser
-            request = self.framework.get_request(uri_parser=parser, scope=scope, receive=receive)
+            request = _Request(scope, receive, uri_parser=parser)
             return await decorated(request)
 
         return wrapper

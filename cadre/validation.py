@@ -8,9 +8,9 @@ field lives (``body.name``, ``query.limit``).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from connexion.json_schema import Draft4RequestValidator
 from connexion.lifecycle import ConnexionRequest
 from connexion.utils import is_null, is_nullable
@@ -22,10 +22,7 @@ from starlette.datastructures import Headers
 from cadre.errors import BadRequest, ValidationFailed
 
 _FORMAT_CHECKER = Draft4Validator.FORMAT_CHECKER
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
+PARSED_BODY = "cadre.parsed_body"
 
 
 def _where(prefix: str, error: ValidationError) -> str:
@@ -102,6 +99,7 @@ class BodyValidator(JSONRequestBodyValidator):
             raise BadRequest("This operation needs a request body.", error="missing_body")
         if body is not None or not self._nullable:
             self._validate(body)
+        scope[PARSED_BODY] = body  # the handler gets this instead of a second parse
         return self._insert_messages(receive, messages=messages), scope
 
     async def _parse(self, stream, scope) -> Any:  # type: ignore[no-untyped-def]
@@ -109,12 +107,15 @@ class BodyValidator(JSONRequestBodyValidator):
         if not raw:
             return None
         try:
-            return json.loads(raw.decode(self._encoding), parse_constant=_reject_constant)
+            text = raw.decode(self._encoding)
         except UnicodeDecodeError as exc:
             raise BadRequest(
                 f"The request body is not valid {self._encoding}.", error="invalid_encoding"
             ) from exc
-        except (ValueError, RecursionError) as exc:
+        try:
+            # orjson refuses NaN, Infinity and numbers that overflow to infinity
+            return orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
             raise BadRequest(
                 f"The request body is not valid JSON: {exc}", error="invalid_json"
             ) from exc

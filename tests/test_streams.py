@@ -117,7 +117,6 @@ class TestAgentStream:
         assert messages[-1]["status"] == "cancelled"
         assert sum(m["type"] == "token" for m in messages) < 1000
 
-
     def test_a_dropped_client_does_not_stop_the_execution(self, client, alice, coder):
         with client.websocket_connect(
             f"/api/v1/agents/{coder}/stream?token={alice.access_token}"
