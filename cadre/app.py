@@ -157,6 +157,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         gc.collect()
         gc.freeze()
         yield
+        gc.unfreeze()  # collectable again once this app is gone (tests build many)
         await executor.stop()
         if limiter is not None:
             await limiter.aclose()
