@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cadre.auth import owner_scope
+from cadre.resolver import Reply
 from models_gen.api import Agent as AgentReply
 from models_gen.api import AgentList
 from storage import agents
@@ -25,8 +26,8 @@ def agent_reply(resolved: agents.Resolved) -> AgentReply:
     )
 
 
-def _one(agent: agents.Agent) -> dict:
-    return agent_reply(agents.resolve([agent])[0]).model_dump(mode="json")
+def _one(agent: agents.Agent) -> AgentReply:
+    return agent_reply(agents.resolve([agent])[0])
 
 
 async def list_agents(
@@ -37,7 +38,7 @@ async def list_agents(
     parent: str | None = None,
     status: str | None = None,
     all_: bool = False,
-) -> tuple[dict, int]:
+) -> Reply:
     owner = owner_scope(user, token_info, all_)
     rows, total = agents.list_agents(
         owner, parent=parent, status=status, limit=limit, offset=offset
@@ -48,18 +49,18 @@ async def list_agents(
         limit=limit,
         offset=offset,
     )
-    return page.model_dump(mode="json"), 200
+    return page, 200
 
 
-async def create_agent(user: str, body: dict) -> tuple[dict, int]:
+async def create_agent(user: str, body: dict) -> Reply:
     return _one(agents.create_agent(user, body)), 201
 
 
-async def get_agent(user: str, agent_id: str) -> tuple[dict, int]:
+async def get_agent(user: str, agent_id: str) -> Reply:
     return _one(agents.get_agent(agent_id, user)), 200
 
 
-async def update_agent(user: str, agent_id: str, body: dict) -> tuple[dict, int]:
+async def update_agent(user: str, agent_id: str, body: dict) -> Reply:
     agent = agents.get_agent(agent_id, user)
     return _one(agents.update_agent(agent, body)), 200
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from cadre import auth, runtime
-from cadre.errors import Unauthorized
+from cadre.errors import Unauthorized, ValidationFailed
+from cadre.resolver import Reply
 from models_gen.api import User as UserReply
 from storage import users
 from storage.ids import aware
 
 
-def _user_reply(user: users.User) -> dict:
+def _user_reply(user: users.User) -> UserReply:
     return UserReply(
         id=user.id,
         email=user.email,
@@ -19,10 +20,10 @@ def _user_reply(user: users.User) -> dict:
         is_active=user.is_active,
         created_at=aware(user.created_at),
         last_login_at=aware(user.last_login_at),
-    ).model_dump(mode="json")
+    )
 
 
-async def register_user(body: dict) -> tuple[dict, int]:
+async def register_user(body: dict) -> Reply:
     auth.check_password_strength(body["password"], username=body["username"], email=body["email"])
     user = users.create_user(
         email=body["email"],
@@ -33,11 +34,12 @@ async def register_user(body: dict) -> tuple[dict, int]:
     return _user_reply(user), 201
 
 
-async def login(body: dict) -> tuple[dict, int]:
+async def login(body: dict) -> Reply:
     identifier = body.get("username") or body.get("email")
     if identifier is None:
-        raise Unauthorized(
-            "Send a username or an email with the password.", error="invalid_credentials"
+        raise ValidationFailed(
+            "Send a username or an email with the password.",
+            details={"body.username": "required unless email is given"},
         )
     scopes = body.get("scopes")
     if scopes is None and body.get("scope"):  # the OAuth2 password flow's form field
@@ -45,7 +47,7 @@ async def login(body: dict) -> tuple[dict, int]:
     return runtime.current().tokens.login(identifier, body["password"], scopes), 200
 
 
-async def refresh_token(body: dict) -> tuple[dict, int]:
+async def refresh_token(body: dict) -> Reply:
     return runtime.current().tokens.refresh(body["refresh_token"]), 200
 
 
@@ -54,7 +56,7 @@ async def logout(user: str, body: dict | None = None) -> tuple[None, int]:
     return None, 204
 
 
-async def get_me(user: str) -> tuple[dict, int]:
+async def get_me(user: str) -> Reply:
     account = users.get_user(user)
     if account is None:
         raise Unauthorized("The account behind this token no longer exists.", error="invalid_token")

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from cadre.auth import owner_scope
 from cadre.errors import ValidationFailed
+from cadre.resolver import Reply
 from models_gen.api import CostList, CostSummary
 from models_gen.api import CostRecord as CostReply
 from storage import costs
@@ -33,7 +34,7 @@ async def list_costs(
     since: str | None = None,
     agent_id: str | None = None,
     all_: bool = False,
-) -> tuple[dict, int]:
+) -> Reply:
     owner = owner_scope(user, token_info, all_)
     since_utc = None if since is None else _parse_instant(since)
     rows, total = costs.list_costs(owner, since=since_utc, agent_ref=agent_id, limit=limit)
@@ -54,13 +55,13 @@ async def list_costs(
         )
         for row in rows
     ]
-    return CostList(costs=records, total_cost=total).model_dump(mode="json"), 200
+    return CostList(costs=records, total_cost=total), 200
 
 
 async def get_cost_summary(
     user: str, token_info: dict, period: str = "day", all_: bool = False
-) -> tuple[dict, int]:
+) -> Reply:
     owner = owner_scope(user, token_info, all_)
     since = datetime.now(UTC).replace(tzinfo=None) - PERIODS[period]
     summary = CostSummary(period=period, **costs.summarize(owner, since))
-    return summary.model_dump(mode="json"), 200
+    return summary, 200

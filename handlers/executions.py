@@ -7,13 +7,14 @@ from connexion import request
 from cadre import runtime, streams
 from cadre.engine.executor import usage_reply
 from cadre.engine.launch import launch
+from cadre.resolver import Reply
 from models_gen.api import EventList, ExecutionCreated, ExecutionList
 from models_gen.api import Execution as ExecutionReply
 from storage import executions as store
 from storage.ids import aware
 
 
-def _reply(execution: store.Execution) -> dict:
+def _reply(execution: store.Execution) -> ExecutionReply:
     return ExecutionReply(
         id=execution.id,
         agent_id=execution.agent_id,
@@ -34,10 +35,10 @@ def _reply(execution: store.Execution) -> dict:
         created_at=aware(execution.created_at),
         started_at=aware(execution.started_at),
         completed_at=aware(execution.completed_at),
-    ).model_dump(mode="json")
+    )
 
 
-async def execute_agent(user: str, agent_id: str, body: dict) -> tuple[dict, int]:
+async def execute_agent(user: str, agent_id: str, body: dict) -> Reply:
     executor = runtime.current().executor
     execution = launch(executor, user, agent_id, body, request.headers.get("idempotency-key"))
     created = ExecutionCreated(
@@ -45,45 +46,45 @@ async def execute_agent(user: str, agent_id: str, body: dict) -> tuple[dict, int
         status=store.get_status(execution.id),
         created_at=aware(execution.created_at),
     )
-    return created.model_dump(mode="json"), 200
+    return created, 200
 
 
-async def get_execution(user: str, execution_id: str) -> tuple[dict, int]:
+async def get_execution(user: str, execution_id: str) -> Reply:
     return _reply(store.get_execution(execution_id, user)), 200
 
 
-async def get_agent_execution(user: str, execution_id: str) -> tuple[dict, int]:
+async def get_agent_execution(user: str, execution_id: str) -> Reply:
     """The seed clients' path for the same thing."""
     return await get_execution(user, execution_id)
 
 
 async def list_executions(
     user: str, limit: int, offset: int, agent_id: str | None = None, status: str | None = None
-) -> tuple[dict, int]:
+) -> Reply:
     rows, total = store.list_executions(
         user, agent_ref=agent_id, status=status, limit=limit, offset=offset
     )
     page = ExecutionList(
         executions=[_reply(r) for r in rows], total=total, limit=limit, offset=offset
     )
-    return page.model_dump(mode="json"), 200
+    return page, 200
 
 
-async def _control(user: str, execution_id: str, action: str) -> tuple[dict, int]:
+async def _control(user: str, execution_id: str, action: str) -> Reply:
     store.get_execution(execution_id, user)  # 404 unless it is the caller's
     await runtime.current().executor.control(execution_id, action)
     return _reply(store.get_execution(execution_id, user)), 200
 
 
-async def cancel_execution(user: str, execution_id: str) -> tuple[dict, int]:
+async def cancel_execution(user: str, execution_id: str) -> Reply:
     return await _control(user, execution_id, "cancel")
 
 
-async def pause_execution(user: str, execution_id: str) -> tuple[dict, int]:
+async def pause_execution(user: str, execution_id: str) -> Reply:
     return await _control(user, execution_id, "pause")
 
 
-async def resume_execution(user: str, execution_id: str) -> tuple[dict, int]:
+async def resume_execution(user: str, execution_id: str) -> Reply:
     return await _control(user, execution_id, "resume")
 
 
@@ -99,4 +100,4 @@ async def list_execution_events(user: str, execution_id: str, after: int, limit:
     page = EventList(
         events=events, total=store.count_events(execution_id), after=after, limit=limit
     )
-    return page.model_dump(mode="json", exclude_unset=False), 200
+    return page, 200

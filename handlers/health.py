@@ -7,13 +7,14 @@ from datetime import UTC, datetime
 from prometheus_client import generate_latest
 
 from cadre import __version__, runtime
+from cadre.resolver import Reply
 from models_gen.api import Health
 from storage.db import ping
 
 METRICS_CONTENT_TYPE = "text/plain"  # the 0.0.4 exposition format, which scrapers assume
 
 
-async def get_health() -> tuple[dict, int]:
+async def get_health() -> Reply:
     database = "healthy" if ping() else "unhealthy"
     health = Health(
         status=database,
@@ -21,7 +22,7 @@ async def get_health() -> tuple[dict, int]:
         timestamp=datetime.now(UTC),
         services={"database": database},
     )
-    return health.model_dump(mode="json"), 200 if database == "healthy" else 503
+    return health, 200 if database == "healthy" else 503
 
 
 async def get_metrics() -> tuple[bytes, int, dict[str, str]]:

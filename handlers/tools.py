@@ -7,10 +7,11 @@ from cadre.engine.tools.base import ToolContext
 from cadre.engine.tools.registry import execute_tool as run_tool
 from cadre.engine.tools.registry import list_tools as registered_tools
 from cadre.engine.tools.workspace import user_workspace
+from cadre.resolver import Reply
 from models_gen.api import ToolInfo, ToolList, ToolResult
 
 
-async def list_tools(category: str | None = None) -> tuple[dict, int]:
+async def list_tools(category: str | None = None) -> Reply:
     tools = [
         ToolInfo(
             name=tool.name,
@@ -20,10 +21,10 @@ async def list_tools(category: str | None = None) -> tuple[dict, int]:
         )
         for tool in registered_tools(category)
     ]
-    return ToolList(tools=tools).model_dump(mode="json"), 200
+    return ToolList(tools=tools), 200
 
 
-async def execute_tool(user: str, tool_name: str, body: dict) -> tuple[dict, int]:
+async def execute_tool(user: str, tool_name: str, body: dict) -> Reply:
     workspace = user_workspace(runtime.current().settings.data_dir, user)
     result = await run_tool(tool_name, body["args"], ToolContext(workspace=workspace, mode="full"))
-    return ToolResult(result=result).model_dump(mode="json"), 200
+    return ToolResult(result=result), 200

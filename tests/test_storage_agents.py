@@ -158,9 +158,9 @@ class TestListQueryCount:
             )
 
         assert status == 200
-        assert (len(body["agents"]), body["total"]) == (chains, 3 * chains)
-        assert {a["parent"] for a in body["agents"]} == {f"mid-{i}" for i in range(chains)}
-        assert {a["instructions"] for a in body["agents"]} == {"root"}
+        assert (len(body.agents), body.total) == (chains, 3 * chains)
+        assert {a.parent for a in body.agents} == {f"mid-{i}" for i in range(chains)}
+        assert {a.instructions for a in body.agents} == {"root"}
         assert counter.count == 2 + 2
 
     def test_parent_filter_costs_no_extra_query(self, alice: str):
