@@ -1,4 +1,8 @@
-"""GET and POST /api/v1/agents in bare Starlette: the floor for a Python ASGI app."""
+"""GET and POST /api/v1/agents in bare Starlette: one route, no dependency injection.
+
+The floor for a Python ASGI app doing this work: pydantic validates the query
+and body, orjson encodes the dumped reply (as Cadre's jsonifier does).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cadre.errors import CadreError
-from models_gen.api import AgentCreate, AgentList
-from scripts.bench_apps import agent_page, new_agent, setup, user_of
+from models_gen.api import AgentCreate, ApiV1AgentsGetParametersQuery
+from scripts.bench_apps import READ_SCOPE, WRITE_SCOPE, agent_page, authorize, new_agent, setup
 
 
 def _json(body: object, status: int = 200) -> Response:
@@ -19,22 +23,22 @@ def _json(body: object, status: int = 200) -> Response:
 
 
 def create_app() -> Starlette:
+    """The Starlette app, over the database and token settings of the CADRE_* environment."""
     tokens = setup()
 
     async def agents(request: Request) -> Response:
+        authorization = request.headers.get("authorization")
         try:
-            user = user_of(tokens, request.headers.get("authorization"))
             if request.method == "GET":
-                limit = int(request.query_params.get("limit", 100))
-                offset = int(request.query_params.get("offset", 0))
-                if not (1 <= limit <= 1000 and 0 <= offset <= 1_000_000_000):
-                    return _json({"error": "validation_error"}, 422)
-                return _json(AgentList(**agent_page(user, limit, offset)).model_dump(mode="json"))
+                claims = authorize(tokens, authorization, READ_SCOPE)
+                query = ApiV1AgentsGetParametersQuery.model_validate(dict(request.query_params))
+                return _json(agent_page(claims, query).model_dump(mode="json"))
+            claims = authorize(tokens, authorization, WRITE_SCOPE)
             body = AgentCreate.model_validate_json(await request.body())
-            agent = new_agent(user, body.model_dump(mode="json", exclude_unset=True))
-            return _json(agent.model_dump(mode="json"), 201)
+            return _json(new_agent(claims, body).model_dump(mode="json"), 201)
         except ValidationError as exc:
-            return _json({"error": "validation_error", "details": exc.errors()}, 422)
+            details = exc.errors(include_url=False, include_context=False, include_input=False)
+            return _json({"error": "validation_error", "details": details}, 422)
         except CadreError as exc:
             return _json({"error": exc.error, "message": exc.message}, exc.status)
 
