@@ -3,7 +3,8 @@
 Access tokens are short-lived HS* JWTs checked without a database hit; refresh
 tokens are random strings stored hashed. Each login starts a token *family*;
 presenting a refresh token that was already rotated revokes the whole family,
-since only a thief or a replay would do that.
+since only a thief or a replay would do that. A refresh token carries the scopes
+its login granted, so rotating it never widens a narrowed login.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ class TokenService:
     def issue_pair(
         self, user: users.User, scopes: tuple[str, ...], family: str | None = None
     ) -> dict[str, Any]:
-        raw = secrets.token_urlsafe(48)
+        raw = _new_refresh_token(scopes)
         users.store_refresh_token(
             user.id, family or new_id("fam"), _digest(raw), utcnow() + self.refresh_ttl
         )
@@ -177,7 +178,10 @@ class TokenService:
         if user is None or not user.is_active:
             users.revoke_family(token.family)
             raise Unauthorized("The refresh token is not valid.", error="invalid_refresh_token")
-        return self.issue_pair(user, scopes_for(user.role), family=token.family)
+        allowed = scopes_for(user.role)
+        granted = _granted_scopes(raw)
+        scopes = allowed if granted is None else tuple(s for s in allowed if s in granted)
+        return self.issue_pair(user, scopes, family=token.family)
 
     def logout(self, raw: str | None, user_id: str) -> None:
         """Revoke the family of ``raw`` (when it is the caller's own)."""
@@ -199,6 +203,21 @@ def token_info(token: str) -> dict[str, Any]:
     """Connexion's ``x-tokenInfoFunc``: the claims, with ``scope`` for its scope check."""
     claims = runtime.current().tokens.decode(token)
     return {**claims, "scope": claims["scopes"]}
+
+
+def _new_refresh_token(scopes: tuple[str, ...]) -> str:
+    """A random refresh token ending in the scopes it grants (``<random>.<scope>,<scope>``).
+
+    The suffix cannot be altered: only the digest of the whole string is stored,
+    so a token with a changed suffix is an unknown token.
+    """
+    return f"{secrets.token_urlsafe(48)}.{','.join(scopes)}"
+
+
+def _granted_scopes(raw: str) -> set[str] | None:
+    """The scopes a refresh token was issued with; None for tokens issued before they were."""
+    _, dot, scopes = raw.partition(".")  # token_urlsafe never yields a dot
+    return {scope for scope in scopes.split(",") if scope} if dot else None
 
 
 def _digest(raw: str) -> str:

@@ -1,13 +1,16 @@
-"""Accounts and tokens: register, login, refresh rotation with theft detection, logout, me."""
+"""Accounts and tokens over HTTP: register, login, bearer access tokens, refresh, logout, me."""
 
 from __future__ import annotations
 
+import hashlib
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
 
+from cadre import auth
+from cadre.auth import ADMIN_SCOPES, USER_SCOPES, TokenService, verify_password
 from storage.ids import utcnow
 from storage.users import RefreshToken, User
 from tests.conftest import PASSWORD, Account, assert_problem, register
@@ -15,263 +18,607 @@ from tests.conftest import PASSWORD, Account, assert_problem, register
 REGISTER = "/api/v1/auth/register"
 LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"
+LOGOUT = "/api/v1/auth/logout"
+ME = "/api/v1/auth/me"
+AGENTS = "/api/v1/agents"
+
+SEED_REGISTRATION = {
+    "email": "user@example.com",
+    "username": "johndoe",
+    "password": "secret123",
+    "full_name": "John Doe",
+}
+OTHER_KEY = "another-secret-key-that-is-long-enough-for-every-hs-algorithm-9876543210"
 
 
-def claims(settings, **overrides) -> dict:
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def login(client, username: str = "alice", password: str = PASSWORD, **extra) -> dict:
+    reply = client.post(LOGIN, json={"username": username, "password": password, **extra})
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def refresh(client, refresh_token: str):
+    return client.post(REFRESH, json={"refresh_token": refresh_token})
+
+
+def row_of(refresh_token: str) -> RefreshToken:
+    """The stored row of a refresh token (rows hold only its SHA-256 digest)."""
+    digest = hashlib.sha256(refresh_token.encode()).hexdigest()
+    return RefreshToken.get(RefreshToken.token_hash == digest)
+
+
+def family_rows(refresh_token: str) -> list[RefreshToken]:
+    family = row_of(refresh_token).family
+    return list(RefreshToken.select().where(RefreshToken.family == family))
+
+
+def claims_of(access_token: str) -> dict:
+    return jwt.decode(access_token, options={"verify_signature": False})
+
+
+def moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def forge(settings, account: Account, *, key: str | None = None, algorithm="HS256", **claims):
+    """An access token shaped like the server's own; a claim set to None is left out."""
+    service = TokenService(settings)
     now = int(time.time())
     base = {
-        "sub": "usr_x",
+        "sub": account.id,
         "role": "user",
-        "scopes": ["agents:read"],
+        "scopes": list(USER_SCOPES),
         "iat": now,
         "exp": now + 600,
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
+        "iss": service.issuer,
+        "aud": service.audience,
     }
-    return {k: v for k, v in {**base, **overrides}.items() if v is not None}
+    payload = {name: value for name, value in {**base, **claims}.items() if value is not None}
+    return jwt.encode(payload, key or settings.secret_key, algorithm=algorithm)
+
+
+def assert_token_pair(body: dict, scopes: tuple[str, ...] = USER_SCOPES) -> dict:
+    """A complete token pair reply; returns the access token's claims."""
+    assert set(body) == {"access_token", "refresh_token", "token_type", "expires_in", "scope"}
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] == 3600
+    assert body["scope"] == " ".join(scopes)
+    assert body["refresh_token"] and body["refresh_token"] != body["access_token"]
+    claims = claims_of(body["access_token"])
+    assert claims["scopes"] == list(scopes)
+    assert claims["exp"] - claims["iat"] == 3600
+    return claims
 
 
 class TestRegister:
-    def test_seed_example_registers_and_stores_a_hash(self, client):
-        reply = client.post(
-            REGISTER,
-            json={
-                "email": "user@example.com",
-                "username": "johndoe",
-                "password": "secret123",
-                "full_name": "John Doe",
-            },
-        )
-        assert reply.status_code == 201
+    def test_seed_example_creates_a_user_account(self, client):
+        reply = client.post(REGISTER, json=SEED_REGISTRATION)
+        assert reply.status_code == 201, reply.text
+        assert reply.headers["content-type"] == "application/json"
         body = reply.json()
         assert body["id"].startswith("usr_")
-        assert (body["email"], body["username"], body["full_name"], body["role"]) == (
+        assert abs(moment(body["created_at"]) - datetime.now(UTC)) < timedelta(minutes=1)
+        assert {k: v for k, v in body.items() if k not in ("id", "created_at")} == {
+            "email": "user@example.com",
+            "username": "johndoe",
+            "full_name": "John Doe",
+            "role": "user",
+            "is_active": True,
+            "last_login_at": None,
+        }
+        stored = User.get_by_id(body["id"])
+        assert (stored.email, stored.username, stored.role) == (
             "user@example.com",
             "johndoe",
-            "John Doe",
             "user",
         )
-        assert body["created_at"].endswith("Z")
-        stored = User.get_by_id(body["id"])
-        assert (
-            stored.password_hash.startswith("$argon2") and "secret123" not in stored.password_hash
-        )
 
-    def test_taken_email_is_409_even_in_another_case(self, client, alice: Account):
-        reply = client.post(
-            REGISTER, json={"email": "ALICE@example.com", "username": "other", "password": PASSWORD}
-        )
-        assert_problem(reply, 409, "email_taken")
+    def test_password_is_stored_as_an_argon2_hash(self, client):
+        user_id = client.post(REGISTER, json=SEED_REGISTRATION).json()["id"]
+        stored = User.get_by_id(user_id).password_hash
+        assert stored.startswith("$argon2id$")
+        assert "secret123" not in stored
+        assert verify_password(stored, "secret123")
+        assert not verify_password(stored, "secret124")
 
-    def test_taken_username_is_409(self, client, alice: Account):
+    def test_full_name_is_optional(self, client):
+        body = {k: v for k, v in SEED_REGISTRATION.items() if k != "full_name"}
+        reply = client.post(REGISTER, json=body)
+        assert reply.status_code == 201, reply.text
+        assert reply.json()["full_name"] is None
+
+    def test_email_is_taken_whatever_its_case(self, client, alice: Account):
         reply = client.post(
-            REGISTER, json={"email": "new@example.com", "username": "alice", "password": PASSWORD}
+            REGISTER,
+            json={"email": "ALICE@Example.com", "username": "alice2", "password": PASSWORD},
         )
-        assert_problem(reply, 409, "username_taken")
+        body = assert_problem(reply, 409, "email_taken")
+        assert body["details"] == {"email": "already registered"}
+        assert User.select().count() == 1
+
+    def test_username_is_taken_whatever_its_case(self, client, alice: Account):
+        reply = client.post(
+            REGISTER, json={"email": "new@example.com", "username": "ALICE", "password": PASSWORD}
+        )
+        body = assert_problem(reply, 409, "username_taken")
+        assert body["details"] == {"username": "already registered"}
+        assert User.select().count() == 1
+
+    @pytest.mark.parametrize(
+        ("change", "field"),
+        [
+            ({"password": "abc-12"}, "body.password"),  # 6 characters
+            ({"password": "abc-123"}, "body.password"),  # 7 characters
+            ({"email": "not-an-email"}, "body.email"),
+            ({"email": "two@at@example.com"}, "body.email"),
+            ({"username": "has space"}, "body.username"),
+            ({"username": "ab"}, "body.username"),
+            ({"role": "admin"}, "body.role"),  # unknown field: no self-promotion
+            ({"is_active": True}, "body.is_active"),
+            ({"email": None}, "body.email"),
+        ],
+    )
+    def test_schema_violation_is_422_naming_the_field(self, client, change, field):
+        body = {"email": "new@example.com", "username": "newbie", "password": PASSWORD, **change}
+        reply = client.post(REGISTER, json=body)
+        problem = assert_problem(reply, 422, "validation_error")
+        assert list(problem["details"]) == [field]
+        assert User.select().count() == 0
+
+    @pytest.mark.parametrize("missing", ["email", "username", "password"])
+    def test_missing_field_is_422_naming_it(self, client, missing):
+        body = {"email": "new@example.com", "username": "newbie", "password": PASSWORD}
+        del body[missing]
+        problem = assert_problem(client.post(REGISTER, json=body), 422, "validation_error")
+        assert problem["details"] == {f"body.{missing}": f"'{missing}' is a required property"}
+        assert User.select().count() == 0
+
+    def test_eight_character_password_is_long_enough(self, client):
+        body = {"email": "new@example.com", "username": "newbie", "password": "abc-1234"}
+        assert client.post(REGISTER, json=body).status_code == 201
+
+    @pytest.mark.parametrize(
+        ("password", "reason"),
+        [
+            ("abcdefghij", "must mix letters with digits or symbols"),
+            ("1234567890", "must mix letters with digits or symbols"),
+            ("JohnDoe99", "must differ from the username and email"),
+            ("john.doe@example.com", "must differ from the username and email"),
+            ("john.doe", "must differ from the username and email"),  # the email's local part
+            ("aaaa1111", "must use at least 4 different characters"),
+        ],
+    )
+    def test_weak_password_is_422_naming_the_password(self, client, password, reason):
+        body = {"email": "john.doe@example.com", "username": "johndoe99", "password": password}
+        problem = assert_problem(client.post(REGISTER, json=body), 422, "weak_password")
+        assert problem["details"] == {"password": reason}
+        assert User.select().count() == 0
+
+
+class TestLogin:
+    def test_username_and_password_get_a_token_pair(self, client, alice: Account, settings):
+        reply = client.post(LOGIN, json={"username": "alice", "password": PASSWORD})
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        claims = assert_token_pair(body)
+        service = TokenService(settings)
+        verified = jwt.decode(
+            body["access_token"],
+            settings.secret_key,
+            algorithms=["HS256"],
+            audience=service.audience,
+            issuer=service.issuer,
+        )
+        assert verified == claims
+        assert (claims["sub"], claims["role"]) == (alice.id, "user")
+        assert client.get(ME, headers=bearer(body["access_token"])).json()["id"] == alice.id
+
+    def test_seed_000_example_logs_in_with_the_email_as_username(self, client):
+        registration = {"email": "user@example.com", "username": "someone"}
+        client.post(REGISTER, json={**registration, "password": "secure_password"})
+        reply = client.post(
+            LOGIN, json={"username": "user@example.com", "password": "secure_password"}
+        )
+        assert reply.status_code == 200, reply.text
+        assert_token_pair(reply.json())
+        # seed 000's Python client: set the header, then list agents
+        client.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
+        agents = client.get(AGENTS)
+        assert agents.status_code == 200
+        assert agents.json()["agents"] == []
+
+    def test_seed_003_example_logs_in_with_email_and_password(self, client):
+        user_id = client.post(REGISTER, json=SEED_REGISTRATION).json()["id"]
+        reply = client.post(LOGIN, json={"email": "user@example.com", "password": "secret123"})
+        assert reply.status_code == 200, reply.text
+        assert assert_token_pair(reply.json())["sub"] == user_id
+
+    def test_username_and_email_match_whatever_their_case(self, client, alice: Account):
+        for identifier in ("ALICE", "Alice@Example.COM", " alice "):
+            assert claims_of(login(client, identifier)["access_token"])["sub"] == alice.id
+
+    def test_oauth2_password_form_gets_a_token_pair(self, client, alice: Account):
+        reply = client.post(
+            LOGIN, data={"username": "alice", "password": PASSWORD, "grant_type": "password"}
+        )
+        assert reply.status_code == 200, reply.text
+        assert assert_token_pair(reply.json())["sub"] == alice.id
+
+    def test_oauth2_password_form_scope_narrows_the_token(self, client, alice: Account):
+        reply = client.post(
+            LOGIN,
+            data={"username": "alice", "password": PASSWORD, "scope": "tools:read agents:read"},
+        )
+        assert reply.status_code == 200, reply.text
+        assert_token_pair(reply.json(), ("agents:read", "tools:read"))
+
+    def test_unknown_user_and_wrong_password_get_the_same_reply(self, client, alice: Account):
+        replies = [
+            client.post(LOGIN, json={"username": "alice", "password": "wrong-pass-1"}),
+            client.post(LOGIN, json={"username": "ghost", "password": "wrong-pass-1"}),
+            client.post(LOGIN, json={"email": "ghost@example.com", "password": PASSWORD}),
+        ]
+        bodies = [assert_problem(reply, 401, "invalid_credentials") for reply in replies]
+        assert len({body.pop("request_id") for body in bodies}) == 3
+        assert bodies[0] == bodies[1] == bodies[2]
+        assert bodies[0]["detail"] == "Incorrect username/email or password."
+        assert len({reply.headers["www-authenticate"] for reply in replies}) == 1
+
+    def test_unknown_user_costs_a_password_check_like_a_wrong_password(
+        self, client, alice: Account, monkeypatch
+    ):
+        """No timing oracle: an unknown name still pays for one argon2 verification."""
+        checks: list[str] = []
+        real_verify = auth.verify_password
+
+        def counting_verify(password_hash: str, password: str) -> bool:
+            checks.append(password)
+            return real_verify(password_hash, password)
+
+        monkeypatch.setattr(auth, "verify_password", counting_verify)
+        client.post(LOGIN, json={"username": "alice", "password": "wrong-pass-1"})
+        client.post(LOGIN, json={"username": "ghost", "password": "ghost-pass-1"})
+        assert checks == ["wrong-pass-1", "ghost-pass-1"]
+
+    def test_disabled_account_is_403_account_disabled(self, client, alice: Account):
+        User.update(is_active=False).where(User.id == alice.id).execute()
+        tokens_before = RefreshToken.select().count()
+        reply = client.post(LOGIN, json={"username": "alice", "password": PASSWORD})
+        assert_problem(reply, 403, "account_disabled")
+        assert RefreshToken.select().count() == tokens_before
+
+    def test_disabled_account_with_a_wrong_password_does_not_reveal_it(
+        self, client, alice: Account
+    ):
+        User.update(is_active=False).where(User.id == alice.id).execute()
+        reply = client.post(LOGIN, json={"username": "alice", "password": "wrong-pass-1"})
+        assert_problem(reply, 401, "invalid_credentials")
+
+    def test_scopes_narrow_the_token(self, client, alice: Account):
+        body = login(client, scopes=["agents:read"])
+        assert_token_pair(body, ("agents:read",))
+
+    @pytest.mark.parametrize("scope", ["admin", "agents:delete"])
+    def test_scope_the_account_cannot_have_is_422(self, client, alice: Account, scope):
+        tokens_before = RefreshToken.select().count()
+        reply = client.post(
+            LOGIN,
+            json={"username": "alice", "password": PASSWORD, "scopes": ["agents:read", scope]},
+        )
+        problem = assert_problem(reply, 422, "invalid_scope")
+        assert problem["details"] == {"scopes": f"not grantable: {scope}"}
+        assert RefreshToken.select().count() == tokens_before
+
+    def test_admin_gets_the_admin_scope_and_may_ask_for_it_alone(self, client, admin: Account):
+        assert claims_of(admin.access_token)["scopes"] == list(ADMIN_SCOPES)
+        assert claims_of(admin.access_token)["role"] == "admin"
+        assert_token_pair(login(client, "root", scopes=["admin"]), ("admin",))
+
+    def test_missing_username_and_email_is_422(self, client, alice: Account):
+        reply = client.post(LOGIN, json={"password": PASSWORD})
+        problem = assert_problem(reply, 422, "validation_error")
+        assert list(problem["details"]) == ["body.username"]
 
     @pytest.mark.parametrize(
         ("body", "field"),
         [
-            ({"password": "short1"}, "body.password"),
-            ({"email": "not-an-email"}, "body.email"),
-            ({"username": "x"}, "body.username"),
-            ({"extra": 1}, "body.extra"),
+            ({"username": "alice"}, "body.password"),
+            ({"username": "alice", "password": PASSWORD, "remember": True}, "body.remember"),
+            ({"username": "alice", "password": PASSWORD, "scopes": "agents:read"}, "body.scopes"),
         ],
     )
-    def test_invalid_fields_are_422_by_name(self, client, body, field):
-        base = {"email": "n@example.com", "username": "newbie", "password": PASSWORD}
-        reply = client.post(REGISTER, json={**base, **body})
-        assert field in assert_problem(reply, 422, "validation_error")["details"]
+    def test_malformed_body_is_422_naming_the_field(self, client, alice: Account, body, field):
+        problem = assert_problem(client.post(LOGIN, json=body), 422, "validation_error")
+        assert list(problem["details"]) == [field]
 
-    @pytest.mark.parametrize("password", ["abcdefgh", "12345678", "newbie-newbie"[:6] + "zz"])
-    def test_weak_passwords_are_422(self, client, password):
-        reply = client.post(
-            REGISTER, json={"email": "n@example.com", "username": "newbie", "password": password}
-        )
-        body = assert_problem(reply, 422)
-        assert "password" in str(body["details"])
-        assert User.select().count() == 0
+    def test_login_records_last_login_at(self, client):
+        user_id = client.post(REGISTER, json=SEED_REGISTRATION).json()["id"]
+        assert User.get_by_id(user_id).last_login_at is None
+        login(client, "johndoe", "secret123")
+        last = User.get_by_id(user_id).last_login_at
+        assert last is not None and abs(utcnow() - last) < timedelta(minutes=1)
+        me = client.get(ME, headers=bearer(login(client, "johndoe", "secret123")["access_token"]))
+        assert moment(me.json()["last_login_at"]) >= last.replace(tzinfo=UTC)
 
-    def test_password_equal_to_username_is_weak(self, client):
-        reply = client.post(
-            REGISTER, json={"email": "n@example.com", "username": "newbie1", "password": "newbie1"}
-        )
-        assert_problem(reply, 422)
-
-
-class TestLogin:
-    def test_login_by_username_email_or_email_field(self, client, alice: Account):
-        for body in (
-            {"username": "alice", "password": PASSWORD},
-            {"username": "alice@example.com", "password": PASSWORD},
-            {"email": "alice@example.com", "password": PASSWORD},
-        ):
-            reply = client.post(LOGIN, json=body)
-            assert reply.status_code == 200, body
-            tokens = reply.json()
-            assert tokens["token_type"] == "bearer"
-            assert tokens["expires_in"] == 3600
-            assert tokens["access_token"] and tokens["refresh_token"]
-        assert User.get_by_id(alice.id).last_login_at is not None
-
-    def test_unknown_user_and_wrong_password_get_the_same_reply(self, client, alice: Account):
-        wrong = client.post(LOGIN, json={"username": "alice", "password": "nope-nope-1"})
-        unknown = client.post(LOGIN, json={"username": "ghost", "password": "nope-nope-1"})
-        a, b = assert_problem(wrong, 401, "invalid_credentials"), assert_problem(unknown, 401)
-        del a["request_id"], b["request_id"]
-        assert a == b
-
-    def test_disabled_account_is_403(self, client, alice: Account):
-        User.update(is_active=False).where(User.id == alice.id).execute()
-        reply = client.post(LOGIN, json={"username": "alice", "password": PASSWORD})
-        assert_problem(reply, 403, "account_disabled")
-
-    def test_scopes_narrow_the_token_and_are_enforced(self, client, alice: Account):
-        reply = client.post(
-            LOGIN, json={"username": "alice", "password": PASSWORD, "scopes": ["agents:read"]}
-        )
-        token = reply.json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
-        assert client.get("/api/v1/agents", headers=headers).status_code == 200
-        denied = client.post("/api/v1/agents", json={"name": "x"}, headers=headers)
-        body = assert_problem(denied, 403, "insufficient_scope")
-        assert body["details"]["required_scopes"] == ["agents:write"]
-
-    def test_scopes_the_account_cannot_have_are_422(self, client, alice: Account):
-        reply = client.post(
-            LOGIN, json={"username": "alice", "password": PASSWORD, "scopes": ["admin"]}
-        )
-        assert_problem(reply, 422, "invalid_scope")
-
-    def test_oauth2_password_form_works_for_the_docs_page(self, client, alice: Account):
-        reply = client.post(
-            LOGIN,
-            data={"username": "alice", "password": PASSWORD, "grant_type": "password"},
-        )
-        assert reply.status_code == 200
-        assert reply.json()["token_type"] == "bearer"
+    def test_each_login_starts_its_own_token_family(self, client, alice: Account):
+        second = login(client)
+        assert row_of(second["refresh_token"]).family != row_of(alice.refresh_token).family
+        assert row_of(second["refresh_token"]).user_id == alice.id
 
 
 class TestAccessTokens:
-    def test_missing_token_is_401_with_www_authenticate(self, client):
-        reply = client.get("/api/v1/agents")
+    @pytest.mark.parametrize("path", [ME, AGENTS])
+    def test_missing_token_is_401_with_www_authenticate(self, client, path):
+        reply = client.get(path)
+        assert_problem(reply, 401, "not_authenticated")
+        assert reply.headers["www-authenticate"] == 'Bearer realm="cadre"'
+
+    @pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Basic YWxpY2U6cHc=", "Token abc"])
+    def test_header_without_a_bearer_token_is_401(self, client, alice: Account, header):
+        reply = client.get(ME, headers={"Authorization": header})
         assert_problem(reply, 401, "not_authenticated")
         assert reply.headers["www-authenticate"].startswith("Bearer")
 
-    def test_garbage_token_is_401(self, client):
-        reply = client.get("/api/v1/agents", headers={"Authorization": "Bearer garbage"})
+    @pytest.mark.parametrize("token", ["garbage", "a.b.c", "eyJhbGciOiJIUzI1NiJ9.e30."])
+    def test_garbage_token_is_401_invalid_token(self, client, token):
+        reply = client.get(ME, headers=bearer(token))
         assert_problem(reply, 401, "invalid_token")
+        assert reply.headers["www-authenticate"].startswith("Bearer")
+
+    def test_token_built_like_the_servers_own_is_accepted(self, client, settings, alice):
+        # the baseline every forged token below departs from in one way only
+        reply = client.get(ME, headers=bearer(forge(settings, alice)))
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["id"] == alice.id
 
     @pytest.mark.parametrize(
-        ("key", "algorithm", "overrides", "error"),
+        ("key", "algorithm", "claims"),
         [
-            ("another-secret-key-that-is-long-enough", "HS256", {}, "invalid_token"),
-            (None, "HS256", {"exp": int(time.time()) - 10}, "token_expired"),
-            (None, "HS512", {}, "invalid_token"),
-            (None, "HS256", {"aud": "someone-else"}, "invalid_token"),
-            (None, "HS256", {"iss": "evil"}, "invalid_token"),
-            (None, "HS256", {"sub": None}, "invalid_token"),
-            (None, "HS256", {"role": "emperor"}, "invalid_token"),
+            pytest.param(OTHER_KEY, "HS256", {}, id="signed-with-another-key"),
+            pytest.param(None, "HS512", {}, id="hs512-when-hs256-is-pinned"),
+            pytest.param(None, "HS384", {}, id="hs384-when-hs256-is-pinned"),
+            pytest.param(None, "HS256", {"sub": None}, id="no-sub"),
+            pytest.param(None, "HS256", {"aud": None}, id="no-aud"),
+            pytest.param(None, "HS256", {"iss": None}, id="no-iss"),
+            pytest.param(None, "HS256", {"exp": None}, id="no-exp"),
+            pytest.param(None, "HS256", {"aud": "someone-else"}, id="wrong-audience"),
+            pytest.param(None, "HS256", {"iss": "someone-else"}, id="wrong-issuer"),
+            pytest.param(None, "HS256", {"role": "emperor"}, id="unknown-role"),
+            pytest.param(None, "HS256", {"scopes": "agents:read"}, id="scopes-not-a-list"),
+            pytest.param(None, "HS256", {"iat": int(time.time()) + 3600}, id="issued-in-future"),
         ],
     )
-    def test_forged_expired_or_misaddressed_tokens_are_401(
-        self, client, settings, key, algorithm, overrides, error
+    def test_forged_or_misaddressed_token_is_401_invalid_token(
+        self, client, settings, alice, key, algorithm, claims
     ):
-        token = jwt.encode(claims(settings, **overrides), key or settings.secret_key, algorithm)
-        reply = client.get("/api/v1/agents", headers={"Authorization": f"Bearer {token}"})
-        assert_problem(reply, 401, error)
+        token = forge(settings, alice, key=key, algorithm=algorithm, **claims)
+        for path in (ME, AGENTS):
+            reply = client.get(path, headers=bearer(token))
+            assert_problem(reply, 401, "invalid_token")
+            assert reply.headers["www-authenticate"].startswith("Bearer")
 
-    def test_alg_none_is_refused(self, client, settings):
-        token = jwt.encode(claims(settings), None, algorithm="none")
-        reply = client.get("/api/v1/agents", headers={"Authorization": f"Bearer {token}"})
-        assert_problem(reply, 401, "invalid_token")
+    def test_expired_token_is_401_token_expired(self, client, settings, alice: Account):
+        now = int(time.time())
+        token = forge(settings, alice, iat=now - 7200, exp=now - 60)
+        reply = client.get(ME, headers=bearer(token))
+        body = assert_problem(reply, 401, "token_expired")
+        assert body["detail"] == "The access token has expired."
+        assert reply.headers["www-authenticate"].startswith("Bearer")
 
-    def test_a_well_formed_token_with_our_key_is_accepted(self, client, settings, alice):
-        token = jwt.encode(claims(settings, sub=alice.id), settings.secret_key, "HS256")
-        reply = client.get("/api/v1/agents", headers={"Authorization": f"Bearer {token}"})
-        assert reply.status_code == 200
+    def test_alg_none_token_is_401(self, client, settings, alice: Account):
+        unsigned = jwt.encode(claims_of(forge(settings, alice)), None, algorithm="none")
+        assert jwt.get_unverified_header(unsigned)["alg"] == "none"
+        assert_problem(client.get(ME, headers=bearer(unsigned)), 401, "invalid_token")
+
+    def test_server_pinned_to_hs512_refuses_hs256_tokens(self, make_client, make_settings):
+        client = make_client(jwt_algorithm="HS512")
+        account = register(client, "alice")
+        assert jwt.get_unverified_header(account.access_token)["alg"] == "HS512"
+        assert client.get(ME, headers=account.headers).status_code == 200
+        downgraded = forge(make_settings(), account, algorithm="HS256")
+        assert_problem(client.get(ME, headers=bearer(downgraded)), 401, "invalid_token")
+
+    def test_agents_read_only_token_can_list_but_not_create_agents(self, client, alice: Account):
+        narrow = bearer(login(client, scopes=["agents:read"])["access_token"])
+        listing = client.get(AGENTS, headers=narrow)
+        assert listing.status_code == 200, listing.text
+        assert listing.json()["agents"] == []
+        denied = client.post(AGENTS, json={"name": "coder"}, headers=narrow)
+        body = assert_problem(denied, 403, "insufficient_scope")
+        assert body["details"] == {"required_scopes": ["agents:write"]}
+        assert client.get(AGENTS, headers=narrow).json()["agents"] == []
+        # the same request with a full token is fine: the scope was the only obstacle
+        assert client.post(AGENTS, json={"name": "coder"}, headers=alice.headers).status_code == 201
 
 
 class TestRefresh:
-    def test_refresh_rotates_and_the_old_token_stops_working(self, client, alice: Account):
-        first = client.post(REFRESH, json={"refresh_token": alice.refresh_token})
-        assert first.status_code == 200
-        fresh = first.json()
-        assert fresh["refresh_token"] != alice.refresh_token
-        me = client.get(
-            "/api/v1/auth/me", headers={"Authorization": f"Bearer {fresh['access_token']}"}
+    def test_refresh_returns_a_new_pair_whose_access_token_works(self, client, alice: Account):
+        reply = refresh(client, alice.refresh_token)
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        claims = assert_token_pair(body)
+        assert claims["sub"] == alice.id
+        assert body["refresh_token"] != alice.refresh_token
+        assert body["access_token"] != alice.access_token
+        me = client.get(ME, headers=bearer(body["access_token"]))
+        assert me.status_code == 200 and me.json()["id"] == alice.id
+        old, new = row_of(alice.refresh_token), row_of(body["refresh_token"])
+        assert old.used_at is not None and old.revoked_at is None
+        assert (new.family, new.used_at, new.revoked_at) == (old.family, None, None)
+
+    def test_seed_000_example_body_refreshes(self, client, alice: Account):
+        reply = client.post(
+            REFRESH,
+            headers={"Content-Type": "application/json"},
+            content=f'{{\n  "refresh_token": "{alice.refresh_token}"\n}}',
         )
-        assert me.json()["id"] == alice.id
-        again = client.post(REFRESH, json={"refresh_token": fresh["refresh_token"]})
-        assert again.status_code == 200
+        assert reply.status_code == 200, reply.text
+        assert_token_pair(reply.json())
+
+    def test_rotated_refresh_token_is_refused(self, client, alice: Account):
+        assert refresh(client, alice.refresh_token).status_code == 200
+        reply = refresh(client, alice.refresh_token)
+        assert_problem(reply, 401, "refresh_token_reused")
+        assert reply.headers["www-authenticate"].startswith("Bearer")
 
     def test_refresh_token_reuse_revokes_family(self, client, alice: Account):
-        rotated = client.post(REFRESH, json={"refresh_token": alice.refresh_token}).json()
-        replay = client.post(REFRESH, json={"refresh_token": alice.refresh_token})
-        assert_problem(replay, 401, "refresh_token_reused")
-        # the thief's replay also kills the legitimate newest token of that login
-        newest = client.post(REFRESH, json={"refresh_token": rotated["refresh_token"]})
-        assert_problem(newest, 401, "invalid_refresh_token")
-        family = RefreshToken.get(RefreshToken.user == alice.id).family
-        rows = RefreshToken.select().where(RefreshToken.family == family)
+        second = refresh(client, alice.refresh_token).json()
+        newest = refresh(client, second["refresh_token"]).json()
+        assert all(row.revoked_at is None for row in family_rows(alice.refresh_token))
+
+        assert_problem(refresh(client, alice.refresh_token), 401, "refresh_token_reused")
+
+        rows = family_rows(alice.refresh_token)
+        assert len(rows) == 3
         assert all(row.revoked_at is not None for row in rows)
+        # the legitimate holder's newest token dies with the replayed one
+        assert_problem(refresh(client, newest["refresh_token"]), 401, "invalid_refresh_token")
 
-    def test_reuse_leaves_other_logins_alone(self, client, alice: Account):
-        other = client.post(LOGIN, json={"username": "alice", "password": PASSWORD}).json()
-        client.post(REFRESH, json={"refresh_token": alice.refresh_token})
-        client.post(REFRESH, json={"refresh_token": alice.refresh_token})  # reuse
-        assert (
-            client.post(REFRESH, json={"refresh_token": other["refresh_token"]}).status_code == 200
-        )
+    def test_reuse_leaves_an_independent_login_alone(self, client, alice: Account):
+        other = login(client)
+        refresh(client, alice.refresh_token)
+        assert_problem(refresh(client, alice.refresh_token), 401, "refresh_token_reused")
+        assert row_of(other["refresh_token"]).revoked_at is None
+        reply = refresh(client, other["refresh_token"])
+        assert reply.status_code == 200, reply.text
 
-    def test_unknown_and_expired_refresh_tokens_are_401(self, client, alice: Account):
-        assert_problem(client.post(REFRESH, json={"refresh_token": "nope"}), 401)
-        RefreshToken.update(expires_at=utcnow() - timedelta(seconds=1)).execute()
-        assert_problem(
-            client.post(REFRESH, json={"refresh_token": alice.refresh_token}),
-            401,
-            "invalid_refresh_token",
-        )
+    def test_refresh_keeps_the_scopes_of_a_narrowed_login(self, client, alice: Account):
+        narrow = login(client, scopes=["agents:read"])
+        body = refresh(client, narrow["refresh_token"]).json()
+        assert_token_pair(body, ("agents:read",))
+        denied = client.post(AGENTS, json={"name": "x"}, headers=bearer(body["access_token"]))
+        assert_problem(denied, 403, "insufficient_scope")
+        again = refresh(client, body["refresh_token"]).json()  # and over further rotations
+        assert_token_pair(again, ("agents:read",))
+
+    def test_refresh_token_scope_suffix_cannot_be_widened(self, client, alice: Account):
+        narrow = login(client, scopes=["agents:read"])["refresh_token"]
+        random_part, _, scopes = narrow.rpartition(".")
+        assert scopes == "agents:read"
+        widened = f"{random_part}.{','.join(USER_SCOPES)}"
+        assert_problem(refresh(client, widened), 401, "invalid_refresh_token")
+        assert row_of(narrow).used_at is None
+
+    def test_refresh_drops_scopes_the_role_no_longer_has(self, client, admin: Account):
+        User.update(role="user").where(User.id == admin.id).execute()
+        body = refresh(client, admin.refresh_token).json()
+        claims = assert_token_pair(body, USER_SCOPES)
+        assert claims["role"] == "user"
+
+    @pytest.mark.parametrize("token", ["nope", "x" * 64, "eyJhbGciOiJIUzI1NiJ9.e30.sig"])
+    def test_unknown_refresh_token_is_401(self, client, alice: Account, token):
+        assert_problem(refresh(client, token), 401, "invalid_refresh_token")
+
+    def test_access_token_is_not_a_refresh_token(self, client, alice: Account):
+        assert_problem(refresh(client, alice.access_token), 401, "invalid_refresh_token")
+
+    def test_expired_refresh_token_is_401(self, client, alice: Account):
+        RefreshToken.update(expires_at=utcnow() - timedelta(seconds=1)).where(
+            RefreshToken.user == alice.id
+        ).execute()
+        assert_problem(refresh(client, alice.refresh_token), 401, "invalid_refresh_token")
+        assert row_of(alice.refresh_token).used_at is None
+
+    def test_refresh_token_lives_for_the_configured_days(self, client, alice: Account):
+        row = row_of(alice.refresh_token)
+        assert abs(row.expires_at - row.created_at - timedelta(days=30)) < timedelta(seconds=5)
 
     def test_disabled_user_cannot_refresh(self, client, alice: Account):
         User.update(is_active=False).where(User.id == alice.id).execute()
-        assert_problem(client.post(REFRESH, json={"refresh_token": alice.refresh_token}), 401)
+        assert_problem(refresh(client, alice.refresh_token), 401, "invalid_refresh_token")
+        assert all(row.revoked_at is not None for row in family_rows(alice.refresh_token))
+        User.update(is_active=True).where(User.id == alice.id).execute()
+        assert_problem(refresh(client, alice.refresh_token), 401, "invalid_refresh_token")
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [({}, "body.refresh_token"), ({"refresh_token": ""}, "body.refresh_token")],
+    )
+    def test_malformed_body_is_422(self, client, body, field):
+        problem = assert_problem(client.post(REFRESH, json=body), 422, "validation_error")
+        assert list(problem["details"]) == [field]
 
 
-class TestLogoutAndMe:
-    def test_logout_revokes_the_login(self, client, alice: Account):
+class TestLogout:
+    def test_logout_revokes_the_refresh_token_and_its_family(self, client, alice: Account):
+        newest = refresh(client, alice.refresh_token).json()["refresh_token"]
+        reply = client.post(LOGOUT, json={"refresh_token": newest}, headers=alice.headers)
+        assert reply.status_code == 204
+        assert reply.content == b""
+        rows = family_rows(newest)
+        assert len(rows) == 2
+        assert all(row.revoked_at is not None for row in rows)
+        assert_problem(refresh(client, newest), 401, "invalid_refresh_token")
+
+    def test_logout_leaves_the_callers_other_logins_alone(self, client, alice: Account):
+        other = login(client)["refresh_token"]
         reply = client.post(
-            "/api/v1/auth/logout",
-            json={"refresh_token": alice.refresh_token},
-            headers=alice.headers,
+            LOGOUT, json={"refresh_token": alice.refresh_token}, headers=alice.headers
         )
         assert reply.status_code == 204
-        assert_problem(client.post(REFRESH, json={"refresh_token": alice.refresh_token}), 401)
+        assert row_of(other).revoked_at is None
+        assert refresh(client, other).status_code == 200
 
-    def test_logout_without_body_is_fine_and_needs_a_token(self, client, alice: Account):
-        assert client.post("/api/v1/auth/logout", headers=alice.headers).status_code == 204
-        assert_problem(client.post("/api/v1/auth/logout"), 401)
+    def test_logout_without_body_is_204_and_revokes_nothing(self, client, alice: Account):
+        reply = client.post(LOGOUT, headers=alice.headers)
+        assert reply.status_code == 204
+        assert reply.content == b""
+        assert RefreshToken.select().where(RefreshToken.revoked_at.is_null(False)).count() == 0
+        assert refresh(client, alice.refresh_token).status_code == 200
 
-    def test_logout_cannot_revoke_someone_elses_login(self, client, alice, bob):
-        client.post(
-            "/api/v1/auth/logout", json={"refresh_token": alice.refresh_token}, headers=bob.headers
+    def test_logout_with_an_unknown_refresh_token_is_204(self, client, alice: Account):
+        reply = client.post(LOGOUT, json={"refresh_token": "nope"}, headers=alice.headers)
+        assert reply.status_code == 204
+        assert row_of(alice.refresh_token).revoked_at is None
+
+    def test_logout_needs_a_bearer_token(self, client, alice: Account):
+        reply = client.post(LOGOUT, json={"refresh_token": alice.refresh_token})
+        assert_problem(reply, 401, "not_authenticated")
+        assert reply.headers["www-authenticate"].startswith("Bearer")
+        assert row_of(alice.refresh_token).revoked_at is None
+
+    def test_logout_does_not_revoke_another_users_refresh_token(self, client, alice, bob):
+        reply = client.post(
+            LOGOUT, json={"refresh_token": alice.refresh_token}, headers=bob.headers
         )
-        assert client.post(REFRESH, json={"refresh_token": alice.refresh_token}).status_code == 200
+        assert reply.status_code == 204
+        assert row_of(alice.refresh_token).revoked_at is None
+        assert refresh(client, alice.refresh_token).status_code == 200
 
-    def test_me_returns_the_caller(self, client, alice: Account):
-        body = client.get("/api/v1/auth/me", headers=alice.headers).json()
-        assert (body["id"], body["username"], body["role"]) == (alice.id, "alice", "user")
-        assert_problem(client.get("/api/v1/auth/me"), 401)
-
-    def test_seed_python_client_lists_agents_after_login(self, client, alice: Account):
-        token = client.post(
-            LOGIN, json={"username": "alice@example.com", "password": PASSWORD}
-        ).json()["access_token"]
-        client.headers["Authorization"] = f"Bearer {token}"
-        assert client.get("/api/v1/agents").json()["agents"] == []
+    def test_malformed_body_is_422(self, client, alice: Account):
+        reply = client.post(LOGOUT, json={"token": alice.refresh_token}, headers=alice.headers)
+        problem = assert_problem(reply, 422, "validation_error")
+        assert list(problem["details"]) == ["body.token"]
+        assert row_of(alice.refresh_token).revoked_at is None
 
 
-def test_admins_get_the_admin_scope(client):
-    root = register(client, "root", role="admin")
-    token = jwt.decode(root.access_token, options={"verify_signature": False})
-    assert token["role"] == "admin" and "admin" in token["scopes"]
+class TestMe:
+    def test_me_returns_the_caller(self, client, alice: Account, bob: Account):
+        reply = client.get(ME, headers=alice.headers)
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        stored = User.get_by_id(alice.id)
+        assert moment(body.pop("created_at")) == stored.created_at.replace(tzinfo=UTC)
+        assert moment(body.pop("last_login_at")) == stored.last_login_at.replace(tzinfo=UTC)
+        assert body == {
+            "id": alice.id,
+            "email": "alice@example.com",
+            "username": "alice",
+            "full_name": None,
+            "role": "user",
+            "is_active": True,
+        }
+        assert client.get(ME, headers=bob.headers).json()["id"] == bob.id
+
+    def test_me_without_a_token_is_401(self, client):
+        reply = client.get(ME)
+        assert_problem(reply, 401, "not_authenticated")
+        assert reply.headers["www-authenticate"].startswith("Bearer")
+
+    def test_me_for_a_deleted_account_is_401(self, client, alice: Account):
+        User.delete().where(User.id == alice.id).execute()
+        assert_problem(client.get(ME, headers=alice.headers), 401, "invalid_token")
