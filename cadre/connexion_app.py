@@ -2,22 +2,26 @@
 
 For every request Connexion builds a new decorator chain around the handler
 (inspecting its signature, wrapping it three times) and a new URI parser for
-the operation. Neither depends on the request, so here both are built once per
-operation. Written against Connexion 3.3's AsyncApp internals (pinned in
-pyproject.toml); tests/test_spec.py exercises every operation through it.
+the operation, and inspects the token-info function's signature twice. None
+of it depends on the request, so here it is done once. Written against
+Connexion 3.3's internals (pinned in pyproject.toml); the whole test suite
+runs every operation through it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable
 from typing import Any
 
-from connexion import AsyncApp
+from connexion import AsyncApp, security
 from connexion.apps.asynchronous import AsyncApi, AsyncASGIApp, AsyncOperation
 from connexion.context import operation, receive, scope
 from connexion.decorators import StarletteDecorator
+from connexion.exceptions import OAuthResponseProblem
 from connexion.lifecycle import ConnexionRequest
+from connexion.security import NO_VALUE, OAuthSecurityHandler
 
 from cadre.validation import PARSED_BODY
 
@@ -67,8 +71,33 @@ class _ASGIApp(AsyncASGIApp):
     api_cls = _Api
 
 
+class _OAuth2Handler(OAuthSecurityHandler):
+    """Connexion's OAuth2 check without its per-request ``inspect.signature`` calls.
+
+    Connexion inspects the token-info function on every request to learn whether
+    it takes ``required_scopes`` or ``request``; Cadre's (``cadre.auth.token_info``)
+    takes only the token, so it is simply called.
+    """
+
+    def _generic_check(self, func: Callable[..., Any], exception_msg: str) -> Any:
+        async def wrapper(request: Any, *args: Any, required_scopes: Any = None) -> Any:
+            token_info = func(*args)
+            while asyncio.iscoroutine(token_info):
+                token_info = await token_info
+            if token_info is NO_VALUE:
+                return NO_VALUE
+            if token_info is None:
+                raise OAuthResponseProblem(detail=exception_msg)
+            return token_info
+
+        return wrapper
+
+
+SECURITY_HANDLERS = {**security.SECURITY_HANDLERS, "oauth2": _OAuth2Handler}
+
+
 class CadreConnexionApp(AsyncApp):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, security_map=SECURITY_HANDLERS, **kwargs)
         self._middleware_app = _ASGIApp()
         self.middleware.app = self._middleware_app
