@@ -19,6 +19,7 @@ from connexion import AsyncApp, security
 from connexion.apps.asynchronous import AsyncApi, AsyncASGIApp, AsyncOperation
 from connexion.context import operation, receive, scope
 from connexion.decorators import StarletteDecorator
+from connexion.decorators.parameter import AsyncParameterDecorator
 from connexion.exceptions import OAuthResponseProblem
 from connexion.lifecycle import ConnexionRequest
 from connexion.security import NO_VALUE, OAuthSecurityHandler
@@ -37,7 +38,17 @@ class _Request(ConnexionRequest):
 _UNPARSED = object()
 
 
+class _Parameters(AsyncParameterDecorator):
+    """Parameter names are few and fixed: rename each once, not per request."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sanitize_fn = functools.lru_cache(maxsize=1024)(self.sanitize_fn)
+
+
 class _OnceDecorator(StarletteDecorator):
+    _parameter_decorator_cls = _Parameters  # type: ignore[assignment]
+
     def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
         decorated = self.decorate(function)
         parsers: dict[int, Any] = {}

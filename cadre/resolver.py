@@ -31,6 +31,8 @@ def json_replies(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaita
             return Response(body.model_dump_json(), status, media_type="application/json")
         if isinstance(reply, tuple) and len(reply) == 2 and isinstance(reply[0], dict):
             return reply[0], reply[1], JSON_HEADERS
+        if reply == (None, 204):
+            return Response(status_code=204)  # no body, so no content type either
         return reply
 
     return wrapper

@@ -15,7 +15,7 @@ from connexion.json_schema import Draft4RequestValidator
 from connexion.lifecycle import ConnexionRequest
 from connexion.utils import is_null, is_nullable
 from connexion.validators import VALIDATOR_MAP as CONNEXION_VALIDATORS
-from connexion.validators import JSONRequestBodyValidator, ParameterValidator
+from connexion.validators import FormDataValidator, JSONRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
 from starlette.datastructures import Headers
 
@@ -181,10 +181,28 @@ class ParamsValidator(ParameterValidator):
             _raise_invalid(details)
 
 
+class FormValidator(FormDataValidator):
+    """Form bodies (the OAuth2 password flow): 422 naming every bad field, like JSON bodies."""
+
+    def _validate(self, body: Any) -> None:
+        details: dict[str, str] = {}
+        if self._strict_validation:
+            allowed = self._schema.get("properties", {})
+            unknown = [name for name in body if name not in allowed]
+            details.update({f"body.{name}": "unknown field" for name in unknown})
+        details.update(_details("body", list(self._validator.iter_errors(body))))
+        if details:
+            _raise_invalid(details)
+
+
 VALIDATOR_MAP = {
     **CONNEXION_VALIDATORS,
     "parameter": ParamsValidator,
     "body": CONNEXION_VALIDATORS["body"].__class__(
-        {**dict(CONNEXION_VALIDATORS["body"]), "*/*json": BodyValidator}
+        {
+            **dict(CONNEXION_VALIDATORS["body"]),
+            "*/*json": BodyValidator,
+            "application/x-www-form-urlencoded": FormValidator,
+        }
     ),
 }

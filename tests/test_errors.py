@@ -162,3 +162,21 @@ class TestHeaders:
         )
         assert preflight.status_code == 200
         assert "POST" in preflight.headers["access-control-allow-methods"]
+
+
+class TestNoContent:
+    def test_204_replies_have_no_body_and_no_content_type(self, client, alice: Account):
+        client.post("/api/v1/agents", json={"name": "gone"}, headers=alice.headers)
+        reply = client.delete("/api/v1/agents/gone", headers=alice.headers)
+        assert reply.status_code == 204
+        assert reply.content == b""
+        assert "content-type" not in reply.headers
+
+
+class TestFormBodies:
+    def test_form_login_errors_are_422_naming_each_field(self, client):
+        reply = client.post(
+            "/api/v1/auth/login", data={"username": "johndoe", "grant_type": "client_credentials"}
+        )
+        body = assert_problem(reply, 422, "validation_error")
+        assert set(body["details"]) == {"body.password", "body.grant_type"}
