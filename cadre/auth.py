@@ -36,6 +36,8 @@ USER_SCOPES = (
 )
 ADMIN_SCOPES = (*USER_SCOPES, "admin")
 
+ACTIVE_RECHECK_SECONDS = 5.0  # how long a disabled account's access tokens may still work
+
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("cadre-timing-equaliser")
 
@@ -84,6 +86,7 @@ class TokenService:
         self.access_ttl = settings.jwt_expire_minutes * 60
         self.refresh_ttl = timedelta(days=settings.refresh_expire_days)
         self._cache: dict[str, dict[str, Any]] = {}
+        self._active: dict[str, float] = {}  # user id -> when it was last seen active
 
     def issue_access(self, user_id: str, role: str, scopes: tuple[str, ...]) -> str:
         now = int(time.time())
@@ -100,13 +103,15 @@ class TokenService:
         return jwt.encode(claims, self.key, algorithm=self.algorithm)
 
     def decode(self, token: str) -> dict[str, Any]:
-        """Verified claims of ``token``; 401 for anything forged, expired or malformed.
+        """Verified claims of ``token``; 401 for anything forged, expired or malformed,
+        and for the tokens of an account that was disabled (within a few seconds).
 
         Verified claims are cached until they expire: decoding is a measurable
         share of every request, and a token's signature cannot change.
         """
         claims = self._cache.get(token)
         if claims is not None and claims["exp"] > time.time():
+            self._check_active(claims["sub"])
             return claims
         try:
             claims = jwt.decode(
@@ -123,10 +128,26 @@ class TokenService:
             raise Unauthorized("The access token is not valid.", error="invalid_token") from exc
         if not isinstance(claims.get("scopes"), list) or claims.get("role") not in users.ROLES:
             raise Unauthorized("The access token is not valid.", error="invalid_token")
+        self._check_active(claims["sub"])
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[token] = claims
         return claims
+
+    def _check_active(self, user_id: str) -> None:
+        """401 once the account is disabled or gone; checked every few seconds, not per request."""
+        now = time.monotonic()
+        checked = self._active.get(user_id)
+        if checked is not None and now - checked < ACTIVE_RECHECK_SECONDS:
+            return
+        if not users.is_active(user_id):
+            self._active.pop(user_id, None)
+            raise Unauthorized(
+                "This account is disabled or no longer exists.", error="account_disabled"
+            )
+        if len(self._active) > 100_000:
+            self._active.clear()
+        self._active[user_id] = now
 
     def issue_pair(
         self, user: users.User, scopes: tuple[str, ...], family: str | None = None

@@ -83,6 +83,11 @@ def get_user(user_id: str) -> User | None:
     return User.get_or_none(User.id == user_id)
 
 
+def is_active(user_id: str) -> bool:
+    """True for an existing, enabled account."""
+    return bool(User.select(User.is_active).where(User.id == user_id).scalar())
+
+
 def touch_login(user: User) -> None:
     User.update(last_login_at=utcnow()).where(User.id == user.id).execute()
 

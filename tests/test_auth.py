@@ -621,4 +621,27 @@ class TestMe:
 
     def test_me_for_a_deleted_account_is_401(self, client, alice: Account):
         User.delete().where(User.id == alice.id).execute()
-        assert_problem(client.get(ME, headers=alice.headers), 401, "invalid_token")
+        assert_problem(client.get(ME, headers=alice.headers), 401, "account_disabled")
+
+
+class TestDisabledAccounts:
+    def test_access_tokens_stop_working_once_the_account_is_disabled(
+        self, client, alice, monkeypatch
+    ):
+        from cadre import auth
+
+        monkeypatch.setattr(auth, "ACTIVE_RECHECK_SECONDS", 0.0)
+        assert client.get("/api/v1/auth/me", headers=alice.headers).status_code == 200
+        User.update(is_active=False).where(User.id == alice.id).execute()
+        reply = client.get("/api/v1/agents", headers=alice.headers)
+        assert_problem(reply, 401, "account_disabled")
+        User.update(is_active=True).where(User.id == alice.id).execute()
+        assert client.get("/api/v1/agents", headers=alice.headers).status_code == 200
+
+    def test_the_active_check_is_cached_between_requests(self, client, alice):
+        from playhouse.test_utils import count_queries
+
+        client.get("/api/v1/auth/me", headers=alice.headers)
+        with count_queries() as counter:
+            client.get("/api/v1/auth/me", headers=alice.headers)
+        assert counter.count == 1  # the user row /me reads, and no activity check
