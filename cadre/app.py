@@ -117,7 +117,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             tokens=TokenService(settings),
             bus=bus,
             executor=executor,
-            extras={"metrics_registry": registry},
+            metrics=registry,
         )
     )
 

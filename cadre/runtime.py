@@ -7,10 +7,12 @@ app that serves them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from cadre.auth import TokenService
     from cadre.engine.events import EventBus
     from cadre.engine.executor import Executor
@@ -23,7 +25,7 @@ class Runtime:
     tokens: TokenService
     bus: EventBus
     executor: Executor
-    extras: dict[str, Any] = field(default_factory=dict)
+    metrics: CollectorRegistry
 
 
 _current: Runtime | None = None

@@ -26,5 +26,5 @@ async def get_health() -> Reply:
 
 
 async def get_metrics() -> tuple[bytes, int, dict[str, str]]:
-    registry = runtime.current().extras["metrics_registry"]
+    registry = runtime.current().metrics
     return generate_latest(registry), 200, {"Content-Type": METRICS_CONTENT_TYPE}
