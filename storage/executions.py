@@ -61,10 +61,6 @@ class Execution(BaseModel):
     class Meta:
         indexes = ((("owner", "idempotency_key"), True),)
 
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
 
 class ExecutionEvent(BaseModel):
     execution = peewee.ForeignKeyField(Execution, backref="events", on_delete="CASCADE")
