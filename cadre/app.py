@@ -7,6 +7,7 @@ limit, metrics, CORS) and, later, WebSocket routes Connexion cannot serve.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -18,7 +19,6 @@ from typing import Any
 
 import connexion
 import yaml
-from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
@@ -28,7 +28,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from cadre import runtime, streams
 from cadre.auth import TokenService
-from cadre.connexion_app import CadreConnexionApp
+from cadre.connexion_app import CadreConnexionApp, middleware_stack
 from cadre.engine.events import EventBus
 from cadre.engine.executor import EngineConfig, Executor
 from cadre.engine.pricing import PriceTable
@@ -46,6 +46,7 @@ from storage import db
 
 HTTP_METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
+DOCS_PATH, SPEC_URL = "/docs", "/openapi.json"  # served by Connexion's Swagger UI
 
 
 def load_spec() -> dict[str, Any]:
@@ -121,11 +122,26 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
     )
 
+    limiter = None
+    if settings.rate_limit_enabled:
+        limiter = RateLimiter(
+            settings.redis_url,
+            anonymous=settings.rate_limit_anonymous,
+            authenticated=settings.rate_limit_authenticated,
+            premium=settings.rate_limit_premium,
+        )
     api = CadreConnexionApp(
         __name__,
         jsonifier=jsonifier,
         validator_map=VALIDATOR_MAP,
-        swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/docs", spec_path="/openapi.json"),
+        swagger_ui_options=SwaggerUIOptions(swagger_ui_path=DOCS_PATH, spec_path=SPEC_URL),
+        middlewares=middleware_stack(
+            docs_prefixes=(DOCS_PATH, SPEC_URL),
+            validate_responses=settings.validate_responses,
+            rate_limit=None
+            if limiter is None
+            else functools.partial(RateLimitMiddleware, limiter=limiter),
+        ),
     )
     api.add_api(
         spec,
@@ -137,17 +153,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     error_handler = make_error_handler(method_index(spec))
     for exc_type in (Exception, HTTPException, connexion.ProblemException):
         api.add_error_handler(exc_type, error_handler)
-    limiter = None
-    if settings.rate_limit_enabled:
-        limiter = RateLimiter(
-            settings.redis_url,
-            anonymous=settings.rate_limit_anonymous,
-            authenticated=settings.rate_limit_authenticated,
-            premium=settings.rate_limit_premium,
-        )
-        api.add_middleware(
-            RateLimitMiddleware, position=MiddlewarePosition.BEFORE_VALIDATION, limiter=limiter
-        )
 
     @asynccontextmanager
     async def lifespan(_app: Starlette):

@@ -1,11 +1,19 @@
 """Connexion's AsyncApp, without the work it repeats on every request.
 
-For every request Connexion builds a new decorator chain around the handler
-(inspecting its signature, wrapping it three times) and a new URI parser for
-the operation, and inspects the token-info function's signature twice. None
-of it depends on the request, so here it is done once. Written against
-Connexion 3.3's internals (pinned in pyproject.toml); the whole test suite
-runs every operation through it.
+Connexion routes, secures and validates each request in a stack of ASGI
+middleware built from ``openapi.yaml``, and ``AsyncApp.add_middleware`` and the
+``middlewares`` argument are its extension points. Per request, though, its
+stock stack rebuilds what only depends on the operation: a decorator chain
+around the handler, URI parsers and validators, the token-info function's
+signature. Cadre's stack is Connexion's with those parts built once:
+
+* handlers are called by ``cadre.binding.Binder`` instead of the decorator chain;
+* request validation is ``cadre.validation.ValidationMiddleware``;
+* the Swagger UI middleware looks at its own paths only;
+* the lifespan middleware is left out (the outer app owns the lifespan).
+
+Written against Connexion 3.3's internals (pinned in pyproject.toml); the whole
+test suite runs every operation through it.
 """
 
 from __future__ import annotations
@@ -17,58 +25,39 @@ from typing import Any
 
 from connexion import AsyncApp, security
 from connexion.apps.asynchronous import AsyncApi, AsyncASGIApp, AsyncOperation
-from connexion.context import operation, receive, scope
-from connexion.decorators import StarletteDecorator
-from connexion.decorators.parameter import AsyncParameterDecorator
 from connexion.exceptions import OAuthResponseProblem
-from connexion.lifecycle import ConnexionRequest
+from connexion.middleware.context import ContextMiddleware
+from connexion.middleware.exceptions import ExceptionMiddleware
+from connexion.middleware.response_validation import ResponseValidationMiddleware
+from connexion.middleware.routing import RoutingMiddleware
+from connexion.middleware.security import SecurityMiddleware
+from connexion.middleware.server_error import ServerErrorMiddleware
+from connexion.middleware.swagger_ui import SwaggerUIMiddleware
+from connexion.operations import AbstractOperation
 from connexion.security import NO_VALUE, OAuthSecurityHandler
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cadre.validation import PARSED_BODY
-
-
-class _Request(ConnexionRequest):
-    """Hands the handler the body the request validator already parsed."""
-
-    async def json(self) -> Any:
-        parsed = self.scope.get(PARSED_BODY, _UNPARSED)
-        return await super().json() if parsed is _UNPARSED else parsed
-
-
-_UNPARSED = object()
-
-
-class _Parameters(AsyncParameterDecorator):
-    """Parameter names are few and fixed: rename each once, not per request."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.sanitize_fn = functools.lru_cache(maxsize=1024)(self.sanitize_fn)
-
-
-class _OnceDecorator(StarletteDecorator):
-    _parameter_decorator_cls = _Parameters  # type: ignore[assignment]
-
-    def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        decorated = self.decorate(function)
-        parsers: dict[int, Any] = {}
-
-        @functools.wraps(function)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            parser = parsers.get(id(operation.parameters))
-            if parser is None:
-                parser = parsers[id(operation.parameters)] = self.uri_parser
-            request = _Request(scope, receive, uri_parser=parser)
-            return await decorated(request)
-
-        return wrapper
+from cadre.binding import Binder
+from cadre.validation import ValidationMiddleware
 
 
 class _Operation(AsyncOperation):
-    @functools.cached_property
-    def fn(self) -> Callable[..., Any]:  # type: ignore[override]
-        decorator = _OnceDecorator(pythonic_params=self.pythonic_params, jsonifier=self.jsonifier)
-        return decorator(self._fn)
+    binder: Binder
+
+    @classmethod
+    def from_operation(
+        cls, operation: AbstractOperation, *, pythonic_params: bool, jsonifier: Any
+    ) -> _Operation:
+        routed = super().from_operation(
+            operation, pythonic_params=pythonic_params, jsonifier=jsonifier
+        )
+        routed.binder = Binder(
+            operation, operation.function, pythonic_params=pythonic_params, jsonifier=jsonifier
+        )
+        return routed  # type: ignore[return-value]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+        await self.binder(scope, receive, send)
 
 
 class _Api(AsyncApi):
@@ -105,6 +94,38 @@ class _OAuth2Handler(OAuthSecurityHandler):
 
 
 SECURITY_HANDLERS = {**security.SECURITY_HANDLERS, "oauth2": _OAuth2Handler}
+
+
+class _SwaggerUI(SwaggerUIMiddleware):
+    """Connexion's Swagger UI, consulted only for the paths it serves (``/docs``, the spec)."""
+
+    def __init__(self, app: ASGIApp, prefixes: tuple[str, ...]) -> None:
+        super().__init__(app)
+        self.next_app = app
+        self.prefixes = prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith(self.prefixes):
+            await self.next_app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def middleware_stack(
+    *, docs_prefixes: tuple[str, ...], validate_responses: bool, rate_limit: Any = None
+) -> list[Any]:
+    """Connexion's default stack with Cadre's parts; ``rate_limit`` runs after security."""
+    return [
+        ServerErrorMiddleware,
+        ExceptionMiddleware,
+        functools.partial(_SwaggerUI, prefixes=docs_prefixes),
+        RoutingMiddleware,
+        SecurityMiddleware,
+        *([rate_limit] if rate_limit is not None else []),
+        ValidationMiddleware,
+        *([ResponseValidationMiddleware] if validate_responses else []),
+        ContextMiddleware,
+    ]
 
 
 class CadreConnexionApp(AsyncApp):

@@ -10,9 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import jsonschema_rs
 import orjson
+from connexion import utils
+from connexion.datastructures import MediaTypeDict
+from connexion.exceptions import UnsupportedMediaTypeProblem
 from connexion.json_schema import Draft4RequestValidator
 from connexion.lifecycle import ConnexionRequest
+from connexion.middleware.request_validation import (
+    RequestValidationAPI,
+    RequestValidationMiddleware,
+    RequestValidationOperation,
+)
 from connexion.utils import is_null, is_nullable
 from connexion.validators import VALIDATOR_MAP as CONNEXION_VALIDATORS
 from connexion.validators import FormDataValidator, JSONRequestBodyValidator, ParameterValidator
@@ -23,6 +32,56 @@ from cadre.errors import BadRequest, ValidationFailed
 
 _FORMAT_CHECKER = Draft4Validator.FORMAT_CHECKER
 PARSED_BODY = "cadre.parsed_body"
+PARSED_PARAMS = "cadre.parsed_params"  # (query, path), as the uri parser typed them
+
+
+def content_type_of(scope: Any) -> tuple[str | None, str | None]:
+    """The request's media type (lower case) and charset, each None when not given."""
+    mime, encoding = utils.split_content_type(utils.extract_content_type(scope["headers"]))
+    return (mime.strip().lower() if mime else None), encoding
+
+
+def _plain_json_schema(schema: Any) -> Any:
+    """``schema`` with OpenAPI 3.0's ``nullable`` spelled as JSON Schema: ``null`` allowed.
+
+    Mirrors Connexion's request validator, which lets ``null`` through the ``type``
+    and ``enum`` checks of a schema marked ``nullable`` (or ``x-nullable: true``).
+    """
+    if isinstance(schema, list):
+        return [_plain_json_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    plain = {key: _plain_json_schema(value) for key, value in schema.items()}
+    if schema.get("x-nullable") is True or schema.get("nullable"):
+        if "type" in plain:
+            types = plain["type"] if isinstance(plain["type"], list) else [plain["type"]]
+            plain["type"] = [*types, "null"] if "null" not in types else types
+        if "enum" in plain and None not in plain["enum"]:
+            plain["enum"] = [*plain["enum"], None]
+    return plain
+
+
+class _CompiledSchema:
+    """One body schema, compiled twice: a fast verdict, and the detailed errors.
+
+    jsonschema-rs (compiled Rust) decides in about a microsecond whether a body is
+    valid, which nearly every body is. Only a body it refuses goes through Python
+    jsonschema, whose errors name each field; Python jsonschema stays the judge,
+    so the Rust check may be stricter than it but must never be laxer (tested).
+    """
+
+    def __init__(self, schema: dict) -> None:
+        self.schema = schema
+        self.detailed = Draft4RequestValidator(schema, format_checker=_FORMAT_CHECKER)
+        self.fast = jsonschema_rs.Draft4Validator(_plain_json_schema(schema), validate_formats=True)
+
+    def errors(self, instance: Any) -> list[ValidationError]:
+        try:
+            if self.fast.is_valid(instance):
+                return []
+        except Exception:  # a value Rust cannot take (an integer over 64 bits): Python judges
+            pass
+        return list(self.detailed.iter_errors(instance))
 
 
 def _where(prefix: str, error: ValidationError) -> str:
@@ -58,18 +117,14 @@ class BodyValidator(JSONRequestBodyValidator):
     per schema instead, since compiling costs more than validating.
     """
 
-    _cache: dict[int, tuple[dict, Draft4RequestValidator]] = {}
+    _cache: dict[int, _CompiledSchema] = {}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        cached = self._cache.get(id(self._schema))
-        if cached is None or cached[0] is not self._schema:
-            cached = (
-                self._schema,
-                Draft4RequestValidator(self._schema, format_checker=_FORMAT_CHECKER),
-            )
-            self._cache[id(self._schema)] = cached
-        self._compiled = cached[1]
+        compiled = self._cache.get(id(self._schema))
+        if compiled is None or compiled.schema is not self._schema:
+            compiled = self._cache[id(self._schema)] = _CompiledSchema(self._schema)
+        self._compiled = compiled
 
     async def wrap_receive(self, receive, *, scope):  # type: ignore[no-untyped-def]
         """Read the whole body (sized or chunked), validate it, and replay it downstream.
@@ -123,7 +178,7 @@ class BodyValidator(JSONRequestBodyValidator):
     def _validate(self, body: Any) -> None:
         if body is None and not self._nullable:
             raise BadRequest("The request body must not be null.", error="invalid_body")
-        errors = list(self._compiled.iter_errors(body))
+        errors = self._compiled.errors(body)
         if errors:
             _raise_invalid(_details("body", errors))
 
@@ -161,6 +216,7 @@ class ParamsValidator(ParameterValidator):
             "path": request.path_params,
             "header": request.headers,
         }
+        scope[PARSED_PARAMS] = (sources["query"], sources["path"])  # the handler's arguments
         for where, params in self.parameters.items():
             values = sources.get(where)
             if values is None:
@@ -193,6 +249,94 @@ class FormValidator(FormDataValidator):
         details.update(_details("body", list(self._validator.iter_errors(body))))
         if details:
             _raise_invalid(details)
+
+
+class _Operation(RequestValidationOperation):
+    """Connexion's request validation, with what depends only on the operation built once.
+
+    Connexion builds a URI parser, a parameter validator and a body validator on every
+    request and matches the media type against the operation's with ``fnmatch``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        operation = self._operation
+        self._parameters = self._validator_map["parameter"](
+            operation.parameters,
+            uri_parser=self._uri_parser(),
+            strict_validation=self.strict_validation,
+            security_query_params=self.security_query_params,
+        )
+        self._consumes = MediaTypeDict([(c.lower(), None) for c in operation.consumes])
+        self._accepted: dict[str, bool] = {}
+        self._body_validators: dict[tuple[str, str], Any] = {}
+
+    def _uri_parser(self, mime: str | None = None) -> Any:
+        operation = self._operation
+        return operation.uri_parser_class(operation.parameters, operation.body_definition(mime))
+
+    def validate_mime_type(self, mime_type: str) -> None:
+        accepted = self._accepted.get(mime_type)
+        if accepted is None:
+            accepted = not self._operation.consumes or mime_type.lower() in self._consumes
+            if len(self._accepted) < 64:  # media types come from clients: keep a few
+                self._accepted[mime_type] = accepted
+        if not accepted:
+            raise UnsupportedMediaTypeProblem(
+                detail=f"Invalid Content-type ({mime_type}), expected {self._operation.consumes}"
+            )
+
+    def _body_validator(self, mime_type: str, encoding: str) -> Any:
+        key = (mime_type, encoding)
+        validator = self._body_validators.get(key, _NONE)
+        if validator is _NONE:
+            validator = None
+            operation = self._operation
+            schema = operation.body_schema(mime_type)
+            try:  # MediaTypeDict: only [] matches media ranges such as */*json
+                validator_cls = self._validator_map["body"][mime_type] if schema else None
+            except KeyError:
+                validator_cls = None
+            if validator_cls is not None:
+                validator = validator_cls(
+                    schema=schema,
+                    required=operation.request_body.get("required", False),
+                    nullable=utils.is_nullable(operation.body_definition(mime_type)),
+                    encoding=encoding,
+                    strict_validation=self.strict_validation,
+                    uri_parser=self._uri_parser(),
+                )
+            if len(self._body_validators) < 64:
+                self._body_validators[key] = validator
+        return validator
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self._parameters.validate(scope)
+        mime_type, encoding = self.extract_content_type(scope["headers"])
+        self.validate_mime_type(mime_type)
+        validator = self._body_validator(mime_type, encoding)
+        if validator is not None:
+            receive, scope = await validator.wrap_receive(receive, scope=scope)
+        await self.next_app(scope, receive, send)
+
+
+_NONE = object()
+
+
+class _API(RequestValidationAPI):
+    def make_operation(self, operation: Any) -> RequestValidationOperation:
+        return _Operation(
+            self.next_app,
+            operation=operation,
+            strict_validation=self.strict_validation,
+            validator_map=self.validator_map,
+        )
+
+
+class ValidationMiddleware(RequestValidationMiddleware):
+    """Connexion's request validation middleware, on ``_Operation``."""
+
+    api_cls = _API
 
 
 VALIDATOR_MAP = {

@@ -1,0 +1,150 @@
+"""Calling a handler: its arguments from the validated request, its reply sent back.
+
+Connexion's parameter and response decorators work out, on every request, what
+only depends on the operation: the handler's signature, which parameters are
+path or query ones and how to cast them, their defaults, the body's name,
+schema and default. Cadre's ``Binder`` works it out once per operation; per
+request it only picks up the values the request validator already parsed
+(``cadre.validation`` leaves them in the scope) and sends the reply.
+
+The arguments are Connexion's (``pythonic_params`` names, spec types and
+defaults, ``user``/``token_info`` from the security context); file uploads are
+not supported, as no operation in ``openapi.yaml`` takes one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from copy import deepcopy
+from typing import Any
+
+from connexion.decorators.parameter import (
+    CONTEXT_NAME,
+    _get_body_argument_form,
+    _get_query_defaults,
+    _get_val_from_param,
+    pythonic,
+    sanitized,
+    unwrap_decorators,
+)
+from connexion.decorators.response import AsyncResponseDecorator
+from connexion.frameworks.starlette import Starlette as StarletteFramework
+from connexion.http_facts import FORM_CONTENT_TYPES
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from connexion.operations import AbstractOperation
+from connexion.utils import inspect_function_arguments, is_null, is_nullable
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from cadre.validation import PARSED_BODY, PARSED_PARAMS, content_type_of
+
+
+class Binder:
+    """One operation's handler, with everything about its arguments decided up front."""
+
+    def __init__(
+        self,
+        operation: AbstractOperation,
+        function: Callable[..., Any],
+        *,
+        pythonic_params: bool,
+        jsonifier: Any,
+    ) -> None:
+        self.operation = operation
+        self.function = function
+        self.is_async = asyncio.iscoroutinefunction(unwrap_decorators(function))
+        sanitize = pythonic if pythonic_params else sanitized
+        arguments, self.has_kwargs = inspect_function_arguments(unwrap_decorators(function))
+        self.arguments = frozenset(arguments)
+        self.wants_context = CONTEXT_NAME in self.arguments
+
+        def wanted(name: str) -> bool:
+            return self.has_kwargs or name in self.arguments
+
+        by_location: dict[str, dict[str, dict]] = {"path": {}, "query": {}}
+        for param in operation.parameters:
+            if param["in"] in by_location:
+                by_location[param["in"]][param["name"]] = param
+        self.path = {name: (sanitize(name), p) for name, p in by_location["path"].items()}
+        self.query = {
+            name: (sanitize(name), p)
+            for name, p in by_location["query"].items()
+            if wanted(sanitize(name))
+        }
+        self.query_defaults = {
+            name: value
+            for name, value in _get_query_defaults(by_location["query"]).items()
+            if name in self.query
+        }
+        self.body_name: str | None = None
+        if operation.is_request_body_defined and operation.method.upper() != "TRACE":
+            name = sanitize(operation.body_name(""))
+            self.body_name = name if wanted(name) else None
+        self.body_schemas = {
+            mime: definition.get("schema", {})
+            for mime, definition in operation.request_body.get("content", {}).items()
+        }
+        self.sanitize = sanitize
+        # Replies other than a ready response (tuples with headers, bytes, dicts) are
+        # shaped by Connexion's own response logic.
+        self.responses = AsyncResponseDecorator(framework=StarletteFramework, jsonifier=jsonifier)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kwargs = await self.arguments_for(scope, receive)
+        if self.is_async:
+            reply = await self.function(**kwargs)
+        else:
+            reply = await run_in_threadpool(self.function, **kwargs)
+        if not isinstance(reply, Response):
+            reply = self.response_for(reply)
+        await reply(scope, receive, send)
+
+    def response_for(self, reply: Any) -> Response:
+        if isinstance(reply, ConnexionResponse):
+            return StarletteFramework.connexion_to_framework_response(reply)
+        return self.responses.build_framework_response(reply)
+
+    async def arguments_for(self, scope: Scope, receive: Receive) -> dict[str, Any]:
+        query, path = scope[PARSED_PARAMS]
+        kwargs: dict[str, Any] = {}
+        for name, value in path.items():
+            found = self.path.get(name)
+            if found is None:
+                kwargs[self.sanitize(name)] = value
+            else:
+                kwargs[found[0]] = _get_val_from_param(value, found[1])
+        if self.query:
+            for name, value in {**self.query_defaults, **query}.items():
+                found = self.query.get(name)
+                if found is not None:
+                    kwargs[found[0]] = _get_val_from_param(value, found[1])
+        if self.body_name is not None:
+            kwargs[self.body_name] = await self.body_for(scope, receive)
+        context = scope.get("extensions", {}).get("connexion_context", {})
+        for key, value in context.items():
+            if self.has_kwargs or key in self.arguments:
+                kwargs[key] = value
+        if self.wants_context:
+            kwargs[CONTEXT_NAME] = context
+        return kwargs
+
+    async def body_for(self, scope: Scope, receive: Receive) -> Any:
+        """The validated body, or the schema's default when none came; form bodies typed."""
+        mime = content_type_of(scope)[0]
+        if mime in FORM_CONTENT_TYPES:
+            operation = self.operation
+            parser = operation.uri_parser_class(
+                operation.parameters, operation.body_definition(mime)
+            )
+            request = ConnexionRequest(scope, receive, uri_parser=parser)
+            form = await request.form()
+            return _get_body_argument_form(form, operation=self.operation, content_type=mime)
+        body = scope.get(PARSED_BODY)  # absent when the request had no body
+        schema = self.body_schemas.get(mime) or next(iter(self.body_schemas.values()), {})
+        if is_nullable(schema) and is_null(body):
+            return None
+        if body is None:
+            return deepcopy(schema.get("default", {}))
+        return body
