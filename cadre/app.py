@@ -1,8 +1,9 @@
 """The app factory: one outer Starlette app around the Connexion app built from openapi.yaml.
 
-The outer app owns the lifespan (a mounted Connexion app's never runs), the
-middleware that must see every response (request ids, security headers, body
-limit, metrics, CORS) and, later, WebSocket routes Connexion cannot serve.
+The outer app owns the lifespan (a wrapped Connexion app's never runs) and the
+WebSocket routes Connexion cannot serve; HTTP requests pass the middleware that
+must see every response (request ids, security headers, metrics, body limit,
+CORS) on their way to Connexion.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from connexion.options import SwaggerUIOptions
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cadre import runtime, streams
 from cadre.auth import TokenService
@@ -100,6 +101,24 @@ def engine_config(settings: Settings) -> EngineConfig:
     )
 
 
+class CadreApp(Starlette):
+    """Starlette for the lifespan and the WebSocket routes; HTTP goes straight to ``http``.
+
+    ``http`` is Cadre's middleware around the Connexion app, which has its own error
+    handling and router: Starlette's would only add two more layers and a routing pass.
+    """
+
+    def __init__(self, http: ASGIApp, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.http = http
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper())
@@ -169,31 +188,23 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if not database.is_closed():
             database.close()
 
-    middleware = [
-        Middleware(RequestContextMiddleware),
-        Middleware(
-            MetricsMiddleware, metrics=RequestMetrics(registry), routes=operation_routes(spec)
-        ),
-        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
-    ]
+    http: ASGIApp = api
     if settings.cors_origin_list:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors_origin_list,
-                allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-                allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
-                expose_headers=[
-                    "X-Request-ID",
-                    "X-RateLimit-Limit",
-                    "X-RateLimit-Remaining",
-                    "X-RateLimit-Reset",
-                    "Retry-After",
-                ],
-            )
+        http = CORSMiddleware(
+            http,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=[
+                "X-Request-ID",
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
+                "Retry-After",
+            ],
         )
-    app = Starlette(routes=streams.routes(spec), middleware=middleware, lifespan=lifespan)
-    # Every HTTP request goes straight to Connexion (no Mount: one routing pass less, and
-    # paths no route pattern can match still get Connexion's problem+json 404).
-    app.router.default = api
+    http = BodyLimitMiddleware(http, max_bytes=settings.max_body_bytes)
+    http = MetricsMiddleware(http, metrics=RequestMetrics(registry), routes=operation_routes(spec))
+    http = RequestContextMiddleware(http)
+    app = CadreApp(http, routes=streams.routes(spec), lifespan=lifespan)
     return app

@@ -9,6 +9,7 @@ field lives (``body.name``, ``query.limit``).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl
 
 import jsonschema_rs
 import orjson
@@ -16,7 +17,6 @@ from connexion import utils
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import UnsupportedMediaTypeProblem
 from connexion.json_schema import Draft4RequestValidator
-from connexion.lifecycle import ConnexionRequest
 from connexion.middleware.request_validation import (
     RequestValidationAPI,
     RequestValidationMiddleware,
@@ -184,55 +184,60 @@ class BodyValidator(JSONRequestBodyValidator):
 
 
 class ParamsValidator(ParameterValidator):
-    """Path, query and header parameters, with unknown query parameters refused."""
+    """Path, query and header parameters, with unknown query parameters refused.
 
-    _cache: dict[int, tuple[Any, dict[int, Draft4Validator]]] = {}
+    The typed values are left in the scope for the handler's arguments, so the
+    query string is parsed once per request.
+    """
 
     def __init__(self, parameters: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(parameters, *args, **kwargs)
-        cached = self._cache.get(id(parameters))
-        if cached is None or cached[0] is not parameters:
-            compiled = {
-                id(param): Draft4Validator(
-                    param.get("schema", param), format_checker=_FORMAT_CHECKER
-                )
-                for params in self.parameters.values()
-                for param in params
-            }
-            cached = self._cache[id(parameters)] = (parameters, compiled)
-        self._compiled = cached[1]
+        self._checks = [
+            (where, param, _CompiledSchema(param.get("schema", param)))
+            for where, params in self.parameters.items()
+            for param in params
+        ]
         self._query_names = {p["name"] for p in self.parameters.get("query", [])}
         self._query_names |= self.security_query_params
+        self._has_headers = "header" in self.parameters
+
+    def _query(self, scope: Any) -> dict[str, Any]:
+        raw = scope.get("query_string", b"")
+        lists: dict[str, list[str]] = {}
+        if raw:  # decoded as Starlette's QueryParams does
+            for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+                lists.setdefault(name, []).append(value)
+        return self.uri_parser.resolve_query(lists)
 
     def validate(self, scope) -> None:  # type: ignore[no-untyped-def]
-        request = ConnexionRequest(scope, uri_parser=self.uri_parser)
+        query = self._query(scope)
+        path = self.uri_parser.resolve_path(scope.get("path_params", {}))
+        scope[PARSED_PARAMS] = (query, path)  # the handler's arguments
         details: dict[str, str] = {}
         if self.strict_validation:
-            for name in request.query_params:
+            for name in query:
                 if name not in self._query_names:
                     details[f"query.{name}"] = "unknown parameter"
         sources = {
-            "query": request.query_params,
-            "path": request.path_params,
-            "header": request.headers,
+            "query": query,
+            "path": path,
+            "header": Headers(scope=scope) if self._has_headers else None,
         }
-        scope[PARSED_PARAMS] = (sources["query"], sources["path"])  # the handler's arguments
-        for where, params in self.parameters.items():
+        for where, param, compiled in self._checks:
             values = sources.get(where)
             if values is None:
                 continue
-            for param in params:
-                name = param["name"]
-                value = values.get(name if where != "path" else name.replace("-", "_"))
-                if value is None:
-                    if param.get("required"):
-                        details[f"{where}.{name}"] = "is required"
-                    continue
-                if is_nullable(param) and is_null(value):
-                    continue
-                error = next(self._compiled[id(param)].iter_errors(value), None)
-                if error is not None:
-                    details[f"{where}.{name}"] = error.message
+            name = param["name"]
+            value = values.get(name if where != "path" else name.replace("-", "_"))
+            if value is None:
+                if param.get("required"):
+                    details[f"{where}.{name}"] = "is required"
+                continue
+            if is_nullable(param) and is_null(value):
+                continue
+            errors = compiled.errors(value)
+            if errors:
+                details[f"{where}.{name}"] = errors[0].message
         if details:
             _raise_invalid(details)
 

@@ -449,7 +449,7 @@ ROUTING = "routing (Starlette router + Connexion)"
 SECURITY = "Connexion security"
 JWT = "JWT check (cadre.auth + PyJWT)"
 VALIDATION = "request validation (jsonschema)"
-DECORATORS = "Connexion parameter decorators + handler wrappers"
+DECORATORS = "handler binding + Connexion response shaping"
 APP_CODE = "handlers + storage (Cadre code)"
 DB = "Peewee + SQLite"
 PYDANTIC = "pydantic models (build + dump)"
@@ -470,7 +470,7 @@ LAYER_RULES: tuple[tuple[str, str | None], ...] = (
     ("json/", JSON_CODEC),
     ("cadre/jsonifier.py", JSON_CODEC),
     ("connexion/jsonifier.py", JSON_CODEC),
-    ("jsonschema", VALIDATION),
+    ("jsonschema", VALIDATION),  # jsonschema_rs too
     ("referencing/", VALIDATION),
     ("rpds", VALIDATION),
     ("cadre/validation.py", VALIDATION),
@@ -490,6 +490,7 @@ LAYER_RULES: tuple[tuple[str, str | None], ...] = (
     ("connexion/apps/", DECORATORS),
     ("connexion/context.py", DECORATORS),
     ("cadre/connexion_app.py", DECORATORS),
+    ("cadre/binding.py", DECORATORS),
     ("cadre/resolver.py", DECORATORS),
     ("connexion/", CNX_MW),
     ("cadre/middleware/rate_limit.py", RATE),

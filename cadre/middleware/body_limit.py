@@ -17,12 +17,17 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > self.max_bytes:
                     await self._refuse(send)
                     return
-                break
+            elif name == b"transfer-encoding":
+                chunked = True
+        if not chunked:  # the server delivers no more than Content-Length bytes, or none
+            await self.app(scope, receive, send)
+            return
         seen = 0
         started = False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,6 +29,20 @@ class RequestMetrics:
         self.in_flight = Gauge(
             "cadre_requests_in_flight", "HTTP requests being served", registry=registry
         )
+        # labels() checks and converts its values on every call: keep each labelled child.
+        self._counted: dict[tuple[str, str, int], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        counted = self._counted.get((method, route, status))
+        if counted is None:
+            counted = self.requests.labels(method, route, str(status))
+            self._counted[(method, route, status)] = counted
+        timed = self._timed.get((method, route))
+        if timed is None:
+            timed = self._timed[(method, route)] = self.latency.labels(method, route)
+        counted.inc()
+        timed.observe(seconds)
 
 
 class MetricsMiddleware:
@@ -56,6 +71,4 @@ class MetricsMiddleware:
             self.metrics.in_flight.dec()
             routing = scope.get("extensions", {}).get("connexion_routing", {})
             route = self.routes.get(routing.get("operation_id"), "unmatched")
-            method = scope["method"]
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+            self.metrics.record(scope["method"], route, status, time.perf_counter() - started)
