@@ -10,6 +10,7 @@ signature. Cadre's stack is Connexion's with those parts built once:
 * handlers are called by ``cadre.binding.Binder`` instead of the decorator chain;
 * request validation is ``cadre.validation.ValidationMiddleware``;
 * the Swagger UI middleware looks at its own paths only;
+* routing finds paths without parameters by a dict lookup;
 * the lifespan middleware is left out (the outer app owns the lifespan).
 
 Written against Connexion 3.3's internals (pinned in pyproject.toml); the whole
@@ -26,15 +27,18 @@ from typing import Any
 from connexion import AsyncApp, security
 from connexion.apps.asynchronous import AsyncApi, AsyncASGIApp, AsyncOperation
 from connexion.exceptions import OAuthResponseProblem
+from connexion.middleware.abstract import ROUTING_CONTEXT
 from connexion.middleware.context import ContextMiddleware
 from connexion.middleware.exceptions import ExceptionMiddleware
 from connexion.middleware.response_validation import ResponseValidationMiddleware
-from connexion.middleware.routing import RoutingMiddleware
+from connexion.middleware.routing import RoutingMiddleware, RoutingOperation
 from connexion.middleware.security import SecurityMiddleware
 from connexion.middleware.server_error import ServerErrorMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.operations import AbstractOperation
 from connexion.security import NO_VALUE, OAuthSecurityHandler
+from starlette._utils import get_route_path
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cadre.binding import Binder
@@ -111,6 +115,78 @@ class _SwaggerUI(SwaggerUIMiddleware):
         await super().__call__(scope, receive, send)
 
 
+class _Routing(RoutingMiddleware):
+    """Connexion's routing, with each parameterless path's operation found by one dict lookup.
+
+    Starlette's router tries the routes' patterns one by one. Which operation a
+    path without parameters reaches is fixed, so it is asked once, at start-up,
+    for each such path and method, and the answer (the same router's, so the same
+    route order and precedence) kept; every other request is routed as before.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        super().__init__(app)
+        self.static: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def add_api(self, specification: Any, base_path: str | None = None, **kwargs: Any) -> None:
+        super().add_api(specification, base_path=base_path, **kwargs)
+        self.static.clear()
+        for path, item in specification.get("paths", {}).items():
+            if "{" in path:
+                continue
+            for method in item:
+                if method.upper() in _METHODS:
+                    found = self._route_of(method.upper(), f"{base_path or ''}{path}")
+                    if found is not None:
+                        self.static[(method.upper(), f"{base_path or ''}{path}")] = found
+
+    def _route_of(self, method: str, path: str) -> dict[str, Any] | None:
+        """The routing context Connexion would attach, if ``path`` reaches an operation."""
+        scope: dict[str, Any] = {
+            "type": "http",
+            "method": method,
+            "path": path,
+            "root_path": "",
+            "headers": [],
+        }
+        router = self.router
+        while True:
+            for route in router.routes:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    scope = {**scope, **child}
+                    break
+            else:
+                return None
+            if child.get("path_params"):
+                return None
+            if isinstance(route, Mount):
+                router = route.app
+                continue
+            operation = route.endpoint
+            if not isinstance(operation, RoutingOperation) or operation.operation_id is None:
+                return None
+            return {
+                "api_base_path": scope.get("route_root_path", scope.get("root_path", "")),
+                "operation_id": operation.operation_id,
+            }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            routing = self.static.get((scope["method"], get_route_path(scope)))
+            if routing is not None:  # what RoutingOperation hands on, without the router
+                forwarded = dict(scope)
+                forwarded.setdefault("path_params", {})
+                extensions = forwarded.setdefault("extensions", {})
+                extensions.setdefault(ROUTING_CONTEXT, {}).update(routing)
+                await self.app(forwarded, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+_METHODS = {"GET", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "TRACE"}
+
+
 def middleware_stack(
     *, docs_prefixes: tuple[str, ...], validate_responses: bool, rate_limit: Any = None
 ) -> list[Any]:
@@ -119,7 +195,7 @@ def middleware_stack(
         ServerErrorMiddleware,
         ExceptionMiddleware,
         functools.partial(_SwaggerUI, prefixes=docs_prefixes),
-        RoutingMiddleware,
+        _Routing,
         SecurityMiddleware,
         *([rate_limit] if rate_limit is not None else []),
         ValidationMiddleware,

@@ -131,10 +131,13 @@ class BodyValidator(JSONRequestBodyValidator):
 
         An absent optional body passes untouched; an absent required one is a 400.
         """
-        headers = Headers(scope=scope)
-        if headers.get("content-length") == "0" or (
-            "content-length" not in headers and "transfer-encoding" not in headers
-        ):
+        length, chunked = None, False
+        for name, value in scope["headers"]:
+            if name == b"content-length" and length is None:
+                length = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        if length == b"0" or (length is None and not chunked):
             if self._required:
                 raise BadRequest("This operation needs a request body.", error="missing_body")
             return receive, scope
@@ -144,12 +147,7 @@ class BodyValidator(JSONRequestBodyValidator):
             message = await receive()
             messages.append(message)
             more_body = message.get("more_body", False)
-
-        async def chunks():  # type: ignore[no-untyped-def]
-            for message in messages:
-                yield message.get("body", b"")
-
-        body = await self._parse(chunks(), scope=scope)
+        body = self._parse_bytes(b"".join([message.get("body", b"") for message in messages]))
         if body is None and self._required:
             raise BadRequest("This operation needs a request body.", error="missing_body")
         if body is not None or not self._nullable:
@@ -157,8 +155,7 @@ class BodyValidator(JSONRequestBodyValidator):
         scope[PARSED_BODY] = body  # the handler gets this instead of a second parse
         return self._insert_messages(receive, messages=messages), scope
 
-    async def _parse(self, stream, scope) -> Any:  # type: ignore[no-untyped-def]
-        raw = b"".join([chunk async for chunk in stream])
+    def _parse_bytes(self, raw: bytes) -> Any:
         if not raw:
             return None
         try:

@@ -9,7 +9,7 @@ import pytest
 from starlette.websockets import WebSocketDisconnect
 
 from tests.asyncapi_check import check_server_message
-from tests.conftest import Account, events_of, execute, wait_for_status
+from tests.conftest import Account, assert_problem, events_of, execute, wait_for_status
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -210,6 +210,15 @@ class TestServerSentEvents:
         seqs = [e["seq"] for e in first + rest]
         assert seqs == list(range(1, len(seqs) + 1))
         assert rest[-1]["type"] == "complete"
+
+    def test_last_event_id_past_any_seq_is_refused_not_a_server_error(self, client, alice, coder):
+        execution_id = execute(client, alice, coder)
+        url = f"/api/v1/executions/{execution_id}/events"
+        too_long = client.get(url, headers={**alice.headers, "Last-Event-ID": "9" * 19})
+        assert_problem(too_long, 422, "validation_error")
+        largest = client.get(url, headers={**alice.headers, "Last-Event-ID": "9" * 18})
+        assert largest.status_code == 200, largest.text
+        assert largest.json()["events"] == []
 
     def test_sse_sends_keepalive_comments_while_idle(self, make_client):
         from tests.conftest import register
