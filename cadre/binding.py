@@ -5,7 +5,9 @@ only depends on the operation: the handler's signature, which parameters are
 path or query ones and how to cast them, their defaults, the body's name,
 schema and default. Cadre's ``Binder`` works it out once per operation; per
 request it only picks up the values the request validator already parsed
-(``cadre.validation`` leaves them in the scope) and sends the reply.
+(``cadre.validation`` leaves them in the scope) and sends the reply: a model
+straight from pydantic-core's JSON bytes, anything else through Connexion's
+response logic.
 
 The arguments are Connexion's (``pythonic_params`` names, spec types and
 defaults, ``user``/``token_info`` from the security context); file uploads are
@@ -34,11 +36,17 @@ from connexion.http_facts import FORM_CONTENT_TYPES
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.operations import AbstractOperation
 from connexion.utils import inspect_function_arguments, is_null, is_nullable
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from cadre.validation import PARSED_BODY, PARSED_PARAMS, content_type_of
+
+# What handlers return: ``(model, status)`` with a ``models_gen`` model, or a dict.
+# Errors are never returned: they are raised and rendered by ``cadre.problems``.
+Reply = tuple[BaseModel | dict[str, Any], int]
+JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class Binder:
@@ -97,11 +105,26 @@ class Binder:
             reply = await self.function(**kwargs)
         else:
             reply = await run_in_threadpool(self.function, **kwargs)
+        if type(reply) is tuple and len(reply) == 2 and isinstance(reply[0], BaseModel):
+            model, status = reply  # the common case: serialised by pydantic-core, sent as is
+            body = model.__pydantic_serializer__.to_json(model)
+            headers = [(b"content-length", b"%d" % len(body)), *JSON_HEADERS]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
         if not isinstance(reply, Response):
             reply = self.response_for(reply)
         await reply(scope, receive, send)
 
     def response_for(self, reply: Any) -> Response:
+        """Anything but a model: Connexion's response logic, with JSON named for dicts."""
+        if type(reply) is tuple and len(reply) == 2:
+            if isinstance(reply[0], dict):
+                # Naming the content type avoids Connexion's failure on operations that
+                # declare both JSON and problem+json replies (connexion issue 1956).
+                reply = (*reply, {"Content-Type": "application/json"})
+            elif reply == (None, 204):
+                return Response(status_code=204)  # no body, so no content type either
         if isinstance(reply, ConnexionResponse):
             return StarletteFramework.connexion_to_framework_response(reply)
         return self.responses.build_framework_response(reply)

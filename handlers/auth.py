@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from cadre import auth, runtime
+from cadre.binding import Reply
 from cadre.errors import Unauthorized, ValidationFailed
-from cadre.resolver import Reply
 from models_gen.api import User as UserReply
 from storage import users
 from storage.ids import aware

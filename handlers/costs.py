@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from cadre.auth import owner_scope
+from cadre.binding import Reply
 from cadre.errors import ValidationFailed
-from cadre.resolver import Reply
 from models_gen.api import CostList, CostSummary
 from models_gen.api import CostRecord as CostReply
 from storage import costs

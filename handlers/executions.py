@@ -5,9 +5,9 @@ from __future__ import annotations
 from connexion import request
 
 from cadre import runtime, streams
+from cadre.binding import Reply
 from cadre.engine.executor import usage_reply
 from cadre.engine.launch import launch
-from cadre.resolver import Reply
 from models_gen.api import EventList, ExecutionCreated, ExecutionList
 from models_gen.api import Execution as ExecutionReply
 from storage import executions as store

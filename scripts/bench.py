@@ -491,7 +491,6 @@ LAYER_RULES: tuple[tuple[str, str | None], ...] = (
     ("connexion/context.py", DECORATORS),
     ("cadre/connexion_app.py", DECORATORS),
     ("cadre/binding.py", DECORATORS),
-    ("cadre/resolver.py", DECORATORS),
     ("connexion/", CNX_MW),
     ("cadre/middleware/rate_limit.py", RATE),
     ("limits/", RATE),
