@@ -8,6 +8,8 @@ field lives (``body.name``, ``query.limit``).
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -26,11 +28,33 @@ from connexion.utils import is_null, is_nullable
 from connexion.validators import VALIDATOR_MAP as CONNEXION_VALIDATORS
 from connexion.validators import FormDataValidator, JSONRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
+from jsonschema.validators import extend
 from starlette.datastructures import Headers
 
 from cadre.errors import BadRequest, ValidationFailed
 
 _FORMAT_CHECKER = Draft4Validator.FORMAT_CHECKER
+
+
+@functools.lru_cache(maxsize=256)
+def _ecma_regex(pattern: str) -> re.Pattern[str]:
+    """``pattern`` as ECMA-262 reads a final ``$``: the end of the string, nothing else.
+
+    Python's ``$`` also matches before a trailing newline, so ``"coder\\n"`` passed
+    ``^[a-zA-Z0-9_.-]+$``; OpenAPI patterns are ECMA-262, as jsonschema-rs reads them.
+    """
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    if validator.is_type(instance, "string") and not _ecma_regex(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+# Connexion's request validator (OpenAPI's ``nullable``) with ECMA-262 patterns.
+RequestValidator = extend(Draft4RequestValidator, {"pattern": _ecma_pattern})
 PARSED_BODY = "cadre.parsed_body"
 PARSED_PARAMS = "cadre.parsed_params"  # (query, path), as the uri parser typed them
 
@@ -72,7 +96,7 @@ class _CompiledSchema:
 
     def __init__(self, schema: dict) -> None:
         self.schema = schema
-        self.detailed = Draft4RequestValidator(schema, format_checker=_FORMAT_CHECKER)
+        self.detailed = RequestValidator(schema, format_checker=_FORMAT_CHECKER)
         self.fast = jsonschema_rs.Draft4Validator(_plain_json_schema(schema), validate_formats=True)
 
     def errors(self, instance: Any) -> list[ValidationError]:
@@ -241,6 +265,10 @@ class ParamsValidator(ParameterValidator):
 
 class FormValidator(FormDataValidator):
     """Form bodies (the OAuth2 password flow): 422 naming every bad field, like JSON bodies."""
+
+    @property
+    def _validator(self) -> Any:
+        return RequestValidator(self._schema, format_checker=_FORMAT_CHECKER)
 
     def _validate(self, body: Any) -> None:
         details: dict[str, str] = {}

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from cadre.app import SPEC_PATH
 from cadre.validation import _CompiledSchema, _plain_json_schema
+from tests.conftest import assert_problem
 
 
 def json_body_schemas() -> dict[str, dict]:
@@ -88,3 +89,15 @@ def test_nullable_becomes_a_null_type_and_a_null_enum_member():
         "type": "string",
         "nullable": False,
     }
+
+
+def test_a_pattern_ending_in_dollar_refuses_a_trailing_newline(client, alice):
+    # ECMA-262's $ ends the string; Python's alone would let "coder\n" through.
+    reply = client.post("/api/v1/agents", json={"name": "coder\n"}, headers=alice.headers)
+    details = assert_problem(reply, 422, "validation_error")["details"]
+    assert "body.name" in details
+    body = {"email": "nl@example.com\n", "username": "nl\n", "password": "long-enough-password-1"}
+    details = assert_problem(client.post("/api/v1/auth/register", json=body), 422)["details"]
+    assert {"body.email", "body.username"} <= set(details)
+    agent = client.post("/api/v1/agents", json={"name": "coder"}, headers=alice.headers)
+    assert agent.status_code == 201, agent.text
