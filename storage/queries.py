@@ -15,8 +15,13 @@ def owned(
 
 
 def paginate(query: peewee.ModelSelect, limit: int, offset: int) -> tuple[list[Any], int]:
-    """One page of ``query`` and the total it would have without paging."""
-    total = query.order_by().count()
+    """One page of ``query`` and the total it would have without paging.
+
+    A page that is neither full nor empty ends the list, so its length gives the total
+    and the count query is skipped (the usual case for short lists).
+    """
     # Iterate rather than list(): list() asks peewee for len(), which runs the query apart.
-    rows = [row for row in query.limit(limit).offset(offset)] if offset < total else []
-    return rows, total
+    rows = [row for row in query.limit(limit).offset(offset)]
+    if 0 < len(rows) < limit or (offset == 0 and not rows):
+        return rows, offset + len(rows)
+    return rows, query.order_by().count()

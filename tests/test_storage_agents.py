@@ -121,8 +121,37 @@ class TestResolve:
         assert counter.count == 0
 
 
+class TestPagination:
+    def test_a_partial_page_gives_the_total_without_a_count(self, alice: str):
+        for i in range(5):
+            add(alice, f"a{i}")
+        with count_queries() as counter:
+            rows, total = agents.list_agents(alice, parent=None, status=None, limit=3, offset=3)
+        assert ([r.name for r in rows], total, counter.count) == (["a3", "a4"], 5, 1)
+
+    @pytest.mark.parametrize(("limit", "offset"), [(5, 0), (2, 2), (3, 9)])
+    def test_full_or_past_the_end_pages_count_the_total(self, alice: str, limit, offset):
+        for i in range(5):
+            add(alice, f"a{i}")
+        with count_queries() as counter:
+            rows, total = agents.list_agents(
+                alice, parent=None, status=None, limit=limit, offset=offset
+            )
+        assert (total, counter.count) == (5, 2)
+        assert len(rows) == max(0, min(limit, 5 - offset))
+
+    def test_an_empty_list_is_one_query(self, alice: str):
+        with count_queries() as counter:
+            assert agents.list_agents(alice, parent=None, status=None, limit=3, offset=0) == (
+                [],
+                0,
+            )
+        assert counter.count == 1
+
+
 class TestListQueryCount:
-    """A page costs 1 count + 1 select + one select per ancestor generation, whatever its size."""
+    """A page costs 1 select + one per ancestor generation whatever its size, plus a count
+    when the page is full (a partial page ends the list, so it gives the total itself)."""
 
     @staticmethod
     def leaves_page(owner: str, chains: int) -> dict:
@@ -174,7 +203,7 @@ class TestListQueryCount:
             agents.resolve(rows)
 
         assert ([r.name for r in rows], total) == (["leaf-3"], 1)
-        assert counter.count == 2 + 2
+        assert counter.count == 1 + 2  # a partial page: no count query
 
 
 class TestParentRules:
