@@ -105,12 +105,11 @@ class _SwaggerUI(SwaggerUIMiddleware):
 
     def __init__(self, app: ASGIApp, prefixes: tuple[str, ...]) -> None:
         super().__init__(app)
-        self.next_app = app
         self.prefixes = prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope["path"].startswith(self.prefixes):
-            await self.next_app(scope, receive, send)
+            await self.app(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 

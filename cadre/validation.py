@@ -266,8 +266,8 @@ class ParamsValidator(ParameterValidator):
 class FormValidator(FormDataValidator):
     """Form bodies (the OAuth2 password flow): 422 naming every bad field, like JSON bodies."""
 
-    @property
-    def _validator(self) -> Any:
+    @functools.cached_property
+    def _validator(self) -> Any:  # type: ignore[override]
         return RequestValidator(self._schema, format_checker=_FORMAT_CHECKER)
 
     def _validate(self, body: Any) -> None:
