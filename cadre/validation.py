@@ -95,7 +95,6 @@ class _CompiledSchema:
     """
 
     def __init__(self, schema: dict) -> None:
-        self.schema = schema
         self.detailed = RequestValidator(schema, format_checker=_FORMAT_CHECKER)
         self.fast = jsonschema_rs.Draft4Validator(_plain_json_schema(schema), validate_formats=True)
 
@@ -137,18 +136,13 @@ def _raise_invalid(details: dict[str, str]) -> None:
 class BodyValidator(JSONRequestBodyValidator):
     """JSON bodies: 400 for what is not JSON, 422 naming every field that breaks the schema.
 
-    Connexion builds a validator object per request; the compiled schema is cached
-    per schema instead, since compiling costs more than validating.
+    Built once per operation and media type (``_Operation`` keeps it), so the schema
+    is compiled once too.
     """
-
-    _cache: dict[int, _CompiledSchema] = {}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        compiled = self._cache.get(id(self._schema))
-        if compiled is None or compiled.schema is not self._schema:
-            compiled = self._cache[id(self._schema)] = _CompiledSchema(self._schema)
-        self._compiled = compiled
+        self._compiled = _CompiledSchema(self._schema)
 
     async def wrap_receive(self, receive, *, scope):  # type: ignore[no-untyped-def]
         """Read the whole body (sized or chunked), validate it, and replay it downstream.
