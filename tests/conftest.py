@@ -3,6 +3,9 @@
 Set ``CADRE_TEST_DATABASE_URL=postgresql://…`` to run the whole suite on
 PostgreSQL (each test then starts from an empty schema), and
 ``CADRE_TEST_REDIS_URL=redis://…`` to keep rate limits in Redis (flushed per app).
+Set ``CADRE_TEST_LIVE=1`` to run the HTTP and stream tests against ``cadre serve``
+on a real port (``tests/live.py``); tests marked ``inprocess`` need the app in the
+test's own process (patched internals, the app object) and are skipped then.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import peewee
 import pytest
@@ -19,10 +23,22 @@ from starlette.testclient import TestClient
 from cadre.app import create_app
 from cadre.settings import Settings
 from scripts.live_server import reset_postgres
+from storage import db
+from tests.live import live_client
 
 TEST_DATABASE_URL = os.environ.get("CADRE_TEST_DATABASE_URL")
 TEST_REDIS_URL = os.environ.get("CADRE_TEST_REDIS_URL")
+LIVE = os.environ.get("CADRE_TEST_LIVE") == "1"
 PASSWORD = "correct-horse-42"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not LIVE:
+        return
+    skip = pytest.mark.skip(reason="needs the app in the test's process (CADRE_TEST_LIVE=1)")
+    for item in items:
+        if "inprocess" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -62,8 +78,8 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 @pytest.fixture
 def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., TestClient]]:
-    """Build an app with some settings changed and a client for it."""
-    clients: list[TestClient] = []
+    """Build an app with some settings changed and a client for it (a live one, if LIVE)."""
+    opened: list[Any] = []
 
     def make(**overrides: object) -> TestClient:
         if TEST_DATABASE_URL:
@@ -73,14 +89,22 @@ def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[...
 
             with redis.Redis.from_url(TEST_REDIS_URL) as connection:
                 connection.flushdb()
-        client = TestClient(create_app(make_settings(**overrides)))
+        settings = make_settings(**overrides)
+        if LIVE:
+            live = live_client(settings)
+            client = live.__enter__()
+            opened.append(live)
+            # The test's own process reads and writes the server's database too.
+            db.open_database(settings.effective_database_url)
+            return client
+        client = TestClient(create_app(settings))
         client.__enter__()
-        clients.append(client)
+        opened.append(client)
         return client
 
     yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+    for context in reversed(opened):
+        context.__exit__(None, None, None)
     from storage.db import database
 
     if isinstance(database.obj, peewee.Database) and not database.obj.is_closed():

@@ -39,6 +39,7 @@ def test_message_check_refuses_a_message_that_breaks_its_schema():
         check_server_message({"type": "mystery"})
 
 
+@pytest.mark.inprocess  # reads the app's route table
 def test_websocket_channels_match_the_routes_the_app_serves(client):
     from starlette.routing import WebSocketRoute
 

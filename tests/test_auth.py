@@ -268,6 +268,7 @@ class TestLogin:
         assert bodies[0]["detail"] == "Incorrect username/email or password."
         assert len({reply.headers["www-authenticate"] for reply in replies}) == 1
 
+    @pytest.mark.inprocess  # counts the server's password checks
     def test_unknown_user_costs_a_password_check_like_a_wrong_password(
         self, client, alice: Account, monkeypatch
     ):
@@ -357,7 +358,16 @@ class TestAccessTokens:
         assert_problem(reply, 401, "not_authenticated")
         assert reply.headers["www-authenticate"] == 'Bearer realm="cadre"'
 
-    @pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Basic YWxpY2U6cHc=", "Token abc"])
+    @pytest.mark.parametrize(
+        "header",
+        [
+            "Bearer",
+            # HTTP clients refuse to send a value ending in whitespace (servers strip it).
+            pytest.param("Bearer ", marks=pytest.mark.inprocess),
+            "Basic YWxpY2U6cHc=",
+            "Token abc",
+        ],
+    )
     def test_header_without_a_bearer_token_is_401(self, client, alice: Account, header):
         reply = client.get(ME, headers={"Authorization": header})
         assert_problem(reply, 401, "not_authenticated")
@@ -625,6 +635,7 @@ class TestMe:
 
 
 class TestDisabledAccounts:
+    @pytest.mark.inprocess  # shortens the server's recheck interval
     def test_access_tokens_stop_working_once_the_account_is_disabled(
         self, client, alice, monkeypatch
     ):
@@ -638,6 +649,7 @@ class TestDisabledAccounts:
         User.update(is_active=True).where(User.id == alice.id).execute()
         assert client.get("/api/v1/agents", headers=alice.headers).status_code == 200
 
+    @pytest.mark.inprocess  # counts the server's queries
     def test_the_active_check_is_cached_between_requests(self, client, alice):
         from playhouse.test_utils import count_queries
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cadre.app import load_spec
 from cadre.connexion_app import _Routing
 from tests.conftest import assert_problem
@@ -15,6 +17,7 @@ def routing_middleware(client) -> _Routing:
     return next(m for m in connexion_app.middleware.middleware_stack if isinstance(m, _Routing))
 
 
+@pytest.mark.inprocess  # reads the app's middleware stack
 def test_every_parameterless_operation_is_found_without_the_router(client):
     spec = load_spec()
     expected = {

@@ -77,6 +77,7 @@ class TestProblemShape:
         assert_problem(reply, 405, "method_not_allowed")
         assert reply.headers["allow"] == "DELETE, GET, PATCH"
 
+    @pytest.mark.inprocess  # makes the server's storage fail
     def test_unexpected_failure_is_500_problem_without_internals(
         self, client, alice: Account, monkeypatch
     ):

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import peewee
+import pytest
 
 
 def test_health_reports_healthy_database(client):
@@ -15,6 +16,7 @@ def test_health_reports_healthy_database(client):
     assert datetime.fromisoformat(body["timestamp"]).tzinfo is not None
 
 
+@pytest.mark.inprocess  # swaps the app's database for a broken one
 def test_health_is_503_when_the_database_is_unreachable(client, tmp_path):
     from storage.db import database
 

@@ -39,11 +39,16 @@ def test_unmatched_paths_share_one_label(client):
     assert sum(s.value for s in unmatched) == 2
 
 
+def _health_count(text: str) -> float:
+    buckets = _samples(text, "cadre_request_duration_seconds_count")
+    return sum(s.value for s in buckets if s.labels["route"] == "/health")
+
+
 def test_latency_histogram_and_in_flight_gauge_are_exported(client):
+    before = _health_count(client.get("/metrics").text)  # a live server was probed at start
     client.get("/health")
     text = client.get("/metrics").text
-    buckets = _samples(text, "cadre_request_duration_seconds_count")
-    assert any(s.labels["route"] == "/health" and s.value == 1 for s in buckets)
+    assert _health_count(text) == before + 1
     in_flight = _samples(text, "cadre_requests_in_flight")
     assert in_flight[0].value == 1  # the /metrics request itself
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from openapi_spec_validator import validate
 from starlette.routing import WebSocketRoute
 
@@ -71,6 +72,7 @@ def test_models_gen_is_not_stale(tmp_path):
     assert fresh.read_text() == committed, "models_gen/ is stale: run `make gen`"
 
 
+@pytest.mark.inprocess  # reads the app's route table
 def test_the_app_serves_only_routes_from_the_spec(client):
     # HTTP goes to Connexion, which routes only what openapi.yaml declares; the
     # outer app adds nothing but the WebSocket channels of asyncapi.yaml.

@@ -57,6 +57,12 @@ class MetricsMiddleware:
             return
         status = 500
         started = time.perf_counter()
+        # Connexion's routing records the operation in ``scope["extensions"]``, writing into a
+        # copy of the scope. uvicorn's scope has no ``extensions`` key (a test client's does),
+        # so the copy would get a dict of its own: create it here, where it is then shared.
+        extensions = scope.get("extensions")
+        if extensions is None:
+            extensions = scope["extensions"] = {}
 
         async def record_status(message: Message) -> None:
             nonlocal status
@@ -69,6 +75,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, record_status)
         finally:
             self.metrics.in_flight.dec()
-            routing = scope.get("extensions", {}).get("connexion_routing", {})
+            routing = extensions.get("connexion_routing", {})
             route = self.routes.get(routing.get("operation_id"), "unmatched")
             self.metrics.record(scope["method"], route, status, time.perf_counter() - started)
