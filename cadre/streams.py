@@ -7,6 +7,7 @@ first ``{"type": "auth", "token": …}`` message. A bad token closes with 1008.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -148,7 +149,10 @@ async def _relay(websocket: WebSocket, execution_id: str, after: int) -> None:
         group.start_soon(send_events)
         group.start_soon(obey_commands)
     if websocket.client_state.name == "CONNECTED":
-        await websocket.close(1000)
+        # The client may have closed first, after ``complete``, as most clients do: its
+        # close frame is unread, so the state still says connected.
+        with contextlib.suppress(WebSocketDisconnect):
+            await websocket.close(1000)
 
 
 async def agent_stream(websocket: WebSocket, validator: jsonschema.Validator) -> None:

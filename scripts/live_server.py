@@ -25,6 +25,7 @@ def free_port() -> int:
 class Server:
     url: str
     process: subprocess.Popen
+    log_path: Path
 
 
 @contextlib.contextmanager
@@ -53,7 +54,7 @@ def live_server(data_dir: Path, **env: str) -> Iterator[Server]:
             time.sleep(0.1)
         else:
             raise RuntimeError("server did not start within 30 s")
-        yield Server(base, process)
+        yield Server(base, process, Path(log.name))
     finally:
         process.terminate()
         try:

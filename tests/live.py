@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -97,3 +98,12 @@ def live_client(settings: Settings) -> Iterator[LiveClient]:
         LiveClient(server) as client,
     ):
         yield client
+    assert_no_traceback(server.log_path)  # after shutdown, which may fail too
+
+
+def assert_no_traceback(log_path: Path) -> None:
+    """A live server's log shows no exception: a crash a reply hid would still be a bug."""
+    log = log_path.read_text(errors="replace")
+    if "Traceback (most recent call last)" in log:
+        start = log.index("Traceback (most recent call last)")
+        raise AssertionError(f"the server logged an exception ({log_path}):\n{log[start:][:4000]}")

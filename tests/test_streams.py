@@ -81,6 +81,19 @@ class TestAgentStream:
                 ws.receive_json()
         assert closed.value.code == 1008
 
+    def test_client_closing_right_after_complete_is_a_clean_end(self, client, alice, coder):
+        # Most clients hang up as soon as they read ``complete``; the server then closes a
+        # socket that is already gone (with CADRE_TEST_LIVE=1 its log must show no error).
+        for _ in range(3):
+            with client.websocket_connect(
+                f"/api/v1/agents/{coder}/stream?token={alice.access_token}"
+            ) as ws:
+                ws.send_json({"task": "hang up early"})
+                assert receive_until_complete(ws)[-1]["result"]["output"] == "hang up early"
+                ws.close(1000)
+        executions = client.get("/api/v1/executions", headers=alice.headers).json()
+        assert [e["status"] for e in executions["executions"]] == ["completed"] * 3
+
     def test_invalid_task_message_names_the_field(self, client, alice, coder):
         with client.websocket_connect(
             f"/api/v1/agents/{coder}/stream?token={alice.access_token}"
