@@ -34,6 +34,7 @@ from cadre.engine.events import EventBus
 from cadre.engine.executor import EngineConfig, Executor
 from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.registry import ProviderSettings
+from cadre.engine.tools.base import PathLimits
 from cadre.jsonifier import jsonifier
 from cadre.middleware.body_limit import BodyLimitMiddleware
 from cadre.middleware.metrics import MetricsMiddleware, RequestMetrics
@@ -97,6 +98,10 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_concurrent=settings.max_concurrent_executions,
         max_steps=settings.max_execution_steps,
         max_tokens=settings.max_output_tokens,
+        max_inputs_bytes=settings.max_inputs_bytes,
+        path_limits=PathLimits(
+            max_depth=settings.max_path_depth, max_length=settings.max_path_length
+        ),
     )
 
 
