@@ -6,6 +6,8 @@ import argparse
 import getpass
 import sys
 
+from pydantic import ValidationError
+
 from cadre.errors import CadreError
 from cadre.settings import Settings
 
@@ -16,6 +18,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from storage import db
 
     db.migrate(db.open_database(settings.effective_database_url))
+    settings.signing_key()  # refuse a short key file now, not in every worker
     uvicorn.run(
         "cadre.app:create_app",
         factory=True,
@@ -85,10 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args, Settings())
+        settings = Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "CADRE_" + "_".join(map(str, error["loc"])).upper()
+            print(f"error: {name}: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
+    try:
+        return args.run(args, settings)
     except CadreError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # a setting that only shows its fault in use (the key file)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
