@@ -15,6 +15,7 @@ from cadre.settings import Settings
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from cadre.log_redaction import uvicorn_log_config
     from storage import db
 
     db.migrate(db.open_database(settings.effective_database_url))
@@ -27,6 +28,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         workers=None if args.reload else (args.workers or settings.workers),
         reload=args.reload,
         log_level=settings.log_level.lower(),
+        log_config=uvicorn_log_config(),  # ?token= values redacted from every line
         proxy_headers=False,
     )
     return 0
