@@ -66,7 +66,7 @@ class Attacked:
 
 
 @contextmanager
-def _serve(root: Path, **env: str) -> Iterator[Attacked]:
+def serve(root: Path, **env: str) -> Iterator[Attacked]:
     data_dir = root / "data"
     environment = {**BASE_ENV, **env}
     with live_server(data_dir, **environment) as server:
@@ -77,7 +77,7 @@ def _serve(root: Path, **env: str) -> Iterator[Attacked]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attacked]:
     """One server with the default limits, shared by a module's tests."""
-    with _serve(tmp_path_factory.mktemp("attacked")) as attacked:
+    with serve(tmp_path_factory.mktemp("attacked")) as attacked:
         yield attacked
 
 
@@ -88,7 +88,7 @@ def start_server(
     """Start a server of one's own with some ``CADRE_*`` settings changed."""
 
     def start(**env: str) -> AbstractContextManager[Attacked]:
-        return _serve(tmp_path_factory.mktemp("attacked"), **env)
+        return serve(tmp_path_factory.mktemp("attacked"), **env)
 
     return start
 
