@@ -29,6 +29,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         reload=args.reload,
         log_level=settings.log_level.lower(),
         log_config=uvicorn_log_config(),  # ?token= values redacted from every line
+        ws_max_size=settings.max_body_bytes,  # WebSocket messages: the same limit as bodies
         proxy_headers=False,
     )
     return 0

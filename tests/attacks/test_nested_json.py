@@ -148,3 +148,14 @@ def test_a_stored_value_nested_too_deep_does_not_break_the_lists(server):
     one = httpx.get(f"{server.url}/api/v1/executions/{execution}", headers=headers)
     assert one.status_code == 200, one.text[:500]
     assert set(one.json()["inputs"]) == {"_omitted"}
+
+
+def test_agent_stream_message_larger_than_the_body_limit_closes_1009(server, agent):
+    url = server.url.replace("http://", "ws://")
+    token = server.token()
+    with connect(f"{url}/api/v1/agents/{agent}/stream?token={token}", max_size=None) as ws:
+        ws.send('{"task": "' + "x" * (2 * 1024 * 1024) + '"}')
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=30)
+    assert ws.close_code == 1009
+    assert executions_of(server)["total"] == 0
