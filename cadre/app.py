@@ -34,8 +34,10 @@ from cadre.engine.events import EventBus
 from cadre.engine.executor import EngineConfig, Executor
 from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.registry import ProviderSettings
+from cadre.engine.tools.base import PathLimits
 from cadre.jsonifier import jsonifier
 from cadre.middleware.body_limit import BodyLimitMiddleware
+from cadre.middleware.docs_policy import DocsPolicyMiddleware
 from cadre.middleware.metrics import MetricsMiddleware, RequestMetrics
 from cadre.middleware.rate_limit import RateLimiter, RateLimitMiddleware
 from cadre.middleware.request_context import RequestContextMiddleware
@@ -47,6 +49,7 @@ from storage import db
 HTTP_METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
 DOCS_PATH, SPEC_URL = "/docs", "/openapi.json"  # served by Connexion's Swagger UI
+REDOC_PATH = "/redoc"
 
 
 def load_spec() -> dict[str, Any]:
@@ -97,6 +100,10 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_concurrent=settings.max_concurrent_executions,
         max_steps=settings.max_execution_steps,
         max_tokens=settings.max_output_tokens,
+        max_inputs_bytes=settings.max_inputs_bytes,
+        path_limits=PathLimits(
+            max_depth=settings.max_path_depth, max_length=settings.max_path_length
+        ),
     )
 
 
@@ -201,6 +208,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "Retry-After",
             ],
         )
+    http = DocsPolicyMiddleware(http, prefixes=(DOCS_PATH, REDOC_PATH))
     http = BodyLimitMiddleware(http, max_bytes=settings.max_body_bytes)
     http = MetricsMiddleware(http, metrics=RequestMetrics(registry), routes=operation_routes(spec))
     http = RequestContextMiddleware(http)

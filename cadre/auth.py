@@ -9,10 +9,13 @@ its login granted, so rotating it never widens a narrowed login.
 
 from __future__ import annotations
 
+import functools
+import gzip
 import hashlib
 import secrets
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -20,7 +23,13 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from cadre import runtime
-from cadre.errors import AccountDisabled, Forbidden, Unauthorized, ValidationFailed
+from cadre.errors import (
+    AccountDisabled,
+    Forbidden,
+    InsufficientScope,
+    Unauthorized,
+    ValidationFailed,
+)
 from cadre.settings import Settings
 from storage import users
 from storage.ids import new_id, utcnow
@@ -37,6 +46,9 @@ USER_SCOPES = (
 ADMIN_SCOPES = (*USER_SCOPES, "admin")
 
 ACTIVE_RECHECK_SECONDS = 5.0  # how long a disabled account's access tokens may still work
+
+# 20,000 common passwords (lower case), as Django ships them: see cadre/wordlists/README.
+COMMON_PASSWORDS_FILE = Path(__file__).parent / "wordlists" / "common-passwords.txt.gz"
 
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("cadre-timing-equaliser")
@@ -63,12 +75,21 @@ def check_password_strength(password: str, *, username: str, email: str) -> None
         problems.append("must differ from the username and email")
     if len(set(password)) < 4:
         problems.append("must use at least 4 different characters")
+    if not problems and lowered in common_passwords():
+        problems.append("is one of the most commonly used passwords")
     if problems:
         raise ValidationFailed(
             "The password is too weak: " + "; ".join(problems) + ".",
             error="weak_password",
             details={"password": "; ".join(problems)},
         )
+
+
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    """The common-password list, read once (NIST SP 800-63B 3.1.1.2: refuse known passwords)."""
+    with gzip.open(COMMON_PASSWORDS_FILE, "rt", encoding="utf-8") as handle:
+        return frozenset(line.strip().lower() for line in handle if line.strip())
 
 
 def scopes_for(role: str) -> tuple[str, ...]:
@@ -214,10 +235,22 @@ class TokenService:
 
 
 def owner_scope(user: str, claims: dict[str, Any], everyone: bool) -> str | None:
-    """Whose rows a list shows: the caller's, or (``?all=true``, admins only) everyone's."""
-    if everyone and claims["role"] != "admin":
+    """Whose rows a list shows: the caller's, or (``?all=true``, admins only) everyone's.
+
+    Everyone's rows need the admin role *and* the ``admin`` scope: an admin who
+    logged in with narrowed scopes holds a token that acts as an ordinary user's.
+    """
+    if not everyone:
+        return user
+    if claims["role"] != "admin":
         raise Forbidden("Only admins may see every user's resources.", error="admin_required")
-    return None if everyone else user
+    if "admin" not in claims.get("scopes", ()):
+        raise InsufficientScope(
+            "Seeing every user's resources needs a token with the 'admin' scope; "
+            "this one was narrowed at login.",
+            details={"scopes": "the 'admin' scope is missing"},
+        )
+    return None
 
 
 def token_info(token: str) -> dict[str, Any]:

@@ -6,6 +6,8 @@ import argparse
 import getpass
 import sys
 
+from pydantic import ValidationError
+
 from cadre.errors import CadreError
 from cadre.settings import Settings
 
@@ -13,9 +15,11 @@ from cadre.settings import Settings
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from cadre.log_redaction import uvicorn_log_config
     from storage import db
 
     db.migrate(db.open_database(settings.effective_database_url))
+    settings.signing_key()  # refuse a short key file now, not in every worker
     uvicorn.run(
         "cadre.app:create_app",
         factory=True,
@@ -24,6 +28,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         workers=None if args.reload else (args.workers or settings.workers),
         reload=args.reload,
         log_level=settings.log_level.lower(),
+        log_config=uvicorn_log_config(),  # ?token= values redacted from every line
+        ws_max_size=settings.max_body_bytes,  # WebSocket messages: the same limit as bodies
         proxy_headers=False,
     )
     return 0
@@ -85,10 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args, Settings())
+        settings = Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "CADRE_" + "_".join(map(str, error["loc"])).upper()
+            print(f"error: {name}: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
+    try:
+        return args.run(args, settings)
     except CadreError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # a setting that only shows its fault in use (the key file)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

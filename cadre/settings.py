@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_KEY_FILE = "secret_key"
+MIN_SECRET_KEY_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 
 
 class Settings(BaseSettings):
@@ -52,6 +53,22 @@ class Settings(BaseSettings):
     max_execution_steps: int = Field(32, ge=1, le=1000)
     max_output_tokens: int = Field(4096, ge=1)
     stream_keepalive_seconds: float = Field(15.0, gt=0)
+    # orjson, which serialises replies, stops at 255 levels: stay well below it.
+    max_json_depth: int = Field(32, ge=1, le=128)
+    max_inputs_bytes: int = Field(64 * 1024, ge=1024)
+    max_path_depth: int = Field(32, ge=1, le=256)
+    max_path_length: int = Field(1024, ge=16, le=4096)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough_key(cls, value: str | None) -> str | None:
+        if value and len(value.encode()) < MIN_SECRET_KEY_BYTES:
+            raise ValueError(
+                f"CADRE_SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes long "
+                f"(it has {len(value.encode())}); generate one with: "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        return value
 
     @field_validator("jwt_algorithm")
     @classmethod
@@ -82,12 +99,18 @@ class Settings(BaseSettings):
         """The JWT key: the configured one, else one generated once and kept in the data dir."""
         if self.secret_key:
             return self.secret_key
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.data_dir / SECRET_KEY_FILE
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            return path.read_text().strip()
+            key = path.read_text().strip()
+            if len(key.encode()) < MIN_SECRET_KEY_BYTES:
+                raise ValueError(
+                    f"The key in {path} is shorter than {MIN_SECRET_KEY_BYTES} bytes: "
+                    "delete the file to have a new one generated, or set CADRE_SECRET_KEY."
+                ) from None
+            return key
         key = secrets.token_urlsafe(48)
         with os.fdopen(fd, "w") as handle:
             handle.write(key)

@@ -19,7 +19,7 @@ from starlette.responses import StreamingResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from cadre import runtime
+from cadre import json_limits, runtime
 from cadre.engine.launch import launch
 from cadre.errors import CadreError, Unauthorized
 from storage import executions as store
@@ -86,8 +86,8 @@ async def _refuse(websocket: WebSocket, message: str) -> None:
 async def _receive_json(websocket: WebSocket) -> dict[str, Any] | None:
     try:
         message = await websocket.receive_json()
-    except (WebSocketDisconnect, json.JSONDecodeError, KeyError):
-        return None
+    except (WebSocketDisconnect, json.JSONDecodeError, KeyError, RecursionError):
+        return None  # RecursionError: nested too deep for the parser (about 1000 levels)
     return message if isinstance(message, dict) else None
 
 
@@ -97,7 +97,8 @@ async def _protocol_error(websocket: WebSocket, error: CadreError | str, code: i
     else:
         body = {"error": "invalid_message", "message": error, "details": {}}
     await websocket.send_json({"type": "protocol_error", **body})
-    await websocket.close(code)
+    reason = body["message"].encode()[:120].decode(errors="ignore")  # a close reason is short
+    await websocket.close(code, reason=reason)
 
 
 async def _relay(websocket: WebSocket, execution_id: str, after: int) -> None:
@@ -163,6 +164,16 @@ async def agent_stream(websocket: WebSocket, validator: jsonschema.Validator) ->
     message = await _receive_json(websocket)
     if message is None:
         await _protocol_error(websocket, "Send the task as a JSON object.", INVALID_PAYLOAD)
+        return
+    limit = runtime.current().settings.max_json_depth
+    too_deep = json_limits.too_deep(message, limit, "body")
+    if too_deep:
+        error = CadreError(
+            f"JSON values may nest at most {limit} levels: check {', '.join(too_deep)}.",
+            error="validation_error",
+            details=too_deep,
+        )
+        await _protocol_error(websocket, error, INVALID_PAYLOAD)
         return
     errors = sorted(validator.iter_errors(message), key=lambda e: list(map(str, e.path)))
     if errors:

@@ -31,7 +31,9 @@ from jsonschema import Draft4Validator, ValidationError
 from jsonschema.validators import extend
 from starlette.datastructures import Headers
 
+from cadre import runtime
 from cadre.errors import BadRequest, ValidationFailed
+from cadre.json_limits import check_depth
 
 _FORMAT_CHECKER = Draft4Validator.FORMAT_CHECKER
 
@@ -193,6 +195,7 @@ class BodyValidator(JSONRequestBodyValidator):
     def _validate(self, body: Any) -> None:
         if body is None and not self._nullable:
             raise BadRequest("The request body must not be null.", error="invalid_body")
+        check_depth(body, runtime.current().settings.max_json_depth)  # before anything walks it
         errors = self._compiled.errors(body)
         if errors:
             _raise_invalid(_details("body", errors))

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from cadre import auth, runtime
 from cadre.binding import Reply
 from cadre.errors import Unauthorized, ValidationFailed
 from models_gen.api import User as UserReply
 from storage import users
 from storage.ids import aware
+
+# RFC 6749 5.1: replies that carry tokens must not be stored by any cache.
+TOKEN_REPLY_HEADERS = {
+    "Content-Type": "application/json",
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+}
+
+
+def token_reply(tokens: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """A 200 carrying tokens, marked uncacheable: every endpoint that issues tokens uses it."""
+    return tokens, 200, TOKEN_REPLY_HEADERS
 
 
 def _user_reply(user: users.User) -> UserReply:
@@ -34,7 +48,7 @@ async def register_user(body: dict) -> Reply:
     return _user_reply(user), 201
 
 
-async def login(body: dict) -> Reply:
+async def login(body: dict) -> tuple[dict[str, Any], int, dict[str, str]]:
     identifier = body.get("username") or body.get("email")
     if identifier is None:
         raise ValidationFailed(
@@ -44,11 +58,11 @@ async def login(body: dict) -> Reply:
     scopes = body.get("scopes")
     if scopes is None and body.get("scope"):  # the OAuth2 password flow's form field
         scopes = body["scope"].split()
-    return runtime.current().tokens.login(identifier, body["password"], scopes), 200
+    return token_reply(runtime.current().tokens.login(identifier, body["password"], scopes))
 
 
-async def refresh_token(body: dict) -> Reply:
-    return runtime.current().tokens.refresh(body["refresh_token"]), 200
+async def refresh_token(body: dict) -> tuple[dict[str, Any], int, dict[str, str]]:
+    return token_reply(runtime.current().tokens.refresh(body["refresh_token"]))
 
 
 async def logout(user: str, body: dict | None = None) -> tuple[None, int]:

@@ -24,7 +24,13 @@ def _parse_instant(value: str) -> datetime:
             "'since' must be an ISO 8601 date or date-time.",
             details={"query.since": f"'{value}' is not an ISO 8601 date-time"},
         ) from exc
-    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+    try:
+        return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+    except OverflowError as exc:  # 0001-01-01T00:00+00:01 is before the first UTC instant
+        raise ValidationFailed(
+            "'since' lies outside the years 1 to 9999 once converted to UTC.",
+            details={"query.since": f"'{value}' is out of range in UTC"},
+        ) from exc
 
 
 async def list_costs(

@@ -8,10 +8,13 @@ from cadre import runtime, streams
 from cadre.binding import Reply
 from cadre.engine.executor import usage_reply
 from cadre.engine.launch import launch
+from cadre.json_limits import shown
 from models_gen.api import EventList, ExecutionCreated, ExecutionList
 from models_gen.api import Execution as ExecutionReply
 from storage import executions as store
 from storage.ids import aware
+
+EVENT_ENVELOPE = ("execution_id", "seq", "type", "timestamp")
 
 
 def _reply(execution: store.Execution) -> ExecutionReply:
@@ -21,10 +24,10 @@ def _reply(execution: store.Execution) -> ExecutionReply:
         agent_name=execution.agent_name,
         task=execution.task,
         mode=execution.mode,
-        inputs=execution.inputs,
+        inputs=shown(execution.inputs),
         status=execution.status,
         stop_reason=execution.stop_reason,
-        result=execution.result,
+        result=shown(execution.result),
         error=execution.error,
         usage=usage_reply(execution),
         cost_limit=execution.cost_limit,
@@ -96,7 +99,10 @@ async def list_execution_events(user: str, execution_id: str, after: int, limit:
     if "text/event-stream" in request.headers.get("accept", ""):
         return streams.sse_response(execution_id, after)
     runtime.current().bus.flush()  # the newest events may still be on their way to the database
-    events = [row.data for row in store.events_after(execution_id, after, limit)]
+    events = [
+        shown(row.data, keep=EVENT_ENVELOPE)
+        for row in store.events_after(execution_id, after, limit)
+    ]
     page = EventList(
         events=events, total=store.count_events(execution_id), after=after, limit=limit
     )

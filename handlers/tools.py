@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cadre import runtime
 from cadre.binding import Reply
-from cadre.engine.tools.base import ToolContext
+from cadre.engine.tools.base import PathLimits, ToolContext
 from cadre.engine.tools.registry import execute_tool as run_tool
 from cadre.engine.tools.registry import list_tools as registered_tools
 from cadre.engine.tools.workspace import user_workspace
@@ -25,6 +25,9 @@ async def list_tools(category: str | None = None) -> Reply:
 
 
 async def execute_tool(user: str, tool_name: str, body: dict) -> Reply:
-    workspace = user_workspace(runtime.current().settings.data_dir, user)
-    result = await run_tool(tool_name, body["args"], ToolContext(workspace=workspace, mode="full"))
+    settings = runtime.current().settings
+    workspace = user_workspace(settings.data_dir, user)
+    limits = PathLimits(max_depth=settings.max_path_depth, max_length=settings.max_path_length)
+    context = ToolContext(workspace=workspace, mode="full", path_limits=limits)
+    result = await run_tool(tool_name, body["args"], context)
     return ToolResult(result=result), 200

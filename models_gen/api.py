@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -463,7 +464,7 @@ class ApiV1ToolsGetParametersQuery(BaseModel):
 
 
 class ApiV1CostsGetParametersQuery(BaseModel):
-    since: AwareDatetime | None = None
+    since: date | AwareDatetime | None = None
     agent_id: Annotated[str | None, Field(max_length=64, min_length=1)] = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     all: bool = False

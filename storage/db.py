@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import peewee
@@ -27,10 +29,21 @@ class BaseModel(peewee.Model):
         legacy_table_names = False
 
 
+def private_file(path: Path) -> None:
+    """Create ``path`` (empty) readable by its owner alone, unless it exists; its folder 0700."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def open_database(url: str) -> peewee.Database:
-    """Bind ``database`` to ``url`` (``sqlite:///path`` or ``postgresql://…``) and return it."""
+    """Bind ``database`` to ``url`` (``sqlite:///path`` or ``postgresql://…``) and return it.
+
+    A new SQLite file is made 0600 first (SQLite gives its -wal and -shm files the
+    same mode), in a folder made 0700: it holds password hashes and every agent's data.
+    """
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        private_file(Path(url.removeprefix("sqlite:///")))
     params = {"pragmas": SQLITE_PRAGMAS} if url.startswith("sqlite") else {}
     db = connect(url, **params)
     database.initialize(db)

@@ -24,7 +24,12 @@ class JSONField(peewee.TextField):
         return None if value is None else json.dumps(value, separators=(",", ":"))
 
     def python_value(self, value: str | None) -> Any:
-        return None if value is None else json.loads(value)
+        if value is None:
+            return None
+        try:
+            return json.loads(value)
+        except RecursionError:  # stored before nesting was bounded; must not break a list
+            return {"_omitted": "this stored value nests too deep to read"}
 
 
 class Execution(BaseModel):

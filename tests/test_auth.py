@@ -25,7 +25,7 @@ AGENTS = "/api/v1/agents"
 SEED_REGISTRATION = {
     "email": "user@example.com",
     "username": "johndoe",
-    "password": "secret123",
+    "password": "j0hn-s3cret",
     "full_name": "John Doe",
 }
 OTHER_KEY = "another-secret-key-that-is-long-enough-for-every-hs-algorithm-9876543210"
@@ -121,8 +121,8 @@ class TestRegister:
         user_id = client.post(REGISTER, json=SEED_REGISTRATION).json()["id"]
         stored = User.get_by_id(user_id).password_hash
         assert stored.startswith("$argon2id$")
-        assert "secret123" not in stored
-        assert verify_password(stored, "secret123")
+        assert "j0hn-s3cret" not in stored
+        assert verify_password(stored, "j0hn-s3cret")
         assert not verify_password(stored, "secret124")
 
     def test_full_name_is_optional(self, client):
@@ -190,6 +190,8 @@ class TestRegister:
             ("john.doe@example.com", "must differ from the username and email"),
             ("john.doe", "must differ from the username and email"),  # the email's local part
             ("aaaa1111", "must use at least 4 different characters"),
+            ("password1", "is one of the most commonly used passwords"),
+            ("Qwerty123", "is one of the most commonly used passwords"),
         ],
     )
     def test_weak_password_is_422_naming_the_password(self, client, password, reason):
@@ -233,7 +235,7 @@ class TestLogin:
 
     def test_seed_003_example_logs_in_with_email_and_password(self, client):
         user_id = client.post(REGISTER, json=SEED_REGISTRATION).json()["id"]
-        reply = client.post(LOGIN, json={"email": "user@example.com", "password": "secret123"})
+        reply = client.post(LOGIN, json={"email": "user@example.com", "password": "j0hn-s3cret"})
         assert reply.status_code == 200, reply.text
         assert assert_token_pair(reply.json())["sub"] == user_id
 
@@ -339,10 +341,10 @@ class TestLogin:
     def test_login_records_last_login_at(self, client):
         user_id = client.post(REGISTER, json=SEED_REGISTRATION).json()["id"]
         assert User.get_by_id(user_id).last_login_at is None
-        login(client, "johndoe", "secret123")
+        login(client, "johndoe", "j0hn-s3cret")
         last = User.get_by_id(user_id).last_login_at
         assert last is not None and abs(utcnow() - last) < timedelta(minutes=1)
-        me = client.get(ME, headers=bearer(login(client, "johndoe", "secret123")["access_token"]))
+        me = client.get(ME, headers=bearer(login(client, "johndoe", "j0hn-s3cret")["access_token"]))
         assert moment(me.json()["last_login_at"]) >= last.replace(tzinfo=UTC)
 
     def test_each_login_starts_its_own_token_family(self, client, alice: Account):

@@ -24,6 +24,7 @@ from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.base import Provider, ProviderNotConfigured
 from cadre.engine.providers.registry import ProviderSettings, get_provider
 from cadre.engine.run import AgentRun, Stop
+from cadre.engine.tools.base import DEFAULT_PATH_LIMITS, PathLimits
 from cadre.engine.tools.workspace import sandbox_copy, user_workspace
 from cadre.errors import Conflict
 from storage import executions as store
@@ -41,6 +42,8 @@ class EngineConfig:
     max_concurrent: int = 16
     max_steps: int = 32
     max_tokens: int = 4096
+    max_inputs_bytes: int = 64 * 1024
+    path_limits: PathLimits = DEFAULT_PATH_LIMITS
     heartbeat_seconds: float = 1.0
 
 
@@ -199,6 +202,7 @@ class Executor:
                         workspace=workspace,
                         max_steps=self.config.max_steps,
                         max_tokens=self.config.max_tokens,
+                        path_limits=self.config.path_limits,
                         checkpoint=lambda: self._checkpoint(handle),
                     )
                     async with asyncio.timeout(execution.timeout):

@@ -8,6 +8,7 @@ from typing import Any
 
 from cadre.engine.executor import Executor
 from cadre.errors import Conflict
+from cadre.json_limits import check_size
 from storage import agents
 from storage import executions as store
 from storage.executions import Execution
@@ -25,7 +26,11 @@ def launch(
     body: dict[str, Any],
     idempotency_key: str | None,
 ) -> Execution:
-    """Queue a new execution, or return the one an earlier identical request created."""
+    """Queue a new execution, or return the one an earlier identical request created.
+
+    ``body`` was validated against ``ExecuteRequest``, its nesting depth bounded.
+    """
+    check_size(body.get("inputs") or {}, executor.config.max_inputs_bytes, "body.inputs")
     agent = agents.get_agent(agent_ref, owner_id)
     digest = request_hash(agent.id, body)
     if idempotency_key is not None:

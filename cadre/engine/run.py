@@ -27,7 +27,7 @@ from cadre.engine.providers.base import (
     ToolSpec,
     UsageReport,
 )
-from cadre.engine.tools.base import ToolContext
+from cadre.engine.tools.base import DEFAULT_PATH_LIMITS, PathLimits, ToolContext
 from cadre.engine.tools.registry import TOOLS, execute_tool
 from cadre.errors import CadreError
 from storage import costs
@@ -76,6 +76,7 @@ class AgentRun:
         max_steps: int,
         max_tokens: int,
         checkpoint: Callable[[], Awaitable[None]],
+        path_limits: PathLimits = DEFAULT_PATH_LIMITS,
     ) -> None:
         self.execution = execution
         self.bus = bus
@@ -84,6 +85,7 @@ class AgentRun:
         self.workspace = workspace
         self.max_steps = max_steps
         self.max_tokens = max_tokens
+        self.path_limits = path_limits
         self.checkpoint = checkpoint
         self.tally = Tally()
         config = execution.config
@@ -100,7 +102,9 @@ class AgentRun:
 
     async def run(self) -> dict[str, Any]:
         """Turns until the model answers without asking for tools; returns the result."""
-        context = ToolContext(workspace=self.workspace, mode=self.execution.mode)
+        context = ToolContext(
+            workspace=self.workspace, mode=self.execution.mode, path_limits=self.path_limits
+        )
         specs = tuple(
             ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
             for t in (TOOLS[n] for n in self.tool_names)

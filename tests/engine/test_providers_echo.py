@@ -73,6 +73,23 @@ async def test_echo_tokens_are_capped():
     assert events[-1].completion_tokens == 100_000
 
 
+async def test_echo_stops_at_the_requested_max_tokens_like_a_real_model():
+    request = ProviderRequest(
+        model="m",
+        messages=[Message("user", "one two three")],
+        max_tokens=5,
+        inputs={"echo": {"tokens": 10_000_000}},
+    )
+    events = await collect(echo.stream(request))
+    assert text_of(events) == "one two three one two"
+    assert events[-1].completion_tokens == 5
+
+
+async def test_echo_max_tokens_also_bounds_a_long_task_echoed_back():
+    request = ProviderRequest(model="m", messages=[Message("user", "a b c d e f")], max_tokens=2)
+    assert text_of(await collect(echo.stream(request))) == "a b"
+
+
 @pytest.mark.parametrize(
     "steering",
     [

@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from cadre.engine.tools.base import PathOutsideWorkspace
+from cadre.engine.tools.base import PathLimits, PathOutsideWorkspace, PathTooLong
 from cadre.engine.tools.workspace import resolve_inside, sandbox_copy, user_workspace
 
 
@@ -140,3 +140,13 @@ async def test_sandbox_copy_is_removed_when_cancelled(workspace: Path) -> None:
             await anyio.sleep(10)
     assert scope.cancelled_caught
     assert not seen[0].parent.exists()
+
+
+def test_resolve_refuses_paths_deeper_or_longer_than_the_limits(workspace):
+    limits = PathLimits(max_depth=2, max_length=11)
+    assert resolve_inside(workspace, "a/b", limits) == workspace / "a" / "b"
+    assert resolve_inside(workspace, "a/b/c/../..", limits) == workspace / "a"  # normalised first
+    with pytest.raises(PathTooLong, match="2 levels"):
+        resolve_inside(workspace, "a/b/c", limits)
+    with pytest.raises(PathTooLong, match="11 characters"):
+        resolve_inside(workspace, "abcdefghijkl", limits)

@@ -3,7 +3,8 @@
 It is what tests and first-time users run, so it is steered from the execution's
 ``inputs["echo"]``: ``tokens`` (reply length), ``delay_ms`` (pause before each
 token), ``tool_calls`` (ask for these first) and ``fail`` (fail the call). Usage
-counts one token per whitespace-separated word.
+counts one token per whitespace-separated word. Like a real model, it stops at the
+request's ``max_tokens`` (``CADRE_MAX_OUTPUT_TOKENS``), however many it was asked for.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class EchoProvider(Provider):
         words = " ".join([*heard, task]).split() or [FALLBACK_WORD]
         if steering.tokens is not None:
             words = list(itertools.islice(itertools.cycle(words), steering.tokens))
+        if request.max_tokens is not None:  # a length stop, as a real model's
+            words = words[: request.max_tokens]
         for index, word in enumerate(words):
             await asyncio.sleep(steering.delay)  # even 0: a long reply must not hog the loop
             yield TextDelta(word if index == 0 else f" {word}")

@@ -18,11 +18,23 @@ Mode = Literal["safe", "sandbox", "full"]
 
 
 @dataclass(frozen=True)
+class PathLimits:
+    """How long a workspace path may be, and how many levels deep (``CADRE_MAX_PATH_*``)."""
+
+    max_depth: int = 32
+    max_length: int = 1024
+
+
+DEFAULT_PATH_LIMITS = PathLimits()
+
+
+@dataclass(frozen=True)
 class ToolContext:
     """Where a tool may act: ``workspace`` is the user's workspace or a sandbox copy of it."""
 
     workspace: Path
     mode: Mode = "full"
+    path_limits: PathLimits = DEFAULT_PATH_LIMITS
 
 
 class Tool(ABC):
@@ -43,6 +55,12 @@ class PathOutsideWorkspace(Forbidden):
     """A path that leaves the workspace, by ``..``, absolute form or symlink."""
 
     error = "path_outside_workspace"
+
+
+class PathTooLong(ValidationFailed):
+    """A path longer or deeper than the settings allow (the file system would refuse it anyway)."""
+
+    error = "path_too_long"
 
 
 class ToolRefused(Forbidden):

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
-from cadre.engine.tools.base import FileNotFound, Tool, ToolContext, ToolFailed
+from cadre.engine.tools.base import FileNotFound, PathLimits, Tool, ToolContext, ToolFailed
 from cadre.engine.tools.workspace import resolve_inside, workspace_relative
 
 MAX_FILE_BYTES = 1024 * 1024
@@ -42,7 +42,7 @@ class FilesystemRead(Tool):
 
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
         shown, encoding = args["path"], args.get("encoding", "utf-8")
-        data = await _in_thread(_read_bytes, ctx.workspace, shown)
+        data = await _in_thread(_read_bytes, ctx.workspace, shown, ctx.path_limits)
         try:
             content = data.decode(encoding)
         except UnicodeDecodeError as exc:
@@ -50,8 +50,8 @@ class FilesystemRead(Tool):
         return {"content": content, "size": len(data)}
 
 
-def _read_bytes(workspace: Path, shown: str) -> bytes:
-    path = resolve_inside(workspace, shown)
+def _read_bytes(workspace: Path, shown: str, limits: PathLimits) -> bytes:
+    path = resolve_inside(workspace, shown, limits)
     if not path.exists():
         raise FileNotFound(f"No file '{shown}' in the workspace.")
     mode = path.stat().st_mode
@@ -87,16 +87,20 @@ class FilesystemWrite(Tool):
         if len(data) > MAX_FILE_BYTES:  # maxLength counts characters, not bytes
             raise ToolFailed(f"The content is larger than {MAX_FILE_BYTES} bytes (1 MiB).")
         create_dirs = args.get("create_dirs", True)
-        path = await _in_thread(_write_atomically, ctx.workspace, args["path"], data, create_dirs)
+        path = await _in_thread(
+            _write_atomically, ctx.workspace, args["path"], data, create_dirs, ctx.path_limits
+        )
         return {"path": path, "size": len(data)}
 
 
-def _write_atomically(workspace: Path, shown: str, data: bytes, create_dirs: bool) -> str:
+def _write_atomically(
+    workspace: Path, shown: str, data: bytes, create_dirs: bool, limits: PathLimits
+) -> str:
     """Write a temporary file beside the target and rename it over: readers never see half.
 
     Returns the path written, relative to the workspace.
     """
-    path = resolve_inside(workspace, shown)
+    path = resolve_inside(workspace, shown, limits)
     if path.is_dir():
         raise ToolFailed(f"'{shown}' is a directory.")
     if not path.parent.is_dir():
@@ -129,11 +133,11 @@ class FilesystemList(Tool):
     }
 
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
-        return await _in_thread(_list, ctx.workspace, args.get("path", "."))
+        return await _in_thread(_list, ctx.workspace, args.get("path", "."), ctx.path_limits)
 
 
-def _list(workspace: Path, shown: str) -> dict[str, Any]:
-    path = resolve_inside(workspace, shown)
+def _list(workspace: Path, shown: str, limits: PathLimits) -> dict[str, Any]:
+    path = resolve_inside(workspace, shown, limits)
     if not path.exists():
         raise FileNotFound(f"No directory '{shown}' in the workspace.")
     if not path.is_dir():

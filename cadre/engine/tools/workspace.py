@@ -13,7 +13,12 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from cadre.engine.tools.base import PathOutsideWorkspace
+from cadre.engine.tools.base import (
+    DEFAULT_PATH_LIMITS,
+    PathLimits,
+    PathOutsideWorkspace,
+    PathTooLong,
+)
 
 # The id becomes a directory name: nothing that could be a separator, "..", or too long.
 _SIMPLE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -23,6 +28,7 @@ def user_workspace(data_dir: Path, user_id: str) -> Path:
     """``data_dir/workspaces/<user_id>``, created if needed."""
     if not _SIMPLE_ID.fullmatch(user_id):
         raise ValueError(f"not a simple user id: {user_id!r}")
+    Path(data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
     path = Path(data_dir) / "workspaces" / user_id
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -46,13 +52,22 @@ async def sandbox_copy(workspace: Path) -> AsyncIterator[Path]:
             await anyio.to_thread.run_sync(lambda: shutil.rmtree(root, ignore_errors=True))
 
 
-def resolve_inside(workspace: Path, relative: str) -> Path:
+def resolve_inside(
+    workspace: Path, relative: str, limits: PathLimits = DEFAULT_PATH_LIMITS
+) -> Path:
     """The path ``relative`` names inside ``workspace``; 403 for anything that leaves it.
 
     Absolute paths, NUL bytes, ``..`` that climbs out, and symlinks (at any
     component, the last included) whose target lies outside are refused, never
-    followed. The returned path lies under the workspace's real path.
+    followed. Paths longer than ``limits.max_length`` characters, or more than
+    ``limits.max_depth`` levels deep once normalised, are refused with 422 before
+    anything touches the disk. The returned path lies under the workspace's real path.
     """
+    if len(relative) > limits.max_length:
+        raise PathTooLong(
+            f"Workspace paths may be at most {limits.max_length} characters long.",
+            details={"path": f"longer than {limits.max_length} characters"},
+        )
     if "\x00" in relative:
         raise PathOutsideWorkspace("Paths may not contain NUL bytes.")
     if os.path.isabs(relative) or relative.startswith("~"):
@@ -61,8 +76,14 @@ def resolve_inside(workspace: Path, relative: str) -> Path:
     candidate = Path(os.path.normpath(root / relative))
     if not _within(candidate, root):
         raise PathOutsideWorkspace(f"'{relative}' is outside the workspace.")
+    parts = candidate.relative_to(root).parts
+    if len(parts) > limits.max_depth:
+        raise PathTooLong(
+            f"Workspace paths may be at most {limits.max_depth} levels deep.",
+            details={"path": f"deeper than {limits.max_depth} levels"},
+        )
     current = root
-    for part in candidate.relative_to(root).parts:
+    for part in parts:
         current = current / part
         if current.is_symlink() and not _within(Path(os.path.realpath(current)), root):
             raise PathOutsideWorkspace(f"'{relative}' leads outside the workspace.")
