@@ -42,13 +42,15 @@ from cadre.middleware.metrics import MetricsMiddleware, RequestMetrics
 from cadre.middleware.rate_limit import RateLimiter, RateLimitMiddleware
 from cadre.middleware.request_context import RequestContextMiddleware
 from cadre.problems import make_error_handler
+from cadre.resolver import TagResolver
+from cadre.response_validation import RESPONSE_VALIDATORS
 from cadre.settings import Settings
 from cadre.validation import VALIDATOR_MAP
 from storage import db
 
 HTTP_METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
-DOCS_PATH, SPEC_URL = "/docs", "/openapi.json"  # served by Connexion's Swagger UI
+DOCS_PATH, SPEC_URL = "/docs", "/openapi.json"  # Connexion's Swagger UI; the spec is an operation
 REDOC_PATH = "/redoc"
 
 
@@ -158,10 +160,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     api = CadreConnexionApp(
         __name__,
         jsonifier=jsonifier,
-        validator_map=VALIDATOR_MAP,
-        swagger_ui_options=SwaggerUIOptions(swagger_ui_path=DOCS_PATH, spec_path=SPEC_URL),
+        validator_map={**VALIDATOR_MAP, "response": RESPONSE_VALIDATORS},
+        # /openapi.json is getOpenapi (cadre/spec_docs.py: the authored document, not
+        # Connexion's expanded copy); the Swagger UI page loads it from there.
+        swagger_ui_options=SwaggerUIOptions(
+            swagger_ui_path=DOCS_PATH, spec_path=SPEC_URL, serve_spec=False
+        ),
         middlewares=middleware_stack(
-            docs_prefixes=(DOCS_PATH, SPEC_URL),
+            docs_prefixes=(DOCS_PATH,),
             validate_responses=settings.validate_responses,
             rate_limit=None
             if limiter is None
@@ -173,6 +179,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         strict_validation=True,
         validate_responses=settings.validate_responses,
         pythonic_params=True,
+        resolver=TagResolver(),
     )
     error_handler = make_error_handler(method_index(spec))
     for exc_type in (Exception, HTTPException, connexion.ProblemException):

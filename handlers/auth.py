@@ -6,7 +6,7 @@ from typing import Any
 
 from cadre import auth, runtime
 from cadre.binding import Reply
-from cadre.errors import Unauthorized, ValidationFailed
+from cadre.errors import AccountDisabled, BadRequest, Unauthorized, ValidationFailed
 from models_gen.api import User as UserReply
 from storage import users
 from storage.ids import aware
@@ -55,10 +55,30 @@ async def login(body: dict) -> tuple[dict[str, Any], int, dict[str, str]]:
             "Send a username or an email with the password.",
             details={"body.username": "required unless email is given"},
         )
-    scopes = body.get("scopes")
-    if scopes is None and body.get("scope"):  # the OAuth2 password flow's form field
-        scopes = body["scope"].split()
-    return token_reply(runtime.current().tokens.login(identifier, body["password"], scopes))
+    return token_reply(
+        runtime.current().tokens.login(identifier, body["password"], body.get("scopes"))
+    )
+
+
+def _oauth_error(error: str, description: str) -> BadRequest:
+    """An RFC 6749 §5.2 error (``error``, ``error_description``) that is also a problem."""
+    return BadRequest(description, error=error, extra={"error_description": description})
+
+
+async def create_token(body: dict) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """RFC 6749 §4.3 password grant; parameters it does not name (client_id, …) are ignored."""
+    if body["grant_type"] != "password":
+        raise _oauth_error("unsupported_grant_type", "Only grant_type=password is supported.")
+    scopes = body["scope"].split() if body.get("scope") else None
+    try:
+        pair = runtime.current().tokens.login(body["username"], body["password"], scopes)
+    except (Unauthorized, AccountDisabled) as exc:
+        raise _oauth_error("invalid_grant", exc.message) from exc
+    except ValidationFailed as exc:
+        if exc.error != "invalid_scope":
+            raise
+        raise _oauth_error("invalid_scope", exc.message) from exc
+    return token_reply(pair)
 
 
 async def refresh_token(body: dict) -> tuple[dict[str, Any], int, dict[str, str]]:

@@ -21,6 +21,12 @@ class Problem(BaseModel):
     details: dict[str, Any] | None = None
     request_id: str
     retry_after: Annotated[int | None, Field(ge=0)] = None
+    error_description: Annotated[
+        str | None,
+        Field(
+            description="The token endpoint's RFC 6749 §5.2 description (same as `message`)"
+        ),
+    ] = None
 
 
 class Status(StrEnum):
@@ -89,12 +95,18 @@ class LoginRequest(BaseModel):
     scopes: Annotated[list[Scope] | None, Field(max_length=16)] = None
 
 
-class GrantType(StrEnum):
-    password = 'password'
-
-
-class LoginForm(BaseModel):
-    grant_type: GrantType | None = None
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    grant_type: Annotated[
+        str,
+        Field(
+            description='`password` (any other is 400 unsupported_grant_type)',
+            max_length=64,
+            min_length=1,
+        ),
+    ]
     username: Annotated[str, Field(max_length=254, min_length=1)]
     password: Annotated[str, Field(max_length=128, min_length=1)]
     scope: Annotated[
@@ -143,6 +155,19 @@ class ProviderName(StrEnum):
     anthropic = 'anthropic'
 
 
+class AgentTag(RootModel[str]):
+    root: Annotated[
+        str,
+        Field(
+            description='A short lowercase label, e.g. `production`.',
+            examples=['production'],
+            max_length=32,
+            min_length=1,
+            pattern='^[a-z0-9][a-z0-9._:-]*$',
+        ),
+    ]
+
+
 class Tool(RootModel[str]):
     root: Annotated[str, Field(max_length=64, min_length=1)]
 
@@ -154,6 +179,13 @@ class AgentCreate(BaseModel):
     name: Annotated[
         str, Field(max_length=64, min_length=1, pattern='^[a-zA-Z0-9_.-]+$')
     ]
+    tags: Annotated[
+        list[AgentTag] | None,
+        Field(
+            description='Labels of this agent; `GET /api/v1/agents?tag=` filters on them. Never inherited.',
+            max_length=16,
+        ),
+    ] = None
     provider: ProviderName | None = None
     model: Annotated[str | None, Field(max_length=128, min_length=1)] = None
     temperature: Annotated[float | None, Field(ge=0.0, le=2.0)] = None
@@ -185,6 +217,13 @@ class AgentUpdate(BaseModel):
     name: Annotated[
         str | None, Field(max_length=64, min_length=1, pattern='^[a-zA-Z0-9_.-]+$')
     ] = None
+    tags: Annotated[
+        list[AgentTag] | None,
+        Field(
+            description='Labels of this agent; `GET /api/v1/agents?tag=` filters on them. Never inherited.',
+            max_length=16,
+        ),
+    ] = None
     provider: Provider | None = None
     model: Annotated[str | None, Field(max_length=128, min_length=1)] = None
     temperature: Annotated[float | None, Field(ge=0.0, le=2.0)] = None
@@ -202,6 +241,9 @@ class Agent(BaseModel):
     temperature: float
     instructions: str
     tools: list[str]
+    tags: Annotated[
+        list[str], Field(description="The agent's own labels (never inherited)")
+    ]
     parent: Annotated[str | None, Field(description="The parent agent's name")]
     parent_id: Annotated[str | None, Field(...)]
     status: AgentStatus
@@ -298,24 +340,6 @@ class Usage(BaseModel):
     time_to_first_token_ms: Annotated[int | None, Field(...)]
 
 
-class StopReason1Enum(StrEnum):
-    completed = 'completed'
-    cancelled = 'cancelled'
-    timeout = 'timeout'
-    cost_limit_exceeded = 'cost_limit_exceeded'
-    provider_error = 'provider_error'
-    provider_not_configured = 'provider_not_configured'
-    tool_error = 'tool_error'
-    interrupted = 'interrupted'
-
-
-class StopReason1(RootModel[StopReason1Enum | None]):
-    root: Annotated[
-        StopReason1Enum | None,
-        Field(description='Why a terminal execution stopped (null until then).'),
-    ] = None
-
-
 class Execution(BaseModel):
     id: str
     agent_id: str
@@ -325,7 +349,7 @@ class Execution(BaseModel):
     inputs: dict[str, Any]
     status: ExecutionStatus
     stop_reason: Annotated[
-        StopReason1 | None,
+        StopReason | None,
         Field(description='Why a terminal execution stopped (null until then).'),
     ]
     result: Annotated[
@@ -439,9 +463,31 @@ class CostSummary(BaseModel):
     by_model: dict[str, float]
 
 
+class OpenapiJsonGetResponse(BaseModel):
+    model_config = ConfigDict(
+        extra='allow',
+    )
+
+
+class ApiV1OpenapiJsonGetResponse(BaseModel):
+    model_config = ConfigDict(
+        extra='allow',
+    )
+
+
 class ApiV1AgentsGetParametersQuery(BaseModel):
     parent: Annotated[str | None, Field(max_length=64, min_length=1)] = None
     status: AgentStatus | None = None
+    tag: Annotated[
+        str | None,
+        Field(
+            description='A short lowercase label, e.g. `production`.',
+            examples=['production'],
+            max_length=32,
+            min_length=1,
+            pattern='^[a-z0-9][a-z0-9._:-]*$',
+        ),
+    ] = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
     all: bool = False
@@ -457,6 +503,31 @@ class ApiV1ExecutionsGetParametersQuery(BaseModel):
 class ApiV1ExecutionsExecutionIdEventsGetParametersQuery(BaseModel):
     after: Annotated[int, Field(ge=0, le=1000000000)] = 0
     limit: Annotated[int, Field(ge=1, le=1000)] = 1000
+
+
+class ApiV1ExecutionsExecutionIdEventsStreamGetParametersQuery(BaseModel):
+    after: Annotated[int, Field(ge=0, le=1000000000)] = 0
+
+
+class Event(StrEnum):
+    status = 'status'
+    token = 'token'
+    tool_call = 'tool_call'
+    tool_result = 'tool_result'
+    usage = 'usage'
+    error = 'error'
+    complete = 'complete'
+
+
+class ApiV1ExecutionsExecutionIdEventsStreamGetResponse(BaseModel):
+    id: Annotated[str | None, Field(description="The event's `seq`")] = None
+    event: Event | None = None
+    data: Annotated[
+        str | None, Field(description='The event as JSON: a message of asyncapi.yaml')
+    ] = None
+    retry: Annotated[
+        int | None, Field(description='Reconnection delay in milliseconds')
+    ] = None
 
 
 class ApiV1ToolsGetParametersQuery(BaseModel):

@@ -20,10 +20,13 @@ from cadre.errors import RateLimited
 
 EXEMPT_OPERATIONS = frozenset(
     {
-        "handlers.health.get_health",
-        "handlers.health.get_metrics",
-        "handlers.docs.get_redoc",
-        "handlers.docs.get_redoc_script",
+        "getHealth",
+        "getApiHealth",
+        "getMetrics",
+        "getRedoc",
+        "getRedocScript",
+        "getOpenapi",
+        "getApiOpenapi",
     }
 )
 

@@ -26,13 +26,15 @@ def test_login_reply_is_not_cacheable(server):
     assert reply.headers["content-type"] == "application/json"
 
 
-def test_oauth2_form_login_reply_is_not_cacheable(server):
+def test_oauth2_token_endpoint_reply_is_not_cacheable(server):
     server.token("former")
     reply = httpx.post(
-        f"{server.url}/api/v1/auth/login", data={"username": "former", "password": PASSWORD}
+        f"{server.url}/api/v1/auth/token",
+        data={"grant_type": "password", "username": "former", "password": PASSWORD},
     )
     assert reply.status_code == 200, reply.text
     assert reply.headers["cache-control"] == "no-store"
+    assert reply.headers["pragma"] == "no-cache"
 
 
 def test_refresh_reply_is_not_cacheable(server):
