@@ -40,6 +40,7 @@ from cadre.middleware.metrics import MetricsMiddleware, RequestMetrics
 from cadre.middleware.rate_limit import RateLimiter, RateLimitMiddleware
 from cadre.middleware.request_context import RequestContextMiddleware
 from cadre.problems import make_error_handler
+from cadre.resolver import TagResolver
 from cadre.settings import Settings
 from cadre.validation import VALIDATOR_MAP
 from storage import db
@@ -166,6 +167,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         strict_validation=True,
         validate_responses=settings.validate_responses,
         pythonic_params=True,
+        resolver=TagResolver(),
     )
     error_handler = make_error_handler(method_index(spec))
     for exc_type in (Exception, HTTPException, connexion.ProblemException):

@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from connexion.exceptions import ResolverError
 from openapi_spec_validator import validate
 from starlette.routing import WebSocketRoute
 
 from cadre.app import load_spec
+from cadre.resolver import CAMEL_CASE, handler_name, snake_case
 from tests.conftest import assert_problem
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,29 +24,58 @@ def test_openapi_document_is_valid():
     validate(load_spec())
 
 
+def _operations(spec: dict) -> list[tuple[str, str, dict]]:
+    return [
+        (method, path, operation)
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if isinstance(operation, dict) and "operationId" in operation
+    ]
+
+
+def test_every_operation_id_is_short_camel_case_and_unique():
+    ids = [operation["operationId"] for _, _, operation in _operations(load_spec())]
+    assert len(ids) == len(set(ids))
+    for operation_id in ids:
+        assert CAMEL_CASE.match(operation_id) and len(operation_id) <= 32, operation_id
+
+
 def test_every_operation_id_resolves_to_a_handler_function():
-    spec = load_spec()
-    for path, item in spec["paths"].items():
-        for method, operation in item.items():
-            if not isinstance(operation, dict) or "operationId" not in operation:
-                continue
-            module_name, _, function = operation["operationId"].rpartition(".")
-            assert module_name.startswith("handlers."), (method, path)
-            assert callable(getattr(importlib.import_module(module_name), function)), (
-                method,
-                path,
-            )
+    for method, path, operation in _operations(load_spec()):
+        module_name, _, function = handler_name(
+            operation["operationId"], operation.get("tags")
+        ).rpartition(".")
+        assert callable(getattr(importlib.import_module(module_name), function)), (method, path)
 
 
 def test_handler_modules_are_named_after_spec_tags():
     spec = load_spec()
     tags = {tag["name"] for tag in spec["tags"]}
-    for item in spec["paths"].values():
-        for operation in item.values():
-            if isinstance(operation, dict) and "operationId" in operation:
-                module = operation["operationId"].split(".")[1]
-                assert module in tags | {"docs"}, operation["operationId"]
-                assert module == "docs" or operation["tags"] == [module]
+    for method, path, operation in _operations(spec):
+        assert len(operation["tags"]) == 1 and operation["tags"][0] in tags, (method, path)
+        assert (ROOT / "handlers" / f"{operation['tags'][0]}.py").exists(), (method, path)
+
+
+@pytest.mark.parametrize(
+    ("operation_id", "function"),
+    [
+        ("listAgents", "list_agents"),
+        ("getCostSummary", "get_cost_summary"),
+        ("getRedocScript", "get_redoc_script"),
+        ("login", "login"),
+    ],
+)
+def test_camel_case_operation_id_names_a_snake_case_function(operation_id, function):
+    assert snake_case(operation_id) == function
+
+
+@pytest.mark.parametrize(
+    ("operation_id", "tags"),
+    [("handlers.agents.list_agents", ["agents"]), ("list_agents", ["agents"]), ("listAgents", [])],
+)
+def test_resolver_refuses_dotted_snake_case_or_untagged_operations(operation_id, tags):
+    with pytest.raises(ResolverError):
+        handler_name(operation_id, tags)
 
 
 def test_every_secured_operation_declares_its_error_replies():

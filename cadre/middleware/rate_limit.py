@@ -20,10 +20,10 @@ from cadre.errors import RateLimited
 
 EXEMPT_OPERATIONS = frozenset(
     {
-        "handlers.health.get_health",
-        "handlers.health.get_metrics",
-        "handlers.docs.get_redoc",
-        "handlers.docs.get_redoc_script",
+        "getHealth",
+        "getMetrics",
+        "getRedoc",
+        "getRedocScript",
     }
 )
 
