@@ -266,7 +266,7 @@ class FormValidator(FormDataValidator):
 
     def _validate(self, body: Any) -> None:
         details: dict[str, str] = {}
-        if self._strict_validation:
+        if self._strict_validation and self._schema.get("additionalProperties") is not True:
             allowed = self._schema.get("properties", {})
             unknown = [name for name in body if name not in allowed]
             details.update({f"body.{name}": "unknown field" for name in unknown})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cadre import auth, runtime
 from cadre.binding import Reply
-from cadre.errors import Unauthorized, ValidationFailed
+from cadre.errors import AccountDisabled, BadRequest, Unauthorized, ValidationFailed
 from models_gen.api import User as UserReply
 from storage import users
 from storage.ids import aware
@@ -41,10 +41,33 @@ async def login(body: dict) -> Reply:
             "Send a username or an email with the password.",
             details={"body.username": "required unless email is given"},
         )
-    scopes = body.get("scopes")
-    if scopes is None and body.get("scope"):  # the OAuth2 password flow's form field
-        scopes = body["scope"].split()
-    return runtime.current().tokens.login(identifier, body["password"], scopes), 200
+    return runtime.current().tokens.login(identifier, body["password"], body.get("scopes")), 200
+
+
+def _oauth_error(error: str, description: str) -> BadRequest:
+    """An RFC 6749 §5.2 error (``error``, ``error_description``) that is also a problem."""
+    return BadRequest(description, error=error, extra={"error_description": description})
+
+
+async def create_token(body: dict) -> tuple[dict, int, dict[str, str]]:
+    """RFC 6749 §4.3 password grant; parameters it does not name (client_id, …) are ignored."""
+    if body["grant_type"] != "password":
+        raise _oauth_error("unsupported_grant_type", "Only grant_type=password is supported.")
+    scopes = body["scope"].split() if body.get("scope") else None
+    try:
+        pair = runtime.current().tokens.login(body["username"], body["password"], scopes)
+    except (Unauthorized, AccountDisabled) as exc:
+        raise _oauth_error("invalid_grant", exc.message) from exc
+    except ValidationFailed as exc:
+        if exc.error != "invalid_scope":
+            raise
+        raise _oauth_error("invalid_scope", exc.message) from exc
+    headers = {
+        "Content-Type": "application/json",
+        "Cache-Control": "no-store",
+        "Pragma": "no-cache",
+    }
+    return pair, 200, headers
 
 
 async def refresh_token(body: dict) -> Reply:

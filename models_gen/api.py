@@ -20,6 +20,12 @@ class Problem(BaseModel):
     details: dict[str, Any] | None = None
     request_id: str
     retry_after: Annotated[int | None, Field(ge=0)] = None
+    error_description: Annotated[
+        str | None,
+        Field(
+            description="The token endpoint's RFC 6749 §5.2 description (same as `message`)"
+        ),
+    ] = None
 
 
 class Status(StrEnum):
@@ -88,12 +94,18 @@ class LoginRequest(BaseModel):
     scopes: Annotated[list[Scope] | None, Field(max_length=16)] = None
 
 
-class GrantType(StrEnum):
-    password = 'password'
-
-
-class LoginForm(BaseModel):
-    grant_type: GrantType | None = None
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='allow',
+    )
+    grant_type: Annotated[
+        str,
+        Field(
+            description='`password` (any other is 400 unsupported_grant_type)',
+            max_length=64,
+            min_length=1,
+        ),
+    ]
     username: Annotated[str, Field(max_length=254, min_length=1)]
     password: Annotated[str, Field(max_length=128, min_length=1)]
     scope: Annotated[

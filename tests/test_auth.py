@@ -17,6 +17,7 @@ from tests.conftest import PASSWORD, Account, assert_problem, register
 
 REGISTER = "/api/v1/auth/register"
 LOGIN = "/api/v1/auth/login"
+TOKEN = "/api/v1/auth/token"
 REFRESH = "/api/v1/auth/refresh"
 LOGOUT = "/api/v1/auth/logout"
 ME = "/api/v1/auth/me"
@@ -241,20 +242,11 @@ class TestLogin:
         for identifier in ("ALICE", "Alice@Example.COM", " alice "):
             assert claims_of(login(client, identifier)["access_token"])["sub"] == alice.id
 
-    def test_oauth2_password_form_gets_a_token_pair(self, client, alice: Account):
+    def test_form_body_is_415_now_that_the_token_endpoint_takes_it(self, client, alice):
         reply = client.post(
             LOGIN, data={"username": "alice", "password": PASSWORD, "grant_type": "password"}
         )
-        assert reply.status_code == 200, reply.text
-        assert assert_token_pair(reply.json())["sub"] == alice.id
-
-    def test_oauth2_password_form_scope_narrows_the_token(self, client, alice: Account):
-        reply = client.post(
-            LOGIN,
-            data={"username": "alice", "password": PASSWORD, "scope": "tools:read agents:read"},
-        )
-        assert reply.status_code == 200, reply.text
-        assert_token_pair(reply.json(), ("agents:read", "tools:read"))
+        assert_problem(reply, 415, "unsupported_media_type")
 
     def test_unknown_user_and_wrong_password_get_the_same_reply(self, client, alice: Account):
         replies = [
@@ -433,6 +425,91 @@ class TestAccessTokens:
         assert client.get(AGENTS, headers=narrow).json()["agents"] == []
         # the same request with a full token is fine: the scope was the only obstacle
         assert client.post(AGENTS, json={"name": "coder"}, headers=alice.headers).status_code == 201
+
+
+class TestToken:
+    """The OAuth2 token endpoint: RFC 6749 §4.3 password grant, form-encoded."""
+
+    @staticmethod
+    def grant(client, **fields):
+        return client.post(TOKEN, data={"grant_type": "password", **fields})
+
+    def test_password_grant_gets_an_rfc6749_token_response_that_is_not_cached(
+        self, client, alice: Account
+    ):
+        reply = self.grant(client, username="alice", password=PASSWORD)
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["content-type"] == "application/json"
+        assert reply.headers["cache-control"] == "no-store"
+        assert reply.headers["pragma"] == "no-cache"
+        assert assert_token_pair(reply.json())["sub"] == alice.id
+        assert client.get(ME, headers=bearer(reply.json()["access_token"])).status_code == 200
+
+    def test_client_credentials_and_unknown_parameters_are_ignored(self, client, alice):
+        # what oauthlib / requests-oauthlib's LegacyApplicationClient send in the body
+        reply = self.grant(
+            client,
+            username="alice@example.com",
+            password=PASSWORD,
+            client_id="swagger-ui",
+            client_secret="anything",
+            include_client_id="true",
+        )
+        assert reply.status_code == 200, reply.text
+        assert assert_token_pair(reply.json())["sub"] == alice.id
+
+    def test_space_separated_scope_narrows_the_token(self, client, alice: Account):
+        reply = self.grant(
+            client, username="alice", password=PASSWORD, scope="tools:read agents:read"
+        )
+        assert reply.status_code == 200, reply.text
+        assert_token_pair(reply.json(), ("agents:read", "tools:read"))
+
+    def test_refresh_token_from_the_token_endpoint_rotates(self, client, alice: Account):
+        pair = self.grant(client, username="alice", password=PASSWORD).json()
+        assert refresh(client, pair["refresh_token"]).status_code == 200
+
+    @pytest.mark.parametrize("grant_type", ["client_credentials", "authorization_code", "x"])
+    def test_other_grant_type_is_400_unsupported_grant_type(self, client, alice, grant_type):
+        reply = client.post(
+            TOKEN, data={"grant_type": grant_type, "username": "alice", "password": PASSWORD}
+        )
+        problem = assert_problem(reply, 400, "unsupported_grant_type")
+        assert problem["error_description"] == problem["message"]
+
+    def test_wrong_password_is_400_invalid_grant(self, client, alice: Account):
+        problem = assert_problem(
+            self.grant(client, username="alice", password="wrong-pass-1"), 400, "invalid_grant"
+        )
+        assert problem["error_description"] == "Incorrect username/email or password."
+
+    def test_disabled_account_is_400_invalid_grant(self, client, alice: Account):
+        User.update(is_active=False).where(User.id == alice.id).execute()
+        reply = self.grant(client, username="alice", password=PASSWORD)
+        assert_problem(reply, 400, "invalid_grant")
+
+    def test_scope_the_account_cannot_have_is_400_invalid_scope(self, client, alice: Account):
+        reply = self.grant(client, username="alice", password=PASSWORD, scope="agents:read admin")
+        assert_problem(reply, 400, "invalid_scope")
+
+    @pytest.mark.parametrize("missing", ["grant_type", "username", "password"])
+    def test_missing_parameter_is_422_naming_it(self, client, alice: Account, missing):
+        fields = {"grant_type": "password", "username": "alice", "password": PASSWORD}
+        del fields[missing]
+        problem = assert_problem(client.post(TOKEN, data=fields), 422, "validation_error")
+        assert list(problem["details"]) == [f"body.{missing}"]
+
+    def test_json_body_is_415(self, client, alice: Account):
+        reply = client.post(
+            TOKEN, json={"grant_type": "password", "username": "alice", "password": PASSWORD}
+        )
+        assert_problem(reply, 415, "unsupported_media_type")
+
+    def test_bearer_scheme_points_oauth2_clients_at_the_token_endpoint(self):
+        from cadre.app import load_spec
+
+        flow = load_spec()["components"]["securitySchemes"]["bearer"]["flows"]["password"]
+        assert (flow["tokenUrl"], flow["refreshUrl"]) == (TOKEN, REFRESH)
 
 
 class TestRefresh:

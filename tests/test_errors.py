@@ -174,9 +174,9 @@ class TestNoContent:
 
 
 class TestFormBodies:
-    def test_form_login_errors_are_422_naming_each_field(self, client):
+    def test_token_form_errors_are_422_naming_each_field(self, client):
         reply = client.post(
-            "/api/v1/auth/login", data={"username": "johndoe", "grant_type": "client_credentials"}
+            "/api/v1/auth/token", data={"username": "johndoe", "grant_type": "x" * 65}
         )
         body = assert_problem(reply, 422, "validation_error")
         assert set(body["details"]) == {"body.password", "body.grant_type"}
