@@ -47,7 +47,7 @@ from storage import db
 
 HTTP_METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
-DOCS_PATH, SPEC_URL = "/docs", "/openapi.json"  # served by Connexion's Swagger UI
+DOCS_PATH, SPEC_URL = "/docs", "/openapi.json"  # Connexion's Swagger UI; the spec is an operation
 
 
 def load_spec() -> dict[str, Any]:
@@ -153,9 +153,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         __name__,
         jsonifier=jsonifier,
         validator_map=VALIDATOR_MAP,
-        swagger_ui_options=SwaggerUIOptions(swagger_ui_path=DOCS_PATH, spec_path=SPEC_URL),
+        # /openapi.json is getOpenapi (cadre/spec_docs.py: the authored document, not
+        # Connexion's expanded copy); the Swagger UI page loads it from there.
+        swagger_ui_options=SwaggerUIOptions(
+            swagger_ui_path=DOCS_PATH, spec_path=SPEC_URL, serve_spec=False
+        ),
         middlewares=middleware_stack(
-            docs_prefixes=(DOCS_PATH, SPEC_URL),
+            docs_prefixes=(DOCS_PATH,),
             validate_responses=settings.validate_responses,
             rate_limit=None
             if limiter is None

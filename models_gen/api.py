@@ -450,6 +450,18 @@ class CostSummary(BaseModel):
     by_model: dict[str, float]
 
 
+class OpenapiJsonGetResponse(BaseModel):
+    model_config = ConfigDict(
+        extra='allow',
+    )
+
+
+class ApiV1OpenapiJsonGetResponse(BaseModel):
+    model_config = ConfigDict(
+        extra='allow',
+    )
+
+
 class ApiV1AgentsGetParametersQuery(BaseModel):
     parent: Annotated[str | None, Field(max_length=64, min_length=1)] = None
     status: AgentStatus | None = None

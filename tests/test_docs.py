@@ -3,21 +3,49 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urljoin
+
+import pytest
 
 from cadre.app import load_spec
 
 
-def test_openapi_json_is_the_yaml_spec(client):
-    served = client.get("/openapi.json").json()
-    spec = load_spec()
-    assert served["info"]["title"] == spec["info"]["title"]
-    assert set(served["paths"]) == set(spec["paths"])
+@pytest.mark.parametrize("path", ["/openapi.json", "/api/v1/openapi.json"])
+def test_spec_paths_serve_the_authored_document_with_refs_intact(client, path):
+    reply = client.get(path)  # no token: public
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "application/json"
+    served = reply.json()
+    assert served == load_spec()
+    agent_reply = served["paths"]["/api/v1/agents/{agent_id}"]["get"]["responses"]["200"]
+    assert agent_reply["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Agent"
+    }
+    assert len(reply.content) < 100_000  # Connexion's expanded copy was 177 KB
 
 
-def test_swagger_ui_is_served_at_docs(client):
+def test_served_document_names_a_server_that_resolves_against_its_own_url(client):
+    servers = client.get("/openapi.json").json()["servers"]
+    assert servers[0]["url"] == "/" and servers[0]["description"]
+    # Swagger UI and client generators resolve a relative server URL against the document's
+    # URL: both spec paths then send requests to this origin, under the paths as written.
+    for spec_url in ("http://testserver/openapi.json", "http://testserver/api/v1/openapi.json"):
+        assert urljoin(spec_url, servers[0]["url"]) == "http://testserver/"
+
+
+def test_spec_paths_are_operations_of_the_spec_without_security():
+    paths = load_spec()["paths"]
+    for path in ("/openapi.json", "/api/v1/openapi.json", "/redoc"):
+        assert paths[path]["get"]["security"] == []
+        assert paths[path]["get"]["tags"] == ["docs"]
+
+
+def test_swagger_ui_is_served_at_docs_and_loads_the_authored_spec(client):
     reply = client.get("/docs/")
     assert reply.status_code == 200
     assert "swagger-ui" in reply.text.lower()
+    assert re.search(r"url: *\"/openapi.json\"", reply.text), reply.text
+    assert client.get("/openapi.yaml").status_code == 404  # Connexion's expanded copy is gone
 
 
 def test_redoc_page_loads_its_script_locally(client):

@@ -24,6 +24,8 @@ EXEMPT_OPERATIONS = frozenset(
         "getMetrics",
         "getRedoc",
         "getRedocScript",
+        "getOpenapi",
+        "getApiOpenapi",
     }
 )
 
