@@ -41,6 +41,7 @@ from cadre.middleware.rate_limit import RateLimiter, RateLimitMiddleware
 from cadre.middleware.request_context import RequestContextMiddleware
 from cadre.problems import make_error_handler
 from cadre.resolver import TagResolver
+from cadre.response_validation import RESPONSE_VALIDATORS
 from cadre.settings import Settings
 from cadre.validation import VALIDATOR_MAP
 from storage import db
@@ -152,7 +153,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     api = CadreConnexionApp(
         __name__,
         jsonifier=jsonifier,
-        validator_map=VALIDATOR_MAP,
+        validator_map={**VALIDATOR_MAP, "response": RESPONSE_VALIDATORS},
         # /openapi.json is getOpenapi (cadre/spec_docs.py: the authored document, not
         # Connexion's expanded copy); the Swagger UI page loads it from there.
         swagger_ui_options=SwaggerUIOptions(

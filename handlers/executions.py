@@ -88,12 +88,20 @@ async def resume_execution(user: str, execution_id: str) -> Reply:
     return await _control(user, execution_id, "resume")
 
 
+def _resume_point(after: int) -> int:
+    last_event_id = request.headers.get("last-event-id")
+    return after if last_event_id is None else max(after, int(last_event_id))
+
+
+async def stream_execution_events(user: str, execution_id: str, after: int):
+    store.get_execution(execution_id, user)
+    return streams.sse_response(execution_id, _resume_point(after))
+
+
 async def list_execution_events(user: str, execution_id: str, after: int, limit: int):
     store.get_execution(execution_id, user)
-    last_event_id = request.headers.get("last-event-id")
-    if last_event_id is not None:
-        after = max(after, int(last_event_id))
-    if "text/event-stream" in request.headers.get("accept", ""):
+    after = _resume_point(after)
+    if "text/event-stream" in request.headers.get("accept", ""):  # before /events/stream existed
         return streams.sse_response(execution_id, after)
     runtime.current().bus.flush()  # the newest events may still be on their way to the database
     events = [row.data for row in store.events_after(execution_id, after, limit)]

@@ -309,24 +309,6 @@ class Usage(BaseModel):
     time_to_first_token_ms: Annotated[int | None, Field(...)]
 
 
-class StopReason1Enum(StrEnum):
-    completed = 'completed'
-    cancelled = 'cancelled'
-    timeout = 'timeout'
-    cost_limit_exceeded = 'cost_limit_exceeded'
-    provider_error = 'provider_error'
-    provider_not_configured = 'provider_not_configured'
-    tool_error = 'tool_error'
-    interrupted = 'interrupted'
-
-
-class StopReason1(RootModel[StopReason1Enum | None]):
-    root: Annotated[
-        StopReason1Enum | None,
-        Field(description='Why a terminal execution stopped (null until then).'),
-    ] = None
-
-
 class Execution(BaseModel):
     id: str
     agent_id: str
@@ -336,7 +318,7 @@ class Execution(BaseModel):
     inputs: dict[str, Any]
     status: ExecutionStatus
     stop_reason: Annotated[
-        StopReason1 | None,
+        StopReason | None,
         Field(description='Why a terminal execution stopped (null until then).'),
     ]
     result: Annotated[
@@ -480,6 +462,31 @@ class ApiV1ExecutionsGetParametersQuery(BaseModel):
 class ApiV1ExecutionsExecutionIdEventsGetParametersQuery(BaseModel):
     after: Annotated[int, Field(ge=0, le=1000000000)] = 0
     limit: Annotated[int, Field(ge=1, le=1000)] = 1000
+
+
+class ApiV1ExecutionsExecutionIdEventsStreamGetParametersQuery(BaseModel):
+    after: Annotated[int, Field(ge=0, le=1000000000)] = 0
+
+
+class Event(StrEnum):
+    status = 'status'
+    token = 'token'
+    tool_call = 'tool_call'
+    tool_result = 'tool_result'
+    usage = 'usage'
+    error = 'error'
+    complete = 'complete'
+
+
+class ApiV1ExecutionsExecutionIdEventsStreamGetResponse(BaseModel):
+    id: Annotated[str | None, Field(description="The event's `seq`")] = None
+    event: Event | None = None
+    data: Annotated[
+        str | None, Field(description='The event as JSON: a message of asyncapi.yaml')
+    ] = None
+    retry: Annotated[
+        int | None, Field(description='Reconnection delay in milliseconds')
+    ] = None
 
 
 class ApiV1ToolsGetParametersQuery(BaseModel):

@@ -44,3 +44,10 @@ def test_websocket_channels_match_the_routes_the_app_serves(client):
 
     served = {r.path for r in client.app.routes if isinstance(r, WebSocketRoute)}
     assert served == set(document()["channels"])
+
+
+def test_every_message_has_a_unique_message_id_and_a_title():
+    messages = document()["components"]["messages"]
+    ids = [message["messageId"] for message in messages.values()]
+    assert len(ids) == len(set(ids)) == len(messages)
+    assert all(message["title"] for message in messages.values())

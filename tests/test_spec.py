@@ -110,3 +110,58 @@ def test_the_app_serves_only_routes_from_the_spec(client):
     assert all(isinstance(r, WebSocketRoute) for r in outer.routes)
     assert_problem(client.get("/api/v1/not-a-route"), 404, "not_found")
     assert_problem(client.get("/api/v1/agents/a%0Ab/x"), 404, "not_found")
+
+
+def test_execution_stop_reason_references_stop_reason_and_allows_null():
+    schemas = load_spec()["components"]["schemas"]
+    stop_reason = schemas["Execution"]["properties"]["stop_reason"]
+    assert stop_reason["allOf"] == [{"$ref": "#/components/schemas/StopReason"}]
+    assert stop_reason["nullable"] is True and "enum" not in stop_reason
+
+
+def _resolved_links(spec: dict, operation: dict, status: str) -> dict[str, dict]:
+    links = operation["responses"][status]["links"]
+    return {
+        name: spec["components"]["links"][link["$ref"].rsplit("/", 1)[-1]]
+        if "$ref" in link
+        else link
+        for name, link in links.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "status", "expression", "targets"),
+    [
+        (
+            "/api/v1/agents",
+            "post",
+            "201",
+            "$response.body#/id",
+            {"getAgent", "updateAgent", "deleteAgent", "executeAgent"},
+        ),
+        (
+            "/api/v1/agents/{agent_id}/execute",
+            "post",
+            "200",
+            "$response.body#/execution_id",
+            {
+                "getExecution",
+                "listExecutionEvents",
+                "cancelExecution",
+                "pauseExecution",
+                "resumeExecution",
+            },
+        ),
+    ],
+)
+def test_links_lead_from_created_ids_to_the_operations_that_use_them(
+    path, method, status, expression, targets
+):
+    spec = load_spec()
+    by_id = {operation["operationId"]: (p, operation) for _, p, operation in _operations(spec)}
+    links = _resolved_links(spec, spec["paths"][path][method], status)
+    assert targets <= {link["operationId"] for link in links.values()}
+    for link in links.values():
+        target_path, _ = by_id[link["operationId"]]
+        assert list(link["parameters"].values()) == [expression]
+        assert all("{" + name + "}" in target_path for name in link["parameters"])

@@ -194,8 +194,8 @@ class TestServerSentEvents:
         execution_id = execute(
             client, alice, coder, inputs={"echo": {"tokens": 20, "delay_ms": 10}}
         )
-        url = f"/api/v1/executions/{execution_id}/events"
-        headers = {**alice.headers, "Accept": "text/event-stream"}
+        url = f"/api/v1/executions/{execution_id}/events/stream"
+        headers = alice.headers  # no Accept needed: this path only streams
         with client.stream("GET", url, headers=headers) as reply:
             assert reply.headers["content-type"].startswith("text/event-stream")
             first = []
@@ -229,13 +229,46 @@ class TestServerSentEvents:
         execution_id = execute(
             client, alice, "coder", inputs={"echo": {"tokens": 3, "delay_ms": 300}}
         )
-        headers = {**alice.headers, "Accept": "text/event-stream"}
         with client.stream(
-            "GET", f"/api/v1/executions/{execution_id}/events", headers=headers
+            "GET", f"/api/v1/executions/{execution_id}/events/stream", headers=alice.headers
         ) as reply:
             lines = list(reply.iter_lines())
         assert ": keep-alive" in lines
         assert sse_events(lines)[-1]["type"] == "complete"
+
+    def test_events_path_still_streams_when_asked_for_event_stream(self, make_client):
+        """The Accept-based stream of /events, from before /events/stream, keeps working.
+
+        It is not part of the /events operation's typed contract (JSON only), so this app
+        runs without response validation, as production does.
+        """
+        from tests.conftest import register
+
+        client = make_client(validate_responses=False)
+        alice = register(client, "alice")
+        client.post("/api/v1/agents", json={"name": "coder"}, headers=alice.headers)
+        execution_id = execute(client, alice, "coder", inputs={"echo": {"tokens": 5}})
+        headers = {**alice.headers, "Accept": "text/event-stream", "Last-Event-ID": "2"}
+        with client.stream(
+            "GET", f"/api/v1/executions/{execution_id}/events", headers=headers
+        ) as reply:
+            assert reply.headers["content-type"].startswith("text/event-stream")
+            events = sse_events(reply.iter_lines())
+        assert events[0]["seq"] == 3 and events[-1]["type"] == "complete"
+
+    def test_stream_of_someone_elses_execution_is_404(self, client, alice, bob, coder):
+        execution_id = execute(client, alice, coder)
+        reply = client.get(f"/api/v1/executions/{execution_id}/events/stream", headers=bob.headers)
+        assert_problem(reply, 404)
+
+    def test_each_events_reply_has_one_media_type_for_typed_clients(self):
+        from cadre.app import load_spec
+
+        paths = load_spec()["paths"]
+        listed = paths["/api/v1/executions/{execution_id}/events"]["get"]["responses"]["200"]
+        streamed = paths["/api/v1/executions/{execution_id}/events/stream"]["get"]["responses"]
+        assert list(listed["content"]) == ["application/json"]
+        assert list(streamed["200"]["content"]) == ["text/event-stream"]
 
 
 class TestManyStreams:
