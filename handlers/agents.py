@@ -19,6 +19,7 @@ def agent_reply(resolved: agents.Resolved) -> AgentReply:
         parent_id=agent.parent_id,
         status=agent.status,
         inherited=list(resolved.inherited),
+        tags=agent.tag_list,
         owner_id=agent.owner_id,
         created_at=aware(agent.created_at),
         updated_at=aware(agent.updated_at),
@@ -37,11 +38,12 @@ async def list_agents(
     offset: int,
     parent: str | None = None,
     status: str | None = None,
+    tag: str | None = None,
     all_: bool = False,
 ) -> Reply:
     owner = owner_scope(user, token_info, all_)
     rows, total = agents.list_agents(
-        owner, parent=parent, status=status, limit=limit, offset=offset
+        owner, parent=parent, status=status, tag=tag, limit=limit, offset=offset
     )
     page = AgentList(
         agents=[agent_reply(r) for r in agents.resolve(rows)],

@@ -25,6 +25,9 @@ async def get_health() -> Reply:
     return health, 200 if database == "healthy" else 503
 
 
+get_api_health = get_health  # /api/v1/health: the same handler
+
+
 async def get_metrics() -> tuple[bytes, int, dict[str, str]]:
     registry = runtime.current().metrics
     return generate_latest(registry), 200, {"Content-Type": METRICS_CONTENT_TYPE}

@@ -154,6 +154,19 @@ class ProviderName(StrEnum):
     anthropic = 'anthropic'
 
 
+class AgentTag(RootModel[str]):
+    root: Annotated[
+        str,
+        Field(
+            description='A short lowercase label, e.g. `production`.',
+            examples=['production'],
+            max_length=32,
+            min_length=1,
+            pattern='^[a-z0-9][a-z0-9._:-]*$',
+        ),
+    ]
+
+
 class Tool(RootModel[str]):
     root: Annotated[str, Field(max_length=64, min_length=1)]
 
@@ -165,6 +178,13 @@ class AgentCreate(BaseModel):
     name: Annotated[
         str, Field(max_length=64, min_length=1, pattern='^[a-zA-Z0-9_.-]+$')
     ]
+    tags: Annotated[
+        list[AgentTag] | None,
+        Field(
+            description='Labels of this agent; `GET /api/v1/agents?tag=` filters on them. Never inherited.',
+            max_length=16,
+        ),
+    ] = None
     provider: ProviderName | None = None
     model: Annotated[str | None, Field(max_length=128, min_length=1)] = None
     temperature: Annotated[float | None, Field(ge=0.0, le=2.0)] = None
@@ -196,6 +216,13 @@ class AgentUpdate(BaseModel):
     name: Annotated[
         str | None, Field(max_length=64, min_length=1, pattern='^[a-zA-Z0-9_.-]+$')
     ] = None
+    tags: Annotated[
+        list[AgentTag] | None,
+        Field(
+            description='Labels of this agent; `GET /api/v1/agents?tag=` filters on them. Never inherited.',
+            max_length=16,
+        ),
+    ] = None
     provider: Provider | None = None
     model: Annotated[str | None, Field(max_length=128, min_length=1)] = None
     temperature: Annotated[float | None, Field(ge=0.0, le=2.0)] = None
@@ -213,6 +240,9 @@ class Agent(BaseModel):
     temperature: float
     instructions: str
     tools: list[str]
+    tags: Annotated[
+        list[str], Field(description="The agent's own labels (never inherited)")
+    ]
     parent: Annotated[str | None, Field(description="The parent agent's name")]
     parent_id: Annotated[str | None, Field(...)]
     status: AgentStatus
@@ -447,6 +477,16 @@ class ApiV1OpenapiJsonGetResponse(BaseModel):
 class ApiV1AgentsGetParametersQuery(BaseModel):
     parent: Annotated[str | None, Field(max_length=64, min_length=1)] = None
     status: AgentStatus | None = None
+    tag: Annotated[
+        str | None,
+        Field(
+            description='A short lowercase label, e.g. `production`.',
+            examples=['production'],
+            max_length=32,
+            min_length=1,
+            pattern='^[a-z0-9][a-z0-9._:-]*$',
+        ),
+    ] = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
     all: bool = False

@@ -36,6 +36,7 @@ class Agent(BaseModel):
     temperature = peewee.FloatField(null=True)
     instructions = peewee.TextField(null=True)
     tools = peewee.TextField(null=True)  # JSON list of tool names
+    tags = peewee.TextField(default="[]")  # JSON list of labels; never inherited
     parent = peewee.ForeignKeyField("self", null=True, backref="children", on_delete="RESTRICT")
     status = peewee.CharField(max_length=16, default="active")
     created_at = peewee.DateTimeField(default=utcnow)
@@ -43,6 +44,10 @@ class Agent(BaseModel):
 
     class Meta:
         indexes = ((("owner", "name"), True),)
+
+    @property
+    def tag_list(self) -> list[str]:
+        return json.loads(self.tags)
 
     def own(self, field: str) -> Any:
         value = getattr(self, field if field != "parent" else "parent_id")
@@ -110,10 +115,25 @@ def get_agent(ref: str, owner_id: str) -> Agent:
     return agent
 
 
+def _has_tag(tag: str) -> peewee.Expression:
+    """``tags`` (a JSON list) holds ``tag``: tags are ``[a-z0-9._:-]``, so the quoted tag
+    matches only a whole element, and ``_`` is escaped as the one LIKE wildcard they allow."""
+    pattern = '%"' + tag.replace("_", "\\_") + '"%'
+    return peewee.NodeList((Agent.tags, peewee.SQL("LIKE"), pattern, peewee.SQL("ESCAPE '\\'")))
+
+
 def list_agents(
-    owner_id: str | None, *, parent: str | None, status: str | None, limit: int, offset: int
+    owner_id: str | None,
+    *,
+    parent: str | None,
+    status: str | None,
+    limit: int,
+    offset: int,
+    tag: str | None = None,
 ) -> tuple[list[Agent], int]:
     query = owned(Agent.select(), Agent, owner_id)
+    if tag is not None:
+        query = query.where(_has_tag(tag))
     if parent is not None:
         # every matching parent: with owner_id None (an admin's all=true) a name may be many users'
         Parent = Agent.alias()
@@ -178,9 +198,9 @@ def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
             details={"tools": f"not registered: {', '.join(unknown)}"},
         )
     return {
-        key: (json.dumps(value) if key == "tools" and value is not None else value)
+        key: (json.dumps(value) if key in ("tools", "tags") and value is not None else value)
         for key, value in fields.items()
-        if key in (*INHERITABLE, "name", "status")
+        if key in (*INHERITABLE, "name", "status", "tags")
     }
 
 

@@ -98,6 +98,7 @@ class TestCreateAgent:
             "temperature": 0.5,
             "instructions": "You are a Python expert",
             "tools": ["python_ast_parser"],
+            "tags": [],
             "parent": "coder",
             "parent_id": coder["id"],
             "status": "active",
@@ -126,6 +127,7 @@ class TestCreateAgent:
             "id": body["id"],
             "name": "plain",
             **DEFAULTS,
+            "tags": [],
             "parent": None,
             "parent_id": None,
             "status": "active",
@@ -529,6 +531,7 @@ class TestInheritance:
             "temperature": 1.5,
             "instructions": "From the root",
             "tools": ["calculator"],
+            "tags": [],
             "parent": "middle",
             "parent_id": middle["id"],
             "status": "active",
@@ -881,3 +884,57 @@ class TestListAgents:
         premium = register(client, "payer", role="premium")
 
         assert_problem(client.get(f"{AGENTS}?all=true", headers=premium.headers), 403)
+
+
+class TestAgentTags:
+    def test_tags_are_stored_returned_and_replaced_by_patch(self, client, alice: Account):
+        body = create(client, alice, "support", tags=["production", "eu-west_1"])
+        assert body["tags"] == ["production", "eu-west_1"]
+        assert json.loads(Agent.get_by_id(body["id"]).tags) == ["production", "eu-west_1"]
+        assert patch(client, alice, "support", {"tags": ["staging"]}).json()["tags"] == ["staging"]
+        assert patch(client, alice, "support", {"tags": []}).json()["tags"] == []
+        assert fetch(client, alice, "support")["tags"] == []
+
+    def test_child_does_not_inherit_its_parents_tags(self, client, alice: Account):
+        create(client, alice, "coder", tags=["production"], model="gpt-4")
+        child = create(client, alice, "kid", parent="coder")
+        assert child["tags"] == [] and "tags" not in child["inherited"]
+        assert child["model"] == "gpt-4" and child["inherited"] == ["model"]
+
+    def test_seed_004_tag_filter_lists_only_agents_with_that_tag(self, client, alice, bob):
+        tagged = [
+            create(client, alice, "a", tags=["production"]),
+            create(client, alice, "b", tags=["staging", "production"]),
+        ]
+        create(client, alice, "c", tags=["production-like", "xproduction"])
+        create(client, alice, "d", parent="a")  # tags are not inherited
+        create(client, bob, "e", tags=["production"])
+        page = listing(client, alice, "?limit=20&offset=0&tag=production")
+        assert (page["agents"], page["total"]) == (tagged, 2)
+
+    def test_underscore_in_a_tag_filter_is_not_a_wildcard(self, client, alice: Account):
+        create(client, alice, "a", tags=["eu_1"])
+        create(client, alice, "b", tags=["eux1"])
+        assert [a["name"] for a in listing(client, alice, "?tag=eu_1")["agents"]] == ["a"]
+
+    @pytest.mark.parametrize(
+        "tags",
+        [
+            ["Production"],
+            ["has space"],
+            [""],
+            ["x" * 33],
+            ["dup", "dup"],
+            [f"t{i}" for i in range(17)],
+            "production",
+        ],
+    )
+    def test_bad_tags_are_422_naming_the_field(self, client, alice: Account, tags):
+        reply = client.post(AGENTS, json={"name": "a", "tags": tags}, headers=alice.headers)
+        problem = assert_problem(reply, 422, "validation_error")
+        assert any(field.startswith("body.tags") for field in problem["details"]), problem
+
+    @pytest.mark.parametrize("tag", ["", "Production", "a%", "x" * 33])
+    def test_bad_tag_filter_is_422(self, client, alice: Account, tag):
+        reply = client.get(AGENTS, params={"tag": tag}, headers=alice.headers)
+        assert_problem(reply, 422, "validation_error")

@@ -31,3 +31,17 @@ def test_health_is_503_when_the_database_is_unreachable(client, tmp_path):
 
 def test_health_needs_no_token(client):
     assert client.get("/health").status_code == 200
+
+
+def test_api_prefixed_health_answers_like_health_without_a_token(client):
+    import handlers.health
+
+    assert handlers.health.get_api_health is handlers.health.get_health
+    reply = client.get("/api/v1/health")
+    assert reply.status_code == 200
+    plain = client.get("/health").json()
+    body = reply.json()
+    assert {k: v for k, v in body.items() if k != "timestamp"} == {
+        k: v for k, v in plain.items() if k != "timestamp"
+    }
+    assert "x-ratelimit-limit" not in reply.headers

@@ -21,6 +21,7 @@ from cadre.errors import RateLimited
 EXEMPT_OPERATIONS = frozenset(
     {
         "getHealth",
+        "getApiHealth",
         "getMetrics",
         "getRedoc",
         "getRedocScript",
