@@ -127,17 +127,22 @@ def flow(clients: contextlib.ExitStack, base_url: str, username: str) -> str:
     assert me.parsed.id == registered.parsed.id
 
     created = create_agent.sync_detailed(
-        client=client, body=AgentCreate(name="py-echo", instructions="Repeat the task.")
+        client=client,
+        body=AgentCreate(name="py-echo", instructions="Repeat the task.", tags=["flow"]),
     )
     assert created.status_code == 201, created.content
     agent = created.parsed
     assert isinstance(agent, Agent)
     assert agent.id.startswith("agent_")
     assert agent.provider == ProviderName.ECHO
+    assert agent.tags == ["flow"]
 
-    listed = list_agents.sync_detailed(client=client)
+    listed = list_agents.sync_detailed(client=client, tag="flow")
     assert isinstance(listed.parsed, AgentList)
     assert [a.id for a in listed.parsed.agents] == [agent.id]
+    untagged = list_agents.sync_detailed(client=client, tag="other")
+    assert isinstance(untagged.parsed, AgentList)
+    assert untagged.parsed.total == 0
 
     started = execute_agent.sync_detailed(agent.name, client=client, body=ExecuteRequest(task=TASK))
     assert started.status_code == 200, started.content

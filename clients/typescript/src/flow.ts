@@ -55,7 +55,7 @@ assert.equal(wrong.error?.status, 401);
 assert.equal(wrong.data, undefined);
 
 const created = await client.POST("/api/v1/agents", {
-  body: { name: "ts-echo", instructions: "Repeat the task." },
+  body: { name: "ts-echo", instructions: "Repeat the task.", tags: ["flow"] },
 });
 assert.equal(created.response.status, 201, JSON.stringify(created.error));
 assert.ok(created.data);
@@ -63,13 +63,17 @@ const agent = created.data;
 assert.match(agent.id, /^agent_/);
 assert.equal(agent.name, "ts-echo");
 assert.equal(agent.provider, "echo");
+assert.deepEqual(agent.tags, ["flow"]);
 
-const listed = await client.GET("/api/v1/agents");
+const listed = await client.GET("/api/v1/agents", { params: { query: { tag: "flow" } } });
 assert.equal(listed.response.status, 200, JSON.stringify(listed.error));
 assert.deepEqual(
   listed.data?.agents.map((a) => a.id),
   [agent.id],
 );
+const untagged = await client.GET("/api/v1/agents", { params: { query: { tag: "other" } } });
+assert.equal(untagged.response.status, 200, JSON.stringify(untagged.error));
+assert.equal(untagged.data?.total, 0);
 
 const started = await client.POST("/api/v1/agents/{agent_id}/execute", {
   params: { path: { agent_id: agent.name } },
