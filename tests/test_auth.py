@@ -458,6 +458,16 @@ class TestToken:
         assert reply.status_code == 200, reply.text
         assert assert_token_pair(reply.json())["sub"] == alice.id
 
+    def test_client_authentication_by_basic_header_is_ignored(self, client, alice: Account):
+        # RFC 6749 §2.3.1 client_secret_basic, as Swagger UI's Authorize dialog may send it
+        reply = client.post(
+            TOKEN,
+            data={"grant_type": "password", "username": "alice", "password": PASSWORD},
+            auth=("swagger-ui", "client-secret"),
+        )
+        assert reply.status_code == 200, reply.text
+        assert assert_token_pair(reply.json())["sub"] == alice.id
+
     def test_space_separated_scope_narrows_the_token(self, client, alice: Account):
         reply = self.grant(
             client, username="alice", password=PASSWORD, scope="tools:read agents:read"
