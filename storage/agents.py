@@ -12,6 +12,7 @@ import peewee
 from cadre.engine.tools.registry import TOOLS
 from cadre.errors import Conflict, NotFound, ValidationFailed
 from storage.db import BaseModel, database
+from storage.fields import UTCDateTimeField
 from storage.ids import new_id, utcnow
 from storage.queries import owned, paginate
 from storage.users import User
@@ -38,8 +39,8 @@ class Agent(BaseModel):
     tools = peewee.TextField(null=True)  # JSON list of tool names
     parent = peewee.ForeignKeyField("self", null=True, backref="children", on_delete="RESTRICT")
     status = peewee.CharField(max_length=16, default="active")
-    created_at = peewee.DateTimeField(default=utcnow)
-    updated_at = peewee.DateTimeField(default=utcnow)
+    created_at = UTCDateTimeField(default=utcnow)
+    updated_at = UTCDateTimeField(default=utcnow)
 
     class Meta:
         indexes = ((("owner", "name"), True),)

@@ -12,8 +12,8 @@ def new_id(prefix: str) -> str:
 
 
 def utcnow() -> datetime:
-    """Naive UTC, as stored; ``aware`` turns it back into an aware value for replies."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Now, as an aware UTC datetime (``storage.fields.UTCDateTimeField`` stores it naive)."""
+    return datetime.now(UTC)
 
 
 def aware(value: datetime | None) -> datetime | None:
