@@ -142,8 +142,12 @@ class ProviderName(StrEnum):
     anthropic = 'anthropic'
 
 
-class Tool(RootModel[str]):
-    root: Annotated[str, Field(max_length=64, min_length=1)]
+class ToolName(StrEnum):
+    calculator = 'calculator'
+    filesystem_list = 'filesystem_list'
+    filesystem_read = 'filesystem_read'
+    filesystem_write = 'filesystem_write'
+    python_ast_parser = 'python_ast_parser'
 
 
 class AgentCreate(BaseModel):
@@ -157,7 +161,7 @@ class AgentCreate(BaseModel):
     model: Annotated[str | None, Field(max_length=128, min_length=1)] = None
     temperature: Annotated[float | None, Field(ge=0.0, le=2.0)] = None
     instructions: Annotated[str | None, Field(max_length=65536)] = None
-    tools: Annotated[list[Tool] | None, Field(max_length=64)] = None
+    tools: Annotated[list[ToolName] | None, Field(max_length=64)] = None
     parent: Annotated[
         str | None,
         Field(
@@ -188,7 +192,7 @@ class AgentUpdate(BaseModel):
     model: Annotated[str | None, Field(max_length=128, min_length=1)] = None
     temperature: Annotated[float | None, Field(ge=0.0, le=2.0)] = None
     instructions: Annotated[str | None, Field(max_length=65536)] = None
-    tools: Annotated[list[Tool] | None, Field(max_length=64)] = None
+    tools: Annotated[list[ToolName] | None, Field(max_length=64)] = None
     parent: Annotated[str | None, Field(max_length=64, min_length=1)] = None
     status: AgentStatus | None = None
 
@@ -200,7 +204,7 @@ class Agent(BaseModel):
     model: str
     temperature: float
     instructions: str
-    tools: list[str]
+    tools: list[ToolName]
     parent: Annotated[str | None, Field(description="The parent agent's name")]
     parent_id: Annotated[str | None, Field(...)]
     status: AgentStatus

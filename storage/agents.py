@@ -9,7 +9,6 @@ from typing import Any
 
 import peewee
 
-from cadre.engine.tools.registry import TOOLS
 from cadre.errors import Conflict, NotFound, ValidationFailed
 from storage.db import BaseModel, database
 from storage.fields import UTCDateTimeField
@@ -171,13 +170,7 @@ def _height(agent: Agent) -> int:
 
 
 def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
-    unknown = [name for name in fields.get("tools") or () if name not in TOOLS]
-    if unknown:
-        raise ValidationFailed(
-            f"Unknown tools: {', '.join(unknown)}. GET /api/v1/tools lists them.",
-            error="unknown_tool",
-            details={"tools": f"not registered: {', '.join(unknown)}"},
-        )
+    """The columns of validated fields (tool names are the spec's ``ToolName`` enum)."""
     return {
         key: (json.dumps(value) if key == "tools" and value is not None else value)
         for key, value in fields.items()
