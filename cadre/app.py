@@ -29,19 +29,19 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cadre import runtime, streams
 from cadre.auth import TokenService
-from cadre.connexion_app import CadreConnexionApp, middleware_stack
+from cadre.connexion.app import CadreConnexionApp, middleware_stack
+from cadre.connexion.jsonifier import jsonifier
+from cadre.connexion.validation import VALIDATOR_MAP
 from cadre.engine.events import EventBus
 from cadre.engine.executor import EngineConfig, Executor
 from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.registry import ProviderSettings
-from cadre.jsonifier import jsonifier
 from cadre.middleware.body_limit import BodyLimitMiddleware
 from cadre.middleware.metrics import MetricsMiddleware, RequestMetrics
 from cadre.middleware.rate_limit import RateLimiter, RateLimitMiddleware
 from cadre.middleware.request_context import RequestContextMiddleware
 from cadre.problems import make_error_handler
 from cadre.settings import Settings
-from cadre.validation import VALIDATOR_MAP
 from storage import db
 
 HTTP_METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cadre.auth import owner_scope
-from cadre.binding import Reply
+from cadre.connexion.binding import Reply
 from models_gen.api import Agent as AgentReply
 from models_gen.api import AgentList
 from storage import agents

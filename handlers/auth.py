@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cadre import auth, runtime
-from cadre.binding import Reply
+from cadre.connexion.binding import Reply
 from cadre.errors import Unauthorized, ValidationFailed
 from models_gen.api import User as UserReply
 from storage import users

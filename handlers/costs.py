@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from cadre.auth import owner_scope
-from cadre.binding import Reply
+from cadre.connexion.binding import Reply
 from cadre.errors import ValidationFailed
 from models_gen.api import CostList, CostSummary
 from models_gen.api import CostRecord as CostReply

@@ -5,7 +5,7 @@ from __future__ import annotations
 from connexion import request
 
 from cadre import runtime, streams
-from cadre.binding import Reply
+from cadre.connexion.binding import Reply
 from cadre.engine.executor import usage_reply
 from cadre.engine.launch import launch
 from models_gen.api import EventList, ExecutionCreated, ExecutionList

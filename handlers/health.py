@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from prometheus_client import generate_latest
 
 from cadre import __version__, runtime
-from cadre.binding import Reply
+from cadre.connexion.binding import Reply
 from models_gen.api import Health
 from storage.db import ping
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cadre import runtime
-from cadre.binding import Reply
+from cadre.connexion.binding import Reply
 from cadre.engine.tools.base import ToolContext
 from cadre.engine.tools.registry import execute_tool as run_tool
 from cadre.engine.tools.registry import list_tools as registered_tools

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cadre.app import load_spec
-from cadre.connexion_app import _Routing
+from cadre.connexion.app import _Routing
 from tests.conftest import assert_problem
 
 

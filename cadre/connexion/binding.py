@@ -5,7 +5,7 @@ only depends on the operation: the handler's signature, which parameters are
 path or query ones and how to cast them, their defaults, the body's name,
 schema and default. Cadre's ``Binder`` works it out once per operation; per
 request it only picks up the values the request validator already parsed
-(``cadre.validation`` leaves them in the scope) and sends the reply: a model
+(``cadre.connexion.validation`` leaves them in the scope) and sends the reply: a model
 straight from pydantic-core's JSON bytes, anything else through Connexion's
 response logic.
 
@@ -41,7 +41,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from cadre.validation import PARSED_BODY, PARSED_PARAMS, content_type_of
+from cadre.connexion.validation import PARSED_BODY, PARSED_PARAMS, content_type_of
 
 # What handlers return: ``(model, status)`` with a ``models_gen`` model, or a dict.
 # Errors are never returned: they are raised and rendered by ``cadre.problems``.

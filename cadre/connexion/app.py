@@ -7,8 +7,8 @@ stock stack rebuilds what only depends on the operation: a decorator chain
 around the handler, URI parsers and validators, the token-info function's
 signature. Cadre's stack is Connexion's with those parts built once:
 
-* handlers are called by ``cadre.binding.Binder`` instead of the decorator chain;
-* request validation is ``cadre.validation.ValidationMiddleware``;
+* handlers are called by ``cadre.connexion.binding.Binder`` instead of the decorator chain;
+* request validation is ``cadre.connexion.validation.ValidationMiddleware``;
 * the Swagger UI middleware looks at its own paths only;
 * routing finds paths without parameters by a dict lookup;
 * the lifespan middleware is left out (the outer app owns the lifespan).
@@ -41,8 +41,8 @@ from starlette._utils import get_route_path
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cadre.binding import Binder
-from cadre.validation import ValidationMiddleware
+from cadre.connexion.binding import Binder
+from cadre.connexion.validation import ValidationMiddleware
 
 
 class _Operation(AsyncOperation):
