@@ -27,11 +27,9 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cadre import runtime, streams
+from cadre import streams
 from cadre.auth import TokenService
-from cadre.connexion.app import CadreConnexionApp, middleware_stack
-from cadre.connexion.jsonifier import jsonifier
-from cadre.connexion.validation import VALIDATOR_MAP
+from cadre.connexion import VALIDATOR_MAP, CadreConnexionApp, jsonifier, middleware_stack
 from cadre.engine.events import EventBus
 from cadre.engine.executor import EngineConfig, Executor
 from cadre.engine.pricing import PriceTable
@@ -41,6 +39,7 @@ from cadre.middleware.metrics import MetricsMiddleware, RequestMetrics
 from cadre.middleware.rate_limit import RateLimiter, RateLimitMiddleware
 from cadre.middleware.request_context import RequestContextMiddleware
 from cadre.problems import make_error_handler
+from cadre.services import Services
 from cadre.settings import Settings
 from storage import db
 
@@ -130,14 +129,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     registry = CollectorRegistry()
     bus = EventBus()
     executor = Executor(engine_config(settings), bus)
-    runtime.install(
-        runtime.Runtime(
-            settings=settings,
-            tokens=TokenService(settings),
-            bus=bus,
-            executor=executor,
-            metrics=registry,
-        )
+    services = Services(
+        settings=settings,
+        tokens=TokenService(settings),
+        executor=executor,
+        bus=bus,
+        metrics=registry,
     )
 
     limiter = None
@@ -150,6 +147,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
     api = CadreConnexionApp(
         __name__,
+        services=services,
         jsonifier=jsonifier,
         validator_map=VALIDATOR_MAP,
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path=DOCS_PATH, spec_path=SPEC_URL),
@@ -205,4 +203,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     http = MetricsMiddleware(http, metrics=RequestMetrics(registry), routes=operation_routes(spec))
     http = RequestContextMiddleware(http)
     app = CadreApp(http, routes=streams.routes(spec), lifespan=lifespan)
+    app.state.services = services  # what the WebSocket routes use
     return app

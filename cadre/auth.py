@@ -19,7 +19,6 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from cadre import runtime
 from cadre.errors import AccountDisabled, Forbidden, Unauthorized, ValidationFailed
 from cadre.settings import Settings
 from storage import users
@@ -218,12 +217,6 @@ def owner_scope(user: str, claims: dict[str, Any], everyone: bool) -> str | None
     if everyone and claims["role"] != "admin":
         raise Forbidden("Only admins may see every user's resources.", error="admin_required")
     return None if everyone else user
-
-
-def token_info(token: str) -> dict[str, Any]:
-    """Connexion's ``x-tokenInfoFunc``: the claims, with ``scope`` for its scope check."""
-    claims = runtime.current().tokens.decode(token)
-    return {**claims, "scope": claims["scopes"]}
 
 
 def _new_refresh_token(scopes: tuple[str, ...]) -> str:

@@ -13,14 +13,15 @@ from typing import Any
 
 import anyio
 import jsonschema
-from connexion.json_schema import Draft4RequestValidator
 from starlette.responses import StreamingResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from cadre import runtime
+from cadre.connexion.validation import RequestValidator
+from cadre.engine.events import EventBus
 from cadre.engine.launch import launch
 from cadre.errors import CadreError, Unauthorized
+from cadre.services import Services
 from storage import executions as store
 
 POLICY_VIOLATION = 1008
@@ -34,14 +35,14 @@ def _sse_frame(event: dict[str, Any]) -> bytes:
     return f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
 
 
-def sse_response(execution_id: str, after: int) -> StreamingResponse:
+def sse_response(
+    bus: EventBus, execution_id: str, after: int, keepalive: float
+) -> StreamingResponse:
     """Replay after ``after``, then live, with comment lines to keep proxies from hanging up."""
-    current = runtime.current()
-    keepalive = current.settings.stream_keepalive_seconds
 
     async def frames() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
-        async for event in current.bus.subscribe(execution_id, after, keepalive=keepalive):
+        async for event in bus.subscribe(execution_id, after, keepalive=keepalive):
             yield b": keep-alive\n\n" if event is None else _sse_frame(event)
 
     return StreamingResponse(
@@ -49,6 +50,11 @@ def sse_response(execution_id: str, after: int) -> StreamingResponse:
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _services(websocket: WebSocket) -> Services:
+    """The services of the app serving this socket (``create_app`` puts them in its state)."""
+    return websocket.app.state.services
 
 
 async def _authenticate(websocket: WebSocket, scope: str) -> str | None:
@@ -65,7 +71,7 @@ async def _authenticate(websocket: WebSocket, scope: str) -> str | None:
             return None
         token = first["token"]
     try:
-        claims = runtime.current().tokens.decode(token)
+        claims = _services(websocket).tokens.decode(token)
     except Unauthorized as exc:
         await _refuse(websocket, exc.message)
         return None
@@ -101,7 +107,7 @@ async def _protocol_error(websocket: WebSocket, error: CadreError | str, code: i
 
 async def _relay(websocket: WebSocket, execution_id: str, after: int) -> None:
     """Send events until ``complete`` while obeying commands; stop if the client leaves."""
-    current = runtime.current()
+    current = _services(websocket)
     async with anyio.create_task_group() as group:
 
         async def send_events() -> None:
@@ -168,7 +174,7 @@ async def agent_stream(websocket: WebSocket, validator: jsonschema.Validator) ->
         return
     try:
         execution = launch(
-            runtime.current().executor, user, websocket.path_params["agent_id"], message, None
+            _services(websocket).executor, user, websocket.path_params["agent_id"], message, None
         )
     except CadreError as exc:
         await _protocol_error(websocket, exc, NOT_FOUND if exc.status == 404 else INVALID_PAYLOAD)
@@ -197,7 +203,7 @@ async def execution_stream(websocket: WebSocket) -> None:
 
 def routes(spec: dict[str, Any]) -> list[WebSocketRoute]:
     """The WebSocket routes; the task message is validated by the spec's ExecuteRequest."""
-    validator = Draft4RequestValidator(
+    validator = RequestValidator(
         {**spec["components"]["schemas"]["ExecuteRequest"], "components": spec["components"]}
     )
 

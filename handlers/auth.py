@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from cadre import auth, runtime
+from cadre import auth
+from cadre.auth import TokenService
 from cadre.connexion.binding import Reply
 from cadre.errors import Unauthorized, ValidationFailed
 from models_gen.api import User as UserReply
@@ -34,7 +35,7 @@ async def register_user(body: dict) -> Reply:
     return _user_reply(user), 201
 
 
-async def login(body: dict) -> Reply:
+async def login(body: dict, tokens: TokenService) -> Reply:
     identifier = body.get("username") or body.get("email")
     if identifier is None:
         raise ValidationFailed(
@@ -44,15 +45,15 @@ async def login(body: dict) -> Reply:
     scopes = body.get("scopes")
     if scopes is None and body.get("scope"):  # the OAuth2 password flow's form field
         scopes = body["scope"].split()
-    return runtime.current().tokens.login(identifier, body["password"], scopes), 200
+    return tokens.login(identifier, body["password"], scopes), 200
 
 
-async def refresh_token(body: dict) -> Reply:
-    return runtime.current().tokens.refresh(body["refresh_token"]), 200
+async def refresh_token(body: dict, tokens: TokenService) -> Reply:
+    return tokens.refresh(body["refresh_token"]), 200
 
 
-async def logout(user: str, body: dict | None = None) -> tuple[None, int]:
-    runtime.current().tokens.logout((body or {}).get("refresh_token"), user)
+async def logout(user: str, tokens: TokenService, body: dict | None = None) -> tuple[None, int]:
+    tokens.logout((body or {}).get("refresh_token"), user)
     return None, 204
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from connexion import request
-
-from cadre import runtime, streams
+from cadre import streams
 from cadre.connexion.binding import Reply
-from cadre.engine.executor import usage_reply
+from cadre.engine.events import EventBus
+from cadre.engine.executor import Executor, usage_reply
 from cadre.engine.launch import launch
+from cadre.settings import Settings
 from models_gen.api import EventList, ExecutionCreated, ExecutionList
 from models_gen.api import Execution as ExecutionReply
 from storage import executions as store
@@ -38,9 +38,10 @@ def _reply(execution: store.Execution) -> ExecutionReply:
     )
 
 
-async def execute_agent(user: str, agent_id: str, body: dict) -> Reply:
-    executor = runtime.current().executor
-    execution = launch(executor, user, agent_id, body, request.headers.get("idempotency-key"))
+async def execute_agent(
+    user: str, agent_id: str, body: dict, executor: Executor, idempotency_key: str | None = None
+) -> Reply:
+    execution = launch(executor, user, agent_id, body, idempotency_key)
     created = ExecutionCreated(
         execution_id=execution.id,
         status=store.get_status(execution.id),
@@ -70,32 +71,40 @@ async def list_executions(
     return page, 200
 
 
-async def _control(user: str, execution_id: str, action: str) -> Reply:
+async def _control(executor: Executor, user: str, execution_id: str, action: str) -> Reply:
     store.get_execution(execution_id, user)  # 404 unless it is the caller's
-    await runtime.current().executor.control(execution_id, action)
+    await executor.control(execution_id, action)
     return _reply(store.get_execution(execution_id, user)), 200
 
 
-async def cancel_execution(user: str, execution_id: str) -> Reply:
-    return await _control(user, execution_id, "cancel")
+async def cancel_execution(user: str, execution_id: str, executor: Executor) -> Reply:
+    return await _control(executor, user, execution_id, "cancel")
 
 
-async def pause_execution(user: str, execution_id: str) -> Reply:
-    return await _control(user, execution_id, "pause")
+async def pause_execution(user: str, execution_id: str, executor: Executor) -> Reply:
+    return await _control(executor, user, execution_id, "pause")
 
 
-async def resume_execution(user: str, execution_id: str) -> Reply:
-    return await _control(user, execution_id, "resume")
+async def resume_execution(user: str, execution_id: str, executor: Executor) -> Reply:
+    return await _control(executor, user, execution_id, "resume")
 
 
-async def list_execution_events(user: str, execution_id: str, after: int, limit: int):
+async def list_execution_events(
+    user: str,
+    execution_id: str,
+    after: int,
+    limit: int,
+    bus: EventBus,
+    settings: Settings,
+    accept: str = "",
+    last_event_id: str | None = None,
+):
     store.get_execution(execution_id, user)
-    last_event_id = request.headers.get("last-event-id")
     if last_event_id is not None:
         after = max(after, int(last_event_id))
-    if "text/event-stream" in request.headers.get("accept", ""):
-        return streams.sse_response(execution_id, after)
-    runtime.current().bus.flush()  # the newest events may still be on their way to the database
+    if "text/event-stream" in accept:
+        return streams.sse_response(bus, execution_id, after, settings.stream_keepalive_seconds)
+    bus.flush()  # the newest events may still be on their way to the database
     events = [row.data for row in store.events_after(execution_id, after, limit)]
     page = EventList(
         events=events, total=store.count_events(execution_id), after=after, limit=limit

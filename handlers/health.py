@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
-from cadre import __version__, runtime
+from cadre import __version__
 from cadre.connexion.binding import Reply
 from models_gen.api import Health
 from storage.db import ping
@@ -25,6 +25,5 @@ async def get_health() -> Reply:
     return health, 200 if database == "healthy" else 503
 
 
-async def get_metrics() -> tuple[bytes, int, dict[str, str]]:
-    registry = runtime.current().metrics
-    return generate_latest(registry), 200, {"Content-Type": METRICS_CONTENT_TYPE}
+async def get_metrics(metrics: CollectorRegistry) -> tuple[bytes, int, dict[str, str]]:
+    return generate_latest(metrics), 200, {"Content-Type": METRICS_CONTENT_TYPE}

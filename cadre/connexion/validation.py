@@ -15,7 +15,6 @@ from urllib.parse import parse_qsl
 
 import jsonschema_rs
 import orjson
-from connexion import utils
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import UnsupportedMediaTypeProblem
 from connexion.json_schema import Draft4RequestValidator
@@ -24,7 +23,6 @@ from connexion.middleware.request_validation import (
     RequestValidationMiddleware,
     RequestValidationOperation,
 )
-from connexion.utils import is_null, is_nullable
 from connexion.validators import VALIDATOR_MAP as CONNEXION_VALIDATORS
 from connexion.validators import FormDataValidator, JSONRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
@@ -57,12 +55,31 @@ def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> A
 RequestValidator = extend(Draft4RequestValidator, {"pattern": _ecma_pattern})
 PARSED_BODY = "cadre.parsed_body"
 PARSED_PARAMS = "cadre.parsed_params"  # (query, path), as the uri parser typed them
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
 def content_type_of(scope: Any) -> tuple[str | None, str | None]:
     """The request's media type (lower case) and charset, each None when not given."""
-    mime, encoding = utils.split_content_type(utils.extract_content_type(scope["headers"]))
-    return (mime.strip().lower() if mime else None), encoding
+    for name, value in scope["headers"]:
+        if name.lower() == b"content-type":
+            mime, _, parameters = value.decode("latin-1").partition(";")
+            encoding = None
+            for parameter in parameters.split(";"):
+                if parameter.strip().startswith("charset="):
+                    encoding = parameter.strip()[len("charset=") :]
+            return (mime.strip().lower() or None), encoding
+    return None, None
+
+
+def is_nullable(definition: dict[str, Any]) -> bool:
+    """Whether a parameter or body definition allows ``null`` (OpenAPI 3.0 ``nullable``)."""
+    schema = definition.get("schema", definition)
+    return bool(schema.get("nullable", False) or definition.get("x-nullable", False))
+
+
+def is_null(value: Any) -> bool:
+    """``None``, or the text ``null``/``None`` a query string or header spells it with."""
+    return value is None or (isinstance(value, str) and value.strip() in ("null", "None"))
 
 
 def _plain_json_schema(schema: Any) -> Any:
@@ -136,7 +153,7 @@ def _raise_invalid(details: dict[str, str]) -> None:
 class BodyValidator(JSONRequestBodyValidator):
     """JSON bodies: 400 for what is not JSON, 422 naming every field that breaks the schema.
 
-    Built once per operation and media type (``_Operation`` keeps it), so the schema
+    Built once per operation and media type (``ValidationOperation`` keeps it), so the schema
     is compiled once too.
     """
 
@@ -275,7 +292,7 @@ class FormValidator(FormDataValidator):
             _raise_invalid(details)
 
 
-class _Operation(RequestValidationOperation):
+class ValidationOperation(RequestValidationOperation):
     """Connexion's request validation, with what depends only on the operation built once.
 
     Connexion builds a URI parser, a parameter validator and a body validator on every
@@ -325,7 +342,7 @@ class _Operation(RequestValidationOperation):
                 validator = validator_cls(
                     schema=schema,
                     required=operation.request_body.get("required", False),
-                    nullable=utils.is_nullable(operation.body_definition(mime_type)),
+                    nullable=is_nullable(operation.body_definition(mime_type)),
                     encoding=encoding,
                     strict_validation=self.strict_validation,
                     uri_parser=self._uri_parser(),
@@ -349,7 +366,7 @@ _NONE = object()
 
 class _API(RequestValidationAPI):
     def make_operation(self, operation: Any) -> RequestValidationOperation:
-        return _Operation(
+        return ValidationOperation(
             self.next_app,
             operation=operation,
             strict_validation=self.strict_validation,
@@ -358,7 +375,7 @@ class _API(RequestValidationAPI):
 
 
 class ValidationMiddleware(RequestValidationMiddleware):
-    """Connexion's request validation middleware, on ``_Operation``."""
+    """Connexion's request validation middleware, on ``ValidationOperation``."""
 
     api_cls = _API
 
