@@ -8,20 +8,10 @@ from cadre.connexion.binding import Reply
 from cadre.errors import Unauthorized, ValidationFailed
 from models_gen.api import User as UserReply
 from storage import users
-from storage.ids import aware
 
 
 def _user_reply(user: users.User) -> UserReply:
-    return UserReply(
-        id=user.id,
-        email=user.email,
-        username=user.username,
-        full_name=user.full_name,
-        role=user.role,
-        is_active=user.is_active,
-        created_at=aware(user.created_at),
-        last_login_at=aware(user.last_login_at),
-    )
+    return UserReply.model_validate(user, from_attributes=True)
 
 
 async def register_user(body: dict) -> Reply:

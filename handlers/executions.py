@@ -5,37 +5,16 @@ from __future__ import annotations
 from cadre import streams
 from cadre.connexion.binding import Reply
 from cadre.engine.events import EventBus
-from cadre.engine.executor import Executor, usage_reply
+from cadre.engine.executor import Executor
 from cadre.engine.launch import launch
 from cadre.settings import Settings
 from models_gen.api import EventList, ExecutionCreated, ExecutionList
 from models_gen.api import Execution as ExecutionReply
 from storage import executions as store
-from storage.ids import aware
 
 
 def _reply(execution: store.Execution) -> ExecutionReply:
-    return ExecutionReply(
-        id=execution.id,
-        agent_id=execution.agent_id,
-        agent_name=execution.agent_name,
-        task=execution.task,
-        mode=execution.mode,
-        inputs=execution.inputs,
-        status=execution.status,
-        stop_reason=execution.stop_reason,
-        result=execution.result,
-        error=execution.error,
-        usage=usage_reply(execution),
-        cost_limit=execution.cost_limit,
-        timeout=execution.timeout,
-        provider=execution.provider,
-        model=execution.model,
-        steps=execution.steps,
-        created_at=aware(execution.created_at),
-        started_at=aware(execution.started_at),
-        completed_at=aware(execution.completed_at),
-    )
+    return ExecutionReply.model_validate(execution, from_attributes=True)
 
 
 async def execute_agent(
@@ -45,7 +24,7 @@ async def execute_agent(
     created = ExecutionCreated(
         execution_id=execution.id,
         status=store.get_status(execution.id),
-        created_at=aware(execution.created_at),
+        created_at=execution.created_at,
     )
     return created, 200
 

@@ -27,6 +27,10 @@ class CostRecord(BaseModel):
     priced = peewee.BooleanField()
     timestamp = UTCDateTimeField(default=utcnow, index=True)
 
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
 
 def record_cost(**fields: object) -> CostRecord:
     return CostRecord.create(id=new_id("cost"), timestamp=utcnow(), **fields)

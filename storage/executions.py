@@ -62,6 +62,19 @@ class Execution(BaseModel):
     class Meta:
         indexes = ((("owner", "idempotency_key"), True),)
 
+    @property
+    def usage(self) -> dict[str, Any]:
+        """Tokens, cost and timings, as the API's ``Usage`` reports them."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "cost_usd": self.cost_usd,
+            "currency": "USD",
+            "latency_ms": self.latency_ms,
+            "time_to_first_token_ms": self.time_to_first_token_ms,
+        }
+
 
 class ExecutionEvent(BaseModel):
     execution = peewee.ForeignKeyField(Execution, backref="events", on_delete="CASCADE")

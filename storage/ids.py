@@ -14,9 +14,3 @@ def new_id(prefix: str) -> str:
 def utcnow() -> datetime:
     """Now, as an aware UTC datetime (``storage.fields.UTCDateTimeField`` stores it naive)."""
     return datetime.now(UTC)
-
-
-def aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
