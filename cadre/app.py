@@ -27,25 +27,29 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cadre import runtime, streams
+from cadre import streams
 from cadre.auth import TokenService
-from cadre.connexion_app import CadreConnexionApp, middleware_stack
+from cadre.connexion import (
+    RESPONSE_VALIDATORS,
+    CadreConnexionApp,
+    TagResolver,
+    jsonifier,
+    middleware_stack,
+    validator_map,
+)
 from cadre.engine.events import EventBus
 from cadre.engine.executor import EngineConfig, Executor
 from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.registry import ProviderSettings
 from cadre.engine.tools.base import PathLimits
-from cadre.jsonifier import jsonifier
 from cadre.middleware.body_limit import BodyLimitMiddleware
 from cadre.middleware.docs_policy import DocsPolicyMiddleware
 from cadre.middleware.metrics import MetricsMiddleware, RequestMetrics
 from cadre.middleware.rate_limit import RateLimiter, RateLimitMiddleware
 from cadre.middleware.request_context import RequestContextMiddleware
 from cadre.problems import make_error_handler
-from cadre.resolver import TagResolver
-from cadre.response_validation import RESPONSE_VALIDATORS
+from cadre.services import Services
 from cadre.settings import Settings
-from cadre.validation import VALIDATOR_MAP
 from storage import db
 
 HTTP_METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
@@ -139,14 +143,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     registry = CollectorRegistry()
     bus = EventBus()
     executor = Executor(engine_config(settings), bus)
-    runtime.install(
-        runtime.Runtime(
-            settings=settings,
-            tokens=TokenService(settings),
-            bus=bus,
-            executor=executor,
-            metrics=registry,
-        )
+    services = Services(
+        settings=settings,
+        tokens=TokenService(settings),
+        executor=executor,
+        bus=bus,
+        metrics=registry,
     )
 
     limiter = None
@@ -159,8 +161,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
     api = CadreConnexionApp(
         __name__,
+        services=services,
         jsonifier=jsonifier,
-        validator_map={**VALIDATOR_MAP, "response": RESPONSE_VALIDATORS},
+        validator_map={
+            **validator_map(max_json_depth=settings.max_json_depth),
+            "response": RESPONSE_VALIDATORS,
+        },
         # /openapi.json is getOpenapi (cadre/spec_docs.py: the authored document, not
         # Connexion's expanded copy); the Swagger UI page loads it from there.
         swagger_ui_options=SwaggerUIOptions(
@@ -220,4 +226,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     http = MetricsMiddleware(http, metrics=RequestMetrics(registry), routes=operation_routes(spec))
     http = RequestContextMiddleware(http)
     app = CadreApp(http, routes=streams.routes(spec), lifespan=lifespan)
+    app.state.services = services  # what the WebSocket routes use
     return app

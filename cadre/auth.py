@@ -22,7 +22,6 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from cadre import runtime
 from cadre.errors import (
     AccountDisabled,
     Forbidden,
@@ -251,12 +250,6 @@ def owner_scope(user: str, claims: dict[str, Any], everyone: bool) -> str | None
             details={"scopes": "the 'admin' scope is missing"},
         )
     return None
-
-
-def token_info(token: str) -> dict[str, Any]:
-    """Connexion's ``x-tokenInfoFunc``: the claims, with ``scope`` for its scope check."""
-    claims = runtime.current().tokens.decode(token)
-    return {**claims, "scope": claims["scopes"]}
 
 
 def _new_refresh_token(scopes: tuple[str, ...]) -> str:

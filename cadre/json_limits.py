@@ -16,6 +16,8 @@ import orjson
 
 from cadre.errors import ValidationFailed
 
+DEFAULT_MAX_JSON_DEPTH = 32  # CADRE_MAX_JSON_DEPTH's default
+
 # How deep a stored value may be and still be shown: pydantic-core and orjson, which
 # serialise replies, give up at about 255 levels, with the reply's own levels counted.
 REPLY_DEPTH = 128

@@ -14,14 +14,16 @@ from typing import Any
 
 import anyio
 import jsonschema
-from connexion.json_schema import Draft4RequestValidator
 from starlette.responses import StreamingResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from cadre import json_limits, runtime
+from cadre import json_limits
+from cadre.connexion.validation import RequestValidator
+from cadre.engine.events import EventBus
 from cadre.engine.launch import launch
 from cadre.errors import CadreError, Unauthorized
+from cadre.services import Services
 from storage import executions as store
 
 POLICY_VIOLATION = 1008
@@ -35,14 +37,14 @@ def _sse_frame(event: dict[str, Any]) -> bytes:
     return f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
 
 
-def sse_response(execution_id: str, after: int) -> StreamingResponse:
+def sse_response(
+    bus: EventBus, execution_id: str, after: int, keepalive: float
+) -> StreamingResponse:
     """Replay after ``after``, then live, with comment lines to keep proxies from hanging up."""
-    current = runtime.current()
-    keepalive = current.settings.stream_keepalive_seconds
 
     async def frames() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
-        async for event in current.bus.subscribe(execution_id, after, keepalive=keepalive):
+        async for event in bus.subscribe(execution_id, after, keepalive=keepalive):
             yield b": keep-alive\n\n" if event is None else _sse_frame(event)
 
     return StreamingResponse(
@@ -50,6 +52,11 @@ def sse_response(execution_id: str, after: int) -> StreamingResponse:
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _services(websocket: WebSocket) -> Services:
+    """The services of the app serving this socket (``create_app`` puts them in its state)."""
+    return websocket.app.state.services
 
 
 async def _authenticate(websocket: WebSocket, scope: str) -> str | None:
@@ -66,7 +73,7 @@ async def _authenticate(websocket: WebSocket, scope: str) -> str | None:
             return None
         token = first["token"]
     try:
-        claims = runtime.current().tokens.decode(token)
+        claims = _services(websocket).tokens.decode(token)
     except Unauthorized as exc:
         await _refuse(websocket, exc.message)
         return None
@@ -103,7 +110,7 @@ async def _protocol_error(websocket: WebSocket, error: CadreError | str, code: i
 
 async def _relay(websocket: WebSocket, execution_id: str, after: int) -> None:
     """Send events until ``complete`` while obeying commands; stop if the client leaves."""
-    current = runtime.current()
+    current = _services(websocket)
     async with anyio.create_task_group() as group:
 
         async def send_events() -> None:
@@ -165,7 +172,7 @@ async def agent_stream(websocket: WebSocket, validator: jsonschema.Validator) ->
     if message is None:
         await _protocol_error(websocket, "Send the task as a JSON object.", INVALID_PAYLOAD)
         return
-    limit = runtime.current().settings.max_json_depth
+    limit = _services(websocket).settings.max_json_depth
     too_deep = json_limits.too_deep(message, limit, "body")
     if too_deep:
         error = CadreError(
@@ -183,7 +190,7 @@ async def agent_stream(websocket: WebSocket, validator: jsonschema.Validator) ->
         return
     try:
         execution = launch(
-            runtime.current().executor, user, websocket.path_params["agent_id"], message, None
+            _services(websocket).executor, user, websocket.path_params["agent_id"], message, None
         )
     except CadreError as exc:
         await _protocol_error(websocket, exc, NOT_FOUND if exc.status == 404 else INVALID_PAYLOAD)
@@ -212,7 +219,7 @@ async def execution_stream(websocket: WebSocket) -> None:
 
 def routes(spec: dict[str, Any]) -> list[WebSocketRoute]:
     """The WebSocket routes; the task message is validated by the spec's ExecuteRequest."""
-    validator = Draft4RequestValidator(
+    validator = RequestValidator(
         {**spec["components"]["schemas"]["ExecuteRequest"], "components": spec["components"]}
     )
 

@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 from cadre.auth import owner_scope
-from cadre.binding import Reply
+from cadre.connexion.binding import Reply
 from models_gen.api import Agent as AgentReply
 from models_gen.api import AgentList
 from storage import agents
-from storage.ids import aware
 
 
 def agent_reply(resolved: agents.Resolved) -> AgentReply:
+    """The row's columns, overlaid with the values it runs with and where they came from."""
     agent = resolved.agent
-    return AgentReply(
-        id=agent.id,
-        name=agent.name,
-        parent=resolved.parent_name,
-        parent_id=agent.parent_id,
-        status=agent.status,
-        inherited=list(resolved.inherited),
-        tags=agent.tag_list,
-        owner_id=agent.owner_id,
-        created_at=aware(agent.created_at),
-        updated_at=aware(agent.updated_at),
-        **resolved.values,
+    return AgentReply.model_validate(
+        {
+            **agent.__data__,
+            "owner_id": agent.owner_id,
+            "parent_id": agent.parent_id,
+            "parent": resolved.parent_name,
+            "inherited": resolved.inherited,
+            "tags": agent.tag_list,
+            **resolved.values,
+        }
     )
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from cadre import auth, runtime
-from cadre.binding import Reply
+from cadre import auth
+from cadre.auth import TokenService
+from cadre.connexion.binding import Reply
 from cadre.errors import AccountDisabled, BadRequest, Unauthorized, ValidationFailed
 from models_gen.api import User as UserReply
 from storage import users
-from storage.ids import aware
 
 # RFC 6749 5.1: replies that carry tokens must not be stored by any cache.
 TOKEN_REPLY_HEADERS = {
@@ -25,16 +25,7 @@ def token_reply(tokens: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, 
 
 
 def _user_reply(user: users.User) -> UserReply:
-    return UserReply(
-        id=user.id,
-        email=user.email,
-        username=user.username,
-        full_name=user.full_name,
-        role=user.role,
-        is_active=user.is_active,
-        created_at=aware(user.created_at),
-        last_login_at=aware(user.last_login_at),
-    )
+    return UserReply.model_validate(user, from_attributes=True)
 
 
 async def register_user(body: dict) -> Reply:
@@ -48,16 +39,14 @@ async def register_user(body: dict) -> Reply:
     return _user_reply(user), 201
 
 
-async def login(body: dict) -> tuple[dict[str, Any], int, dict[str, str]]:
+async def login(body: dict, tokens: TokenService) -> tuple[dict[str, Any], int, dict[str, str]]:
     identifier = body.get("username") or body.get("email")
     if identifier is None:
         raise ValidationFailed(
             "Send a username or an email with the password.",
             details={"body.username": "required unless email is given"},
         )
-    return token_reply(
-        runtime.current().tokens.login(identifier, body["password"], body.get("scopes"))
-    )
+    return token_reply(tokens.login(identifier, body["password"], body.get("scopes")))
 
 
 def _oauth_error(error: str, description: str) -> BadRequest:
@@ -65,13 +54,15 @@ def _oauth_error(error: str, description: str) -> BadRequest:
     return BadRequest(description, error=error, extra={"error_description": description})
 
 
-async def create_token(body: dict) -> tuple[dict[str, Any], int, dict[str, str]]:
+async def create_token(
+    body: dict, tokens: TokenService
+) -> tuple[dict[str, Any], int, dict[str, str]]:
     """RFC 6749 §4.3 password grant; parameters it does not name (client_id, …) are ignored."""
     if body["grant_type"] != "password":
         raise _oauth_error("unsupported_grant_type", "Only grant_type=password is supported.")
     scopes = body["scope"].split() if body.get("scope") else None
     try:
-        pair = runtime.current().tokens.login(body["username"], body["password"], scopes)
+        pair = tokens.login(body["username"], body["password"], scopes)
     except (Unauthorized, AccountDisabled) as exc:
         raise _oauth_error("invalid_grant", exc.message) from exc
     except ValidationFailed as exc:
@@ -81,12 +72,14 @@ async def create_token(body: dict) -> tuple[dict[str, Any], int, dict[str, str]]
     return token_reply(pair)
 
 
-async def refresh_token(body: dict) -> tuple[dict[str, Any], int, dict[str, str]]:
-    return token_reply(runtime.current().tokens.refresh(body["refresh_token"]))
+async def refresh_token(
+    body: dict, tokens: TokenService
+) -> tuple[dict[str, Any], int, dict[str, str]]:
+    return token_reply(tokens.refresh(body["refresh_token"]))
 
 
-async def logout(user: str, body: dict | None = None) -> tuple[None, int]:
-    runtime.current().tokens.logout((body or {}).get("refresh_token"), user)
+async def logout(user: str, tokens: TokenService, body: dict | None = None) -> tuple[None, int]:
+    tokens.logout((body or {}).get("refresh_token"), user)
     return None, 204
 
 

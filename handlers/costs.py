@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from cadre.auth import owner_scope
-from cadre.binding import Reply
+from cadre.connexion.binding import Reply
 from cadre.errors import ValidationFailed
 from models_gen.api import CostList, CostSummary
 from models_gen.api import CostRecord as CostReply
 from storage import costs
-from storage.ids import aware
 
 PERIODS = {"day": timedelta(days=1), "week": timedelta(weeks=1), "month": timedelta(days=30)}
 
@@ -44,23 +43,7 @@ async def list_costs(
     owner = owner_scope(user, token_info, all_)
     since_utc = None if since is None else _parse_instant(since)
     rows, total = costs.list_costs(owner, since=since_utc, agent_ref=agent_id, limit=limit)
-    records = [
-        CostReply(
-            id=row.id,
-            agent_id=row.agent_id,
-            agent_name=row.agent_name,
-            execution_id=row.execution_id,
-            provider=row.provider,
-            model=row.model,
-            prompt_tokens=row.prompt_tokens,
-            completion_tokens=row.completion_tokens,
-            total_tokens=row.prompt_tokens + row.completion_tokens,
-            cost_usd=row.cost_usd,
-            priced=row.priced,
-            timestamp=aware(row.timestamp),
-        )
-        for row in rows
-    ]
+    records = [CostReply.model_validate(row, from_attributes=True) for row in rows]
     return CostList(costs=records, total_cost=total), 200
 
 

@@ -2,52 +2,36 @@
 
 from __future__ import annotations
 
-from connexion import request
-
-from cadre import runtime, streams
-from cadre.binding import Reply
-from cadre.engine.executor import usage_reply
+from cadre import streams
+from cadre.connexion.binding import Reply
+from cadre.engine.events import EventBus
+from cadre.engine.executor import Executor
 from cadre.engine.launch import launch
 from cadre.json_limits import shown
+from cadre.settings import Settings
 from models_gen.api import EventList, ExecutionCreated, ExecutionList
 from models_gen.api import Execution as ExecutionReply
 from storage import executions as store
-from storage.ids import aware
 
 EVENT_ENVELOPE = ("execution_id", "seq", "type", "timestamp")
 
 
 def _reply(execution: store.Execution) -> ExecutionReply:
-    return ExecutionReply(
-        id=execution.id,
-        agent_id=execution.agent_id,
-        agent_name=execution.agent_name,
-        task=execution.task,
-        mode=execution.mode,
-        inputs=shown(execution.inputs),
-        status=execution.status,
-        stop_reason=execution.stop_reason,
-        result=shown(execution.result),
-        error=execution.error,
-        usage=usage_reply(execution),
-        cost_limit=execution.cost_limit,
-        timeout=execution.timeout,
-        provider=execution.provider,
-        model=execution.model,
-        steps=execution.steps,
-        created_at=aware(execution.created_at),
-        started_at=aware(execution.started_at),
-        completed_at=aware(execution.completed_at),
+    reply = ExecutionReply.model_validate(execution, from_attributes=True)
+    # Free-form values stored before depth limits existed may be too deep to serialise.
+    return reply.model_copy(
+        update={"inputs": shown(execution.inputs), "result": shown(execution.result)}
     )
 
 
-async def execute_agent(user: str, agent_id: str, body: dict) -> Reply:
-    executor = runtime.current().executor
-    execution = launch(executor, user, agent_id, body, request.headers.get("idempotency-key"))
+async def execute_agent(
+    user: str, agent_id: str, body: dict, executor: Executor, idempotency_key: str | None = None
+) -> Reply:
+    execution = launch(executor, user, agent_id, body, idempotency_key)
     created = ExecutionCreated(
         execution_id=execution.id,
         status=store.get_status(execution.id),
-        created_at=aware(execution.created_at),
+        created_at=execution.created_at,
     )
     return created, 200
 
@@ -73,40 +57,57 @@ async def list_executions(
     return page, 200
 
 
-async def _control(user: str, execution_id: str, action: str) -> Reply:
+async def _control(executor: Executor, user: str, execution_id: str, action: str) -> Reply:
     store.get_execution(execution_id, user)  # 404 unless it is the caller's
-    await runtime.current().executor.control(execution_id, action)
+    await executor.control(execution_id, action)
     return _reply(store.get_execution(execution_id, user)), 200
 
 
-async def cancel_execution(user: str, execution_id: str) -> Reply:
-    return await _control(user, execution_id, "cancel")
+async def cancel_execution(user: str, execution_id: str, executor: Executor) -> Reply:
+    return await _control(executor, user, execution_id, "cancel")
 
 
-async def pause_execution(user: str, execution_id: str) -> Reply:
-    return await _control(user, execution_id, "pause")
+async def pause_execution(user: str, execution_id: str, executor: Executor) -> Reply:
+    return await _control(executor, user, execution_id, "pause")
 
 
-async def resume_execution(user: str, execution_id: str) -> Reply:
-    return await _control(user, execution_id, "resume")
+async def resume_execution(user: str, execution_id: str, executor: Executor) -> Reply:
+    return await _control(executor, user, execution_id, "resume")
 
 
-def _resume_point(after: int) -> int:
-    last_event_id = request.headers.get("last-event-id")
+def _resume_point(after: int, last_event_id: str | None) -> int:
+    """Where a stream resumes: ``?after=``, or later when the client says it got further."""
     return after if last_event_id is None else max(after, int(last_event_id))
 
 
-async def stream_execution_events(user: str, execution_id: str, after: int):
+async def stream_execution_events(
+    user: str,
+    execution_id: str,
+    after: int,
+    bus: EventBus,
+    settings: Settings,
+    last_event_id: str | None = None,
+):
     store.get_execution(execution_id, user)
-    return streams.sse_response(execution_id, _resume_point(after))
+    after = _resume_point(after, last_event_id)
+    return streams.sse_response(bus, execution_id, after, settings.stream_keepalive_seconds)
 
 
-async def list_execution_events(user: str, execution_id: str, after: int, limit: int):
+async def list_execution_events(
+    user: str,
+    execution_id: str,
+    after: int,
+    limit: int,
+    bus: EventBus,
+    settings: Settings,
+    accept: str = "",
+    last_event_id: str | None = None,
+):
     store.get_execution(execution_id, user)
-    after = _resume_point(after)
-    if "text/event-stream" in request.headers.get("accept", ""):  # before /events/stream existed
-        return streams.sse_response(execution_id, after)
-    runtime.current().bus.flush()  # the newest events may still be on their way to the database
+    after = _resume_point(after, last_event_id)
+    if "text/event-stream" in accept:  # as before /events/stream existed
+        return streams.sse_response(bus, execution_id, after, settings.stream_keepalive_seconds)
+    bus.flush()  # the newest events may still be on their way to the database
     events = [
         shown(row.data, keep=EVENT_ENVELOPE)
         for row in store.events_after(execution_id, after, limit)

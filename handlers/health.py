@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
-from cadre import __version__, runtime
-from cadre.binding import Reply
+from cadre import __version__
+from cadre.connexion.binding import Reply
 from models_gen.api import Health
 from storage.db import ping
 
@@ -28,6 +28,5 @@ async def get_health() -> Reply:
 get_api_health = get_health  # /api/v1/health: the same handler
 
 
-async def get_metrics() -> tuple[bytes, int, dict[str, str]]:
-    registry = runtime.current().metrics
-    return generate_latest(registry), 200, {"Content-Type": METRICS_CONTENT_TYPE}
+async def get_metrics(metrics: CollectorRegistry) -> tuple[bytes, int, dict[str, str]]:
+    return generate_latest(metrics), 200, {"Content-Type": METRICS_CONTENT_TYPE}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from cadre import runtime
-from cadre.binding import Reply
+from cadre.connexion.binding import Reply
 from cadre.engine.tools.base import PathLimits, ToolContext
 from cadre.engine.tools.registry import execute_tool as run_tool
 from cadre.engine.tools.registry import list_tools as registered_tools
 from cadre.engine.tools.workspace import user_workspace
+from cadre.settings import Settings
 from models_gen.api import ToolInfo, ToolList, ToolResult
 
 
@@ -24,8 +24,7 @@ async def list_tools(category: str | None = None) -> Reply:
     return ToolList(tools=tools), 200
 
 
-async def execute_tool(user: str, tool_name: str, body: dict) -> Reply:
-    settings = runtime.current().settings
+async def execute_tool(user: str, tool_name: str, body: dict, settings: Settings) -> Reply:
     workspace = user_workspace(settings.data_dir, user)
     limits = PathLimits(max_depth=settings.max_path_depth, max_length=settings.max_path_length)
     context = ToolContext(workspace=workspace, mode="full", path_limits=limits)

@@ -155,6 +155,14 @@ class ProviderName(StrEnum):
     anthropic = 'anthropic'
 
 
+class ToolName(StrEnum):
+    calculator = 'calculator'
+    filesystem_list = 'filesystem_list'
+    filesystem_read = 'filesystem_read'
+    filesystem_write = 'filesystem_write'
+    python_ast_parser = 'python_ast_parser'
+
+
 class AgentTag(RootModel[str]):
     root: Annotated[
         str,
@@ -166,10 +174,6 @@ class AgentTag(RootModel[str]):
             pattern='^[a-z0-9][a-z0-9._:-]*$',
         ),
     ]
-
-
-class Tool(RootModel[str]):
-    root: Annotated[str, Field(max_length=64, min_length=1)]
 
 
 class AgentCreate(BaseModel):
@@ -190,7 +194,7 @@ class AgentCreate(BaseModel):
     model: Annotated[str | None, Field(max_length=128, min_length=1)] = None
     temperature: Annotated[float | None, Field(ge=0.0, le=2.0)] = None
     instructions: Annotated[str | None, Field(max_length=65536)] = None
-    tools: Annotated[list[Tool] | None, Field(max_length=64)] = None
+    tools: Annotated[list[ToolName] | None, Field(max_length=64)] = None
     parent: Annotated[
         str | None,
         Field(
@@ -228,7 +232,7 @@ class AgentUpdate(BaseModel):
     model: Annotated[str | None, Field(max_length=128, min_length=1)] = None
     temperature: Annotated[float | None, Field(ge=0.0, le=2.0)] = None
     instructions: Annotated[str | None, Field(max_length=65536)] = None
-    tools: Annotated[list[Tool] | None, Field(max_length=64)] = None
+    tools: Annotated[list[ToolName] | None, Field(max_length=64)] = None
     parent: Annotated[str | None, Field(max_length=64, min_length=1)] = None
     status: AgentStatus | None = None
 
@@ -240,7 +244,7 @@ class Agent(BaseModel):
     model: str
     temperature: float
     instructions: str
-    tools: list[str]
+    tools: list[ToolName]
     tags: Annotated[
         list[str], Field(description="The agent's own labels (never inherited)")
     ]

@@ -9,9 +9,9 @@ from typing import Any
 
 import peewee
 
-from cadre.engine.tools.registry import TOOLS
 from cadre.errors import Conflict, NotFound, ValidationFailed
 from storage.db import BaseModel, database
+from storage.fields import UTCDateTimeField
 from storage.ids import new_id, utcnow
 from storage.queries import owned, paginate
 from storage.users import User
@@ -39,8 +39,8 @@ class Agent(BaseModel):
     tags = peewee.TextField(default="[]")  # JSON list of labels; never inherited
     parent = peewee.ForeignKeyField("self", null=True, backref="children", on_delete="RESTRICT")
     status = peewee.CharField(max_length=16, default="active")
-    created_at = peewee.DateTimeField(default=utcnow)
-    updated_at = peewee.DateTimeField(default=utcnow)
+    created_at = UTCDateTimeField(default=utcnow)
+    updated_at = UTCDateTimeField(default=utcnow)
 
     class Meta:
         indexes = ((("owner", "name"), True),)
@@ -190,13 +190,7 @@ def _height(agent: Agent) -> int:
 
 
 def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
-    unknown = [name for name in fields.get("tools") or () if name not in TOOLS]
-    if unknown:
-        raise ValidationFailed(
-            f"Unknown tools: {', '.join(unknown)}. GET /api/v1/tools lists them.",
-            error="unknown_tool",
-            details={"tools": f"not registered: {', '.join(unknown)}"},
-        )
+    """The columns of validated fields (tool names are the spec's ``ToolName`` enum)."""
     return {
         key: (json.dumps(value) if key in ("tools", "tags") and value is not None else value)
         for key, value in fields.items()

@@ -7,6 +7,7 @@ from datetime import datetime
 import peewee
 
 from storage.db import BaseModel
+from storage.fields import UTCDateTimeField
 from storage.ids import new_id, utcnow
 from storage.queries import owned
 from storage.users import User
@@ -24,7 +25,11 @@ class CostRecord(BaseModel):
     completion_tokens = peewee.IntegerField()
     cost_usd = peewee.FloatField()
     priced = peewee.BooleanField()
-    timestamp = peewee.DateTimeField(default=utcnow, index=True)
+    timestamp = UTCDateTimeField(default=utcnow, index=True)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 def record_cost(**fields: object) -> CostRecord:

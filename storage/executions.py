@@ -10,6 +10,7 @@ import peewee
 
 from cadre.errors import Conflict, NotFound
 from storage.db import BaseModel, database
+from storage.fields import UTCDateTimeField
 from storage.ids import new_id, utcnow
 from storage.queries import owned, paginate
 from storage.users import User
@@ -58,13 +59,26 @@ class Execution(BaseModel):
     idempotency_key = peewee.CharField(max_length=255, null=True)
     request_hash = peewee.CharField(max_length=64, null=True)
     control = peewee.CharField(max_length=16, null=True)  # cancel | pause, asked by any worker
-    heartbeat_at = peewee.DateTimeField(null=True)
-    created_at = peewee.DateTimeField(default=utcnow, index=True)
-    started_at = peewee.DateTimeField(null=True)
-    completed_at = peewee.DateTimeField(null=True)
+    heartbeat_at = UTCDateTimeField(null=True)
+    created_at = UTCDateTimeField(default=utcnow, index=True)
+    started_at = UTCDateTimeField(null=True)
+    completed_at = UTCDateTimeField(null=True)
 
     class Meta:
         indexes = ((("owner", "idempotency_key"), True),)
+
+    @property
+    def usage(self) -> dict[str, Any]:
+        """Tokens, cost and timings, as the API's ``Usage`` reports them."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "cost_usd": self.cost_usd,
+            "currency": "USD",
+            "latency_ms": self.latency_ms,
+            "time_to_first_token_ms": self.time_to_first_token_ms,
+        }
 
 
 class ExecutionEvent(BaseModel):
@@ -72,7 +86,7 @@ class ExecutionEvent(BaseModel):
     seq = peewee.IntegerField()
     type = peewee.CharField(max_length=16)
     data = JSONField()
-    created_at = peewee.DateTimeField(default=utcnow)
+    created_at = UTCDateTimeField(default=utcnow)
 
     class Meta:
         indexes = ((("execution", "seq"), True),)

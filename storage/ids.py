@@ -12,11 +12,5 @@ def new_id(prefix: str) -> str:
 
 
 def utcnow() -> datetime:
-    """Naive UTC, as stored; ``aware`` turns it back into an aware value for replies."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    """Now, as an aware UTC datetime (``storage.fields.UTCDateTimeField`` stores it naive)."""
+    return datetime.now(UTC)

@@ -8,6 +8,7 @@ import peewee
 
 from cadre.errors import Conflict
 from storage.db import BaseModel, database
+from storage.fields import UTCDateTimeField
 from storage.ids import new_id, utcnow
 
 ROLES = ("user", "premium", "admin")
@@ -21,8 +22,8 @@ class User(BaseModel):
     password_hash = peewee.CharField(max_length=255)
     role = peewee.CharField(max_length=16, default="user")
     is_active = peewee.BooleanField(default=True)
-    created_at = peewee.DateTimeField(default=utcnow)
-    last_login_at = peewee.DateTimeField(null=True)
+    created_at = UTCDateTimeField(default=utcnow)
+    last_login_at = UTCDateTimeField(null=True)
 
 
 class RefreshToken(BaseModel):
@@ -32,10 +33,10 @@ class RefreshToken(BaseModel):
     user = peewee.ForeignKeyField(User, backref="refresh_tokens", on_delete="CASCADE")
     family = peewee.CharField(max_length=40, index=True)
     token_hash = peewee.CharField(max_length=64, unique=True)
-    expires_at = peewee.DateTimeField()
-    created_at = peewee.DateTimeField(default=utcnow)
-    used_at = peewee.DateTimeField(null=True)
-    revoked_at = peewee.DateTimeField(null=True)
+    expires_at = UTCDateTimeField()
+    created_at = UTCDateTimeField(default=utcnow)
+    used_at = UTCDateTimeField(null=True)
+    revoked_at = UTCDateTimeField(null=True)
 
 
 def create_user(

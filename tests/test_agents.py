@@ -418,7 +418,7 @@ class TestUpdateAgent:
             ({"status": None}, "body.status"),
             ({"provider": "gpt"}, "body.provider"),
             ({"temperature": 2.5}, "body.temperature"),
-            ({"tools": ["a", "a"]}, "body.tools"),
+            ({"tools": ["calculator", "calculator"]}, "body.tools"),
             ({"instructions": "i" * 65537}, "body.instructions"),
             ({"parent": ""}, "body.parent"),
         ],

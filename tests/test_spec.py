@@ -14,7 +14,7 @@ from openapi_spec_validator import validate
 from starlette.routing import WebSocketRoute
 
 from cadre.app import load_spec
-from cadre.resolver import CAMEL_CASE, handler_name, snake_case
+from cadre.connexion.resolver import CAMEL_CASE, handler_name, snake_case
 from tests.conftest import assert_problem
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from cadre.app import load_spec
+from cadre.engine.tools.registry import TOOLS
 from tests.conftest import Account, assert_problem, events_of, execute, wait_for_status
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -107,8 +109,12 @@ class TestAgentTools:
             json={"name": "bad", "tools": ["filesystem_read", "teleport"]},
             headers=alice.headers,
         )
-        body = assert_problem(reply, 422, "unknown_tool")
-        assert body["details"] == {"tools": "not registered: teleport"}
+        body = assert_problem(reply, 422, "validation_error")
+        assert list(body["details"]) == ["body.tools.1"]
+
+    def test_the_spec_tool_names_are_the_registry_names(self):
+        spec = load_spec()
+        assert spec["components"]["schemas"]["ToolName"]["enum"] == sorted(TOOLS)
 
     def _agent(self, client, alice, tools):
         client.post(

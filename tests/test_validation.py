@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cadre.app import SPEC_PATH
-from cadre.validation import _CompiledSchema, _plain_json_schema
+from cadre.connexion.validation import _CompiledSchema, _plain_json_schema
 from tests.conftest import assert_problem
 
 

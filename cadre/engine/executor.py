@@ -298,18 +298,6 @@ class Executor:
             stop_reason=stop_reason,
             result=result,
             cost=execution.cost_usd,
-            usage=usage_reply(execution),
+            usage=execution.usage,
         )
         self.bus.close(execution_id)
-
-
-def usage_reply(execution: Execution) -> dict[str, Any]:
-    return {
-        "prompt_tokens": execution.prompt_tokens,
-        "completion_tokens": execution.completion_tokens,
-        "total_tokens": execution.prompt_tokens + execution.completion_tokens,
-        "cost_usd": execution.cost_usd,
-        "currency": "USD",
-        "latency_ms": execution.latency_ms,
-        "time_to_first_token_ms": execution.time_to_first_token_ms,
-    }

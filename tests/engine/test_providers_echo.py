@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from cadre.engine.providers import echo as echo_module
 from cadre.engine.providers.base import (
     Message,
     ProviderError,
@@ -133,33 +134,57 @@ async def test_echo_fail_raises_before_any_token():
     assert raised.value.message == "upstream exploded"
 
 
-async def test_echo_delay_paces_the_tokens():
-    started = time.monotonic()
-    events = await collect(echo.stream(ask("a b c", {"delay_ms": 50})))
-    assert text_of(events) == "a b c"
-    assert time.monotonic() - started >= 0.14
+def record_sleeps(monkeypatch: pytest.MonkeyPatch, log: list) -> None:
+    """Log each pause the echo provider takes, in order with the tokens it yields."""
+    sleep = asyncio.sleep
+
+    async def recorded(delay: float) -> None:
+        log.append(("sleep", delay))
+        await sleep(0)
+
+    monkeypatch.setattr(echo_module, "asyncio", SimpleNamespace(sleep=recorded))
+
+
+async def test_echo_delay_paces_the_tokens(monkeypatch: pytest.MonkeyPatch):
+    log: list = []
+    record_sleeps(monkeypatch, log)
+
+    async for event in echo.stream(ask("a b c", {"delay_ms": 50})):
+        if isinstance(event, TextDelta):
+            log.append(("token", event.text))
+
+    assert log == [
+        ("sleep", 0.05),
+        ("token", "a"),
+        ("sleep", 0.05),
+        ("token", " b"),
+        ("sleep", 0.05),
+        ("token", " c"),
+    ]
 
 
 async def test_echo_cancelled_during_a_long_delay_stops_at_once():
     stream = echo.stream(ask("tick", {"tokens": 1000, "delay_ms": 60_000}))
     pending = asyncio.ensure_future(anext(stream))
     await asyncio.sleep(0.05)
-    started = time.monotonic()
     pending.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await pending
+        await asyncio.wait_for(pending, 30)  # a deadline far below the 60 s delay
     await stream.aclose()
-    assert time.monotonic() - started < 1.0
+    assert pending.cancelled()
     with pytest.raises(StopAsyncIteration):
         await anext(stream)
 
 
-async def test_echo_aclose_between_delayed_tokens_ends_the_stream_at_once():
+async def test_echo_aclose_between_delayed_tokens_ends_the_stream_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    log: list = []
+    record_sleeps(monkeypatch, log)
     stream = echo.stream(ask("a b c d", {"delay_ms": 500}))
     assert await anext(stream) == TextDelta("a")
-    started = time.monotonic()
     await stream.aclose()
-    assert time.monotonic() - started < 0.4  # it did not wait for the next token
+    assert log == [("sleep", 0.5)]  # it did not wait for the next token
     with pytest.raises(StopAsyncIteration):
         await anext(stream)
 

@@ -4,53 +4,80 @@ Connexion's parameter and response decorators work out, on every request, what
 only depends on the operation: the handler's signature, which parameters are
 path or query ones and how to cast them, their defaults, the body's name,
 schema and default. Cadre's ``Binder`` works it out once per operation; per
-request it only picks up the values the request validator already parsed
-(``cadre.validation`` leaves them in the scope) and sends the reply: a model
-straight from pydantic-core's JSON bytes, anything else through Connexion's
-response logic.
+request it only picks up the values the request validator already parsed and
+typed (``cadre.connexion.validation`` leaves them in the scope) and sends the
+reply: a model straight from pydantic-core's JSON bytes, anything else through
+Connexion's response logic.
 
-The arguments are Connexion's (``pythonic_params`` names, spec types and
-defaults, ``user``/``token_info`` from the security context); file uploads are
-not supported, as no operation in ``openapi.yaml`` takes one.
+File uploads are not supported, as no operation in ``openapi.yaml`` takes one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
 from copy import deepcopy
 from typing import Any
 
-from connexion.decorators.parameter import (
-    CONTEXT_NAME,
-    _get_body_argument_form,
-    _get_query_defaults,
-    _get_val_from_param,
-    pythonic,
-    sanitized,
-    unwrap_decorators,
-)
+from connexion.decorators.parameter import pythonic, sanitized
 from connexion.decorators.response import AsyncResponseDecorator
 from connexion.frameworks.starlette import Starlette as StarletteFramework
-from connexion.http_facts import FORM_CONTENT_TYPES
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.operations import AbstractOperation
-from connexion.utils import inspect_function_arguments, is_null, is_nullable
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from cadre.validation import PARSED_BODY, PARSED_PARAMS, content_type_of
+from cadre.connexion.validation import (
+    FORM_TYPES,
+    PARSED_BODY,
+    PARSED_PARAMS,
+    content_type_of,
+    is_null,
+    is_nullable,
+)
+from cadre.services import SERVICE_NAMES, Services
 
 # What handlers return: ``(model, status)`` with a ``models_gen`` model, or a dict.
 # Errors are never returned: they are raised and rendered by ``cadre.problems``.
 Reply = tuple[BaseModel | dict[str, Any], int]
 JSON_HEADERS = [(b"content-type", b"application/json")]
+CONTEXT_NAME = "context_"  # Connexion's name for the whole security context
+
+
+def _typed(value: Any, param: dict[str, Any]) -> Any:
+    """A parsed value as the handler gets it: the URI parser typed it, ``null`` is None."""
+    return None if is_nullable(param) and is_null(value) else value
+
+
+def _query_defaults(query: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The spec's default of each query parameter that has one."""
+    defaults = {}
+    for name, param in query.items():
+        schema = param.get("schema", {})
+        if "default" in param:
+            defaults[name] = param["default"]
+        elif "default" in schema:
+            defaults[name] = schema["default"]
+    return defaults
 
 
 class Binder:
-    """One operation's handler, with everything about its arguments decided up front."""
+    """One operation's handler, with everything about its arguments decided up front.
+
+    A handler gets, each only if it names the parameter:
+
+    * path, query and header parameters of the spec, under their pythonic names
+      (``agent_id``, ``all_``, ``Idempotency-Key`` as ``idempotency_key``),
+      typed and with the spec's defaults; ``body`` (or the spec's body name);
+    * ``user`` and ``token_info`` from the security check (``context_`` for all of it);
+    * ``accept``: the request's ``Accept`` header (the spec cannot declare it), for
+      operations that answer in more than one media type;
+    * the app's services, by field name of ``cadre.services.Services``: ``settings``,
+      ``tokens``, ``executor``, ``bus``, ``metrics``.
+    """
 
     def __init__(
         self,
@@ -59,19 +86,28 @@ class Binder:
         *,
         pythonic_params: bool,
         jsonifier: Any,
+        services: Services,
     ) -> None:
         self.operation = operation
         self.function = function
-        self.is_async = asyncio.iscoroutinefunction(unwrap_decorators(function))
+        unwrapped = inspect.unwrap(function)
+        self.is_async = asyncio.iscoroutinefunction(unwrapped)
         sanitize = pythonic if pythonic_params else sanitized
-        arguments, self.has_kwargs = inspect_function_arguments(unwrap_decorators(function))
-        self.arguments = frozenset(arguments)
+        parameters = inspect.signature(unwrapped).parameters.values()
+        self.has_kwargs = any(p.kind is p.VAR_KEYWORD for p in parameters)
+        self.arguments = frozenset(
+            p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        )
         self.wants_context = CONTEXT_NAME in self.arguments
+        self.wants_accept = "accept" in self.arguments
+        self.services = {
+            name: getattr(services, name) for name in SERVICE_NAMES if name in self.arguments
+        }
 
         def wanted(name: str) -> bool:
             return self.has_kwargs or name in self.arguments
 
-        by_location: dict[str, dict[str, dict]] = {"path": {}, "query": {}}
+        by_location: dict[str, dict[str, dict]] = {"path": {}, "query": {}, "header": {}}
         for param in operation.parameters:
             if param["in"] in by_location:
                 by_location[param["in"]][param["name"]] = param
@@ -83,8 +119,13 @@ class Binder:
         }
         self.query_defaults = {
             name: value
-            for name, value in _get_query_defaults(by_location["query"]).items()
+            for name, value in _query_defaults(by_location["query"]).items()
             if name in self.query
+        }
+        self.headers = {
+            name.lower().encode("latin-1"): sanitize(name)
+            for name in by_location["header"]
+            if wanted(sanitize(name))
         }
         self.body_name: str | None = None
         if operation.is_request_body_defined and operation.method.upper() != "TRACE":
@@ -131,18 +172,25 @@ class Binder:
 
     async def arguments_for(self, scope: Scope, receive: Receive) -> dict[str, Any]:
         query, path = scope[PARSED_PARAMS]
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = dict(self.services)
         for name, value in path.items():
             found = self.path.get(name)
             if found is None:
                 kwargs[self.sanitize(name)] = value
             else:
-                kwargs[found[0]] = _get_val_from_param(value, found[1])
+                kwargs[found[0]] = _typed(value, found[1])
         if self.query:
             for name, value in {**self.query_defaults, **query}.items():
                 found = self.query.get(name)
                 if found is not None:
-                    kwargs[found[0]] = _get_val_from_param(value, found[1])
+                    kwargs[found[0]] = _typed(value, found[1])
+        if self.headers or self.wants_accept:
+            for name, value in scope["headers"]:
+                argument = self.headers.get(name)
+                if argument is not None:
+                    kwargs.setdefault(argument, value.decode("latin-1"))
+                elif name == b"accept" and self.wants_accept:
+                    kwargs["accept"] = value.decode("latin-1")
         if self.body_name is not None:
             kwargs[self.body_name] = await self.body_for(scope, receive)
         context = scope.get("extensions", {}).get("connexion_context", {})
@@ -156,16 +204,15 @@ class Binder:
     async def body_for(self, scope: Scope, receive: Receive) -> Any:
         """The validated body, or the schema's default when none came; form bodies typed."""
         mime = content_type_of(scope)[0]
-        if mime in FORM_CONTENT_TYPES:
+        schema = self.body_schemas.get(mime) or next(iter(self.body_schemas.values()), {})
+        if mime in FORM_TYPES:
             operation = self.operation
             parser = operation.uri_parser_class(
                 operation.parameters, operation.body_definition(mime)
             )
-            request = ConnexionRequest(scope, receive, uri_parser=parser)
-            form = await request.form()
-            return _get_body_argument_form(form, operation=self.operation, content_type=mime)
+            form = await ConnexionRequest(scope, receive, uri_parser=parser).form()
+            return {**deepcopy(schema.get("default", {})), **form}
         body = scope.get(PARSED_BODY)  # absent when the request had no body
-        schema = self.body_schemas.get(mime) or next(iter(self.body_schemas.values()), {})
         if is_nullable(schema) and is_null(body):
             return None
         if body is None:

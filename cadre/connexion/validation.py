@@ -15,7 +15,6 @@ from urllib.parse import parse_qsl
 
 import jsonschema_rs
 import orjson
-from connexion import utils
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import UnsupportedMediaTypeProblem
 from connexion.json_schema import Draft4RequestValidator
@@ -24,16 +23,14 @@ from connexion.middleware.request_validation import (
     RequestValidationMiddleware,
     RequestValidationOperation,
 )
-from connexion.utils import is_null, is_nullable
 from connexion.validators import VALIDATOR_MAP as CONNEXION_VALIDATORS
 from connexion.validators import FormDataValidator, JSONRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
 from jsonschema.validators import extend
 from starlette.datastructures import Headers
 
-from cadre import runtime
 from cadre.errors import BadRequest, ValidationFailed
-from cadre.json_limits import check_depth
+from cadre.json_limits import DEFAULT_MAX_JSON_DEPTH, check_depth
 
 _FORMAT_CHECKER = Draft4Validator.FORMAT_CHECKER
 
@@ -59,12 +56,31 @@ def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> A
 RequestValidator = extend(Draft4RequestValidator, {"pattern": _ecma_pattern})
 PARSED_BODY = "cadre.parsed_body"
 PARSED_PARAMS = "cadre.parsed_params"  # (query, path), as the uri parser typed them
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
 def content_type_of(scope: Any) -> tuple[str | None, str | None]:
     """The request's media type (lower case) and charset, each None when not given."""
-    mime, encoding = utils.split_content_type(utils.extract_content_type(scope["headers"]))
-    return (mime.strip().lower() if mime else None), encoding
+    for name, value in scope["headers"]:
+        if name.lower() == b"content-type":
+            mime, _, parameters = value.decode("latin-1").partition(";")
+            encoding = None
+            for parameter in parameters.split(";"):
+                if parameter.strip().startswith("charset="):
+                    encoding = parameter.strip()[len("charset=") :]
+            return (mime.strip().lower() or None), encoding
+    return None, None
+
+
+def is_nullable(definition: dict[str, Any]) -> bool:
+    """Whether a parameter or body definition allows ``null`` (OpenAPI 3.0 ``nullable``)."""
+    schema = definition.get("schema", definition)
+    return bool(schema.get("nullable", False) or definition.get("x-nullable", False))
+
+
+def is_null(value: Any) -> bool:
+    """``None``, or the text ``null``/``None`` a query string or header spells it with."""
+    return value is None or (isinstance(value, str) and value.strip() in ("null", "None"))
 
 
 def _plain_json_schema(schema: Any) -> Any:
@@ -138,13 +154,14 @@ def _raise_invalid(details: dict[str, str]) -> None:
 class BodyValidator(JSONRequestBodyValidator):
     """JSON bodies: 400 for what is not JSON, 422 naming every field that breaks the schema.
 
-    Built once per operation and media type (``_Operation`` keeps it), so the schema
+    Built once per operation and media type (``ValidationOperation`` keeps it), so the schema
     is compiled once too.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._compiled = _CompiledSchema(self._schema)
+        self._max_json_depth = max_json_depth
 
     async def wrap_receive(self, receive, *, scope):  # type: ignore[no-untyped-def]
         """Read the whole body (sized or chunked), validate it, and replay it downstream.
@@ -195,7 +212,7 @@ class BodyValidator(JSONRequestBodyValidator):
     def _validate(self, body: Any) -> None:
         if body is None and not self._nullable:
             raise BadRequest("The request body must not be null.", error="invalid_body")
-        check_depth(body, runtime.current().settings.max_json_depth)  # before anything walks it
+        check_depth(body, self._max_json_depth)  # before anything walks it
         errors = self._compiled.errors(body)
         if errors:
             _raise_invalid(_details("body", errors))
@@ -278,7 +295,7 @@ class FormValidator(FormDataValidator):
             _raise_invalid(details)
 
 
-class _Operation(RequestValidationOperation):
+class ValidationOperation(RequestValidationOperation):
     """Connexion's request validation, with what depends only on the operation built once.
 
     Connexion builds a URI parser, a parameter validator and a body validator on every
@@ -328,7 +345,7 @@ class _Operation(RequestValidationOperation):
                 validator = validator_cls(
                     schema=schema,
                     required=operation.request_body.get("required", False),
-                    nullable=utils.is_nullable(operation.body_definition(mime_type)),
+                    nullable=is_nullable(operation.body_definition(mime_type)),
                     encoding=encoding,
                     strict_validation=self.strict_validation,
                     uri_parser=self._uri_parser(),
@@ -352,7 +369,7 @@ _NONE = object()
 
 class _API(RequestValidationAPI):
     def make_operation(self, operation: Any) -> RequestValidationOperation:
-        return _Operation(
+        return ValidationOperation(
             self.next_app,
             operation=operation,
             strict_validation=self.strict_validation,
@@ -361,19 +378,21 @@ class _API(RequestValidationAPI):
 
 
 class ValidationMiddleware(RequestValidationMiddleware):
-    """Connexion's request validation middleware, on ``_Operation``."""
+    """Connexion's request validation middleware, on ``ValidationOperation``."""
 
     api_cls = _API
 
 
-VALIDATOR_MAP = {
-    **CONNEXION_VALIDATORS,
-    "parameter": ParamsValidator,
-    "body": CONNEXION_VALIDATORS["body"].__class__(
-        {
-            **dict(CONNEXION_VALIDATORS["body"]),
-            "*/*json": BodyValidator,
-            "application/x-www-form-urlencoded": FormValidator,
-        }
-    ),
-}
+def validator_map(*, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> dict[str, Any]:
+    """Connexion's validator map with Cadre's validators; JSON bodies nest at most so deep."""
+    return {
+        **CONNEXION_VALIDATORS,
+        "parameter": ParamsValidator,
+        "body": CONNEXION_VALIDATORS["body"].__class__(
+            {
+                **dict(CONNEXION_VALIDATORS["body"]),
+                "*/*json": functools.partial(BodyValidator, max_json_depth=max_json_depth),
+                "application/x-www-form-urlencoded": FormValidator,
+            }
+        ),
+    }

@@ -1,0 +1,30 @@
+"""The services one app's handlers and streams may use, built once by the app factory.
+
+``cadre.connexion.binding.Binder`` passes each handler the ones it names as
+parameters; the WebSocket and SSE routes read them from the outer app's
+``state.services``. Nothing reaches them through a process-wide global, so
+several apps (the tests build one per test) never share them by accident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from prometheus_client import CollectorRegistry
+
+from cadre.auth import TokenService
+from cadre.engine.events import EventBus
+from cadre.engine.executor import Executor
+from cadre.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    tokens: TokenService
+    executor: Executor
+    bus: EventBus
+    metrics: CollectorRegistry
+
+
+SERVICE_NAMES = frozenset(field.name for field in fields(Services))

@@ -1,0 +1,27 @@
+"""Column types shared by the models."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import peewee
+
+
+class UTCDateTimeField(peewee.DateTimeField):
+    """An instant: stored as naive UTC (the columns' existing format, so no migration),
+    read back as an aware UTC datetime, written from aware or naive-UTC values.
+
+    Rows then go into replies as they are, with no per-field conversion.
+    """
+
+    def db_value(self, value: Any) -> Any:
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return super().db_value(value)
+
+    def python_value(self, value: Any) -> Any:
+        value = super().python_value(value)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value

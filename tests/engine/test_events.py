@@ -1,0 +1,145 @@
+"""The event bus on its own: numbering, replay then live, late subscribers, batched writes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from cadre.engine.events import Event, EventBus
+from storage import executions as store
+from storage.executions import create_execution
+
+
+@pytest.fixture
+def execution_id(owner: str, agent: str) -> str:
+    execution = create_execution(
+        owner=owner,
+        agent_id=agent,
+        agent_name="echoer",
+        task="t",
+        mode="safe",
+        inputs={},
+        config={},
+        provider="echo",
+        model="echo",
+    )
+    return execution.id
+
+
+async def collect(subscription, until: str = "complete") -> list[Event]:
+    events = []
+    async for event in subscription:
+        if event is not None:
+            events.append(event)
+            if event["type"] == until:
+                break
+    return events
+
+
+async def test_events_are_numbered_from_one_without_gaps(execution_id: str):
+    bus = EventBus()
+    published = [bus.publish(execution_id, "token", content=str(i)) for i in range(5)]
+    bus.close(execution_id)
+
+    assert [event["seq"] for event in published] == [1, 2, 3, 4, 5]
+    assert [row.seq for row in store.events_after(execution_id, 0, 100)] == [1, 2, 3, 4, 5]
+
+
+async def test_numbering_continues_after_the_stored_events(execution_id: str):
+    bus = EventBus()
+    bus.publish(execution_id, "status", status="queued")
+    bus.close(execution_id)
+
+    assert EventBus().publish(execution_id, "status", status="running")["seq"] == 2
+
+
+async def test_a_subscriber_gets_the_replay_then_live_events_once_each_in_order(
+    execution_id: str,
+):
+    bus = EventBus()
+    bus.publish(execution_id, "status", status="queued")
+    bus.publish(execution_id, "status", status="running")
+    subscriber = asyncio.create_task(collect(bus.subscribe(execution_id, after=0)))
+    await asyncio.sleep(0)  # the subscriber has replayed and waits for more
+    bus.publish(execution_id, "token", content="hi")
+    bus.publish(execution_id, "complete", status="completed")
+    bus.close(execution_id)
+
+    events = await asyncio.wait_for(subscriber, 10)
+
+    assert [(e["seq"], e["type"]) for e in events] == [
+        (1, "status"),
+        (2, "status"),
+        (3, "token"),
+        (4, "complete"),
+    ]
+
+
+async def test_a_subscriber_gets_only_the_events_after_its_cursor(execution_id: str):
+    bus = EventBus()
+    for i in range(3):
+        bus.publish(execution_id, "token", content=str(i))
+    bus.publish(execution_id, "complete", status="completed")
+
+    events = await asyncio.wait_for(collect(bus.subscribe(execution_id, after=2)), 10)
+
+    assert [e["seq"] for e in events] == [3, 4]
+
+
+async def test_a_late_subscriber_reads_a_finished_execution_from_the_database(
+    execution_id: str,
+):
+    bus = EventBus()
+    bus.publish(execution_id, "token", content="a")
+    bus.publish(execution_id, "complete", status="completed")
+    bus.close(execution_id)
+    store.update_execution(execution_id, status="completed")
+
+    events = await asyncio.wait_for(collect(EventBus().subscribe(execution_id)), 10)
+
+    assert [(e["seq"], e["type"]) for e in events] == [(1, "token"), (2, "complete")]
+
+
+async def test_a_late_subscriber_to_a_finished_execution_without_complete_stops(
+    execution_id: str,
+):
+    bus = EventBus()
+    bus.publish(execution_id, "token", content="a")
+    bus.close(execution_id)
+    store.update_execution(execution_id, status="failed")
+
+    events = await asyncio.wait_for(collect(EventBus().subscribe(execution_id)), 10)
+
+    assert [e["seq"] for e in events] == [1]
+
+
+async def test_events_published_together_are_written_in_one_batch(
+    execution_id: str, monkeypatch: pytest.MonkeyPatch
+):
+    batches: list[list[Any]] = []
+    write = store.append_events
+    monkeypatch.setattr(store, "append_events", lambda rows: (batches.append(rows), write(rows)))
+    bus = EventBus(flush_delay=0.01)
+    for i in range(3):
+        bus.publish(execution_id, "token", content=str(i))
+
+    assert batches == []  # nothing is written while publishing
+    for _ in range(500):  # the flush timer fires once the publisher yields
+        if batches:
+            break
+        await asyncio.sleep(0.01)
+
+    assert [[row[1] for row in batch] for batch in batches] == [[1, 2, 3]]
+    assert store.count_events(execution_id) == 3
+
+
+async def test_closing_a_channel_writes_its_pending_events_first(execution_id: str):
+    bus = EventBus(flush_delay=3600)  # the timer never fires during the test
+    bus.publish(execution_id, "token", content="a")
+    bus.publish(execution_id, "complete", status="completed")
+
+    bus.close(execution_id)
+
+    assert [row.type for row in store.events_after(execution_id, 0, 10)] == ["token", "complete"]

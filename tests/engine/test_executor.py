@@ -1,0 +1,265 @@
+"""The executor on its own: queueing under the cap, control transitions, terminal states.
+
+Every assertion is about the order of events on the bus, never about elapsed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from cadre.app import engine_config
+from cadre.engine.events import Event, EventBus
+from cadre.engine.executor import Executor
+from cadre.engine.launch import launch
+from cadre.errors import Conflict
+from cadre.settings import Settings
+from storage import executions as store
+
+
+class RecordingBus(EventBus):
+    """An event bus that also keeps every event of every execution in one global order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[Event] = []
+
+    def publish(self, execution_id: str, type_: str, **data: Any) -> Event:
+        event = super().publish(execution_id, type_, **data)
+        self.log.append(event)
+        return event
+
+    def of(self, execution_id: str) -> list[tuple[str, str | None]]:
+        """``(type, status)`` of one execution's events, in order."""
+        return [(e["type"], e.get("status")) for e in self.log if e["execution_id"] == execution_id]
+
+
+@pytest.fixture
+async def make_executor(
+    settings: Settings, database: Any
+) -> AsyncIterator[Callable[..., tuple[Executor, RecordingBus]]]:
+    made: list[Executor] = []
+
+    def make(**config: Any) -> tuple[Executor, RecordingBus]:
+        bus = RecordingBus()
+        executor = Executor(dataclasses.replace(engine_config(settings), **config), bus)
+        made.append(executor)
+        return executor, bus
+
+    yield make
+    for executor in made:
+        await executor.stop()
+
+
+def start(executor: Executor, owner: str, agent: str, **echo: Any) -> str:
+    body = {"task": "one two three", "inputs": {"echo": echo}}
+    return launch(executor, owner, agent, body, None).id
+
+
+async def finished(executor: Executor, *execution_ids: str) -> None:
+    tasks = [executor.handles[i].task for i in execution_ids if i in executor.handles]
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (polling, up to a generous deadline) for ``condition``; fail if it never holds."""
+    for _ in range(3000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+def index_of(bus: RecordingBus, execution_id: str, type_: str, status: str | None = None) -> int:
+    return next(
+        i
+        for i, e in enumerate(bus.log)
+        if e["execution_id"] == execution_id
+        and e["type"] == type_
+        and (status is None or e.get("status") == status)
+    )
+
+
+class TestQueueing:
+    async def test_executions_over_the_cap_wait_queued_and_run_in_order(
+        self, make_executor, owner, agent
+    ):
+        executor, bus = make_executor(max_concurrent=1)
+        first, second, third = (start(executor, owner, agent, tokens=3) for _ in range(3))
+
+        await finished(executor, first, second, third)
+
+        running = [i for i, e in enumerate(bus.log) if e.get("status") == "running"]
+        assert [bus.log[i]["execution_id"] for i in running] == [first, second, third]
+        assert index_of(bus, first, "complete") < index_of(bus, second, "status", "running")
+        assert index_of(bus, second, "complete") < index_of(bus, third, "status", "running")
+
+    async def test_a_queued_execution_says_so_until_a_slot_frees(self, make_executor, owner, agent):
+        executor, bus = make_executor(max_concurrent=1)
+        first = start(executor, owner, agent, tokens=50, delay_ms=20)
+        second = start(executor, owner, agent, tokens=1)
+        await until(lambda: ("status", "running") in bus.of(first))
+
+        assert store.get_status(second) == "queued"
+        await executor.control(first, "cancel")
+        await finished(executor, second)
+        assert bus.of(second)[:2] == [("status", "queued"), ("status", "running")]
+
+    async def test_within_the_cap_executions_run_side_by_side(self, make_executor, owner, agent):
+        executor, bus = make_executor(max_concurrent=2)
+        first = start(executor, owner, agent, tokens=50, delay_ms=20)
+        second = start(executor, owner, agent, tokens=50, delay_ms=20)
+
+        await until(lambda: all(("status", "running") in bus.of(e) for e in (first, second)))
+
+        assert store.get_status(first) == store.get_status(second) == "running"
+        await executor.control(first, "cancel")
+        await executor.control(second, "cancel")
+
+
+class TestControl:
+    async def test_cancel_stops_a_running_execution_with_no_token_after_it(
+        self, make_executor, owner, agent
+    ):
+        executor, bus = make_executor()
+        execution = start(executor, owner, agent, tokens=500, delay_ms=10)
+        await until(lambda: ("token", None) in bus.of(execution))
+
+        await executor.control(execution, "cancel")
+        cancelled_at = len(bus.log)
+        await finished(executor, execution)
+
+        events = bus.of(execution)
+        assert events[-1] == ("complete", "cancelled")
+        assert bus.log[cancelled_at:] == []  # finished by the time cancel returned
+        assert store.get_status(execution) == "cancelled"
+        assert store.get_execution(execution, None).stop_reason == "cancelled"
+        assert ("token", None) in events and len([e for e in events if e[0] == "token"]) < 500
+
+    async def test_cancelling_a_queued_execution_means_it_never_runs(
+        self, make_executor, owner, agent
+    ):
+        executor, bus = make_executor(max_concurrent=1)
+        first = start(executor, owner, agent, tokens=50, delay_ms=20)
+        second = start(executor, owner, agent, tokens=3)
+        await until(lambda: ("status", "running") in bus.of(first))  # second waits its turn
+
+        await executor.control(second, "cancel")
+        await executor.control(first, "cancel")
+
+        assert bus.of(second) == [("status", "queued"), ("complete", "cancelled")]
+
+    async def test_pause_holds_the_stream_until_resume(self, make_executor, owner, agent):
+        executor, bus = make_executor()
+        execution = start(executor, owner, agent, tokens=20, delay_ms=5)
+        await until(lambda: ("token", None) in bus.of(execution))
+
+        await executor.control(execution, "pause")
+        assert store.get_status(execution) == "paused"
+        await executor.control(execution, "resume")
+        await finished(executor, execution)
+
+        events = bus.of(execution)
+        paused = events.index(("status", "paused"))
+        resumed = events.index(("status", "running"), paused)
+        # the token in flight when pause came may still arrive; no other until resume
+        assert len([e for e in events[paused:resumed] if e[0] == "token"]) <= 1
+        assert events[-1] == ("complete", "completed")
+        assert len([e for e in events if e[0] == "token"]) == 20
+
+    async def test_a_paused_queued_execution_resumes_queued(self, make_executor, owner, agent):
+        executor, bus = make_executor(max_concurrent=1)
+        first = start(executor, owner, agent, tokens=50, delay_ms=20)
+        second = start(executor, owner, agent, tokens=2)
+        await until(lambda: ("status", "running") in bus.of(first))  # second waits its turn
+
+        await executor.control(second, "pause")
+        await executor.control(second, "resume")
+
+        assert bus.of(second) == [("status", "queued"), ("status", "paused"), ("status", "queued")]
+        await executor.control(first, "cancel")
+        await finished(executor, second)
+        assert bus.of(second)[-1] == ("complete", "completed")
+
+    @pytest.mark.parametrize(
+        ("setup", "action"),
+        [
+            ([], "resume"),  # running
+            (["pause"], "pause"),
+            (["cancel"], "cancel"),
+            (["cancel"], "resume"),
+            (["cancel"], "pause"),
+        ],
+    )
+    async def test_an_illegal_transition_is_a_409_conflict(
+        self, make_executor, owner, agent, setup: list[str], action: str
+    ):
+        executor, bus = make_executor()
+        execution = start(executor, owner, agent, tokens=50, delay_ms=20)
+        await until(lambda: ("status", "running") in bus.of(execution))
+        for step in setup:
+            await executor.control(execution, step)
+        before = store.get_status(execution)
+
+        with pytest.raises(Conflict) as raised:
+            await executor.control(execution, action)
+
+        assert (raised.value.status, raised.value.error) == (409, "invalid_transition")
+        assert store.get_status(execution) == before
+        if before != "cancelled":
+            await executor.control(execution, "cancel")
+
+
+class TestTerminalStates:
+    async def test_a_completed_execution_ends_with_complete_and_its_result(
+        self, make_executor, owner, agent
+    ):
+        executor, bus = make_executor()
+        execution = start(executor, owner, agent, tokens=3)
+
+        await finished(executor, execution)
+
+        row = store.get_execution(execution, None)
+        assert (row.status, row.stop_reason, row.error) == ("completed", "completed", None)
+        assert row.completed_at is not None and row.completed_at.tzinfo is not None
+        assert bus.of(execution)[0] == ("status", "queued")
+        assert bus.of(execution)[-1] == ("complete", "completed")
+        assert [e["type"] for e in bus.log].count("complete") == 1
+
+    async def test_a_provider_failure_ends_failed_with_an_error_event_before_complete(
+        self, make_executor, owner, agent
+    ):
+        executor, bus = make_executor()
+        execution = start(executor, owner, agent, fail="boom")
+
+        await finished(executor, execution)
+
+        row = store.get_execution(execution, None)
+        assert (row.status, row.stop_reason, row.error) == ("failed", "provider_error", "boom")
+        assert [t for t, _ in bus.of(execution)][-2:] == ["error", "complete"]
+
+    async def test_terminal_executions_refuse_every_control(self, make_executor, owner, agent):
+        executor, _ = make_executor()
+        execution = start(executor, owner, agent, tokens=1)
+        await finished(executor, execution)
+
+        for action in ("cancel", "pause", "resume"):
+            with pytest.raises(Conflict):
+                await executor.control(execution, action)
+
+    async def test_the_stored_events_match_the_published_ones_without_gaps(
+        self, make_executor, owner, agent
+    ):
+        executor, bus = make_executor()
+        execution = start(executor, owner, agent, tokens=5)
+
+        await finished(executor, execution)
+
+        published = [e for e in bus.log if e["execution_id"] == execution]
+        stored = [row.data for row in store.events_after(execution, 0, 1000)]
+        assert stored == published
+        assert [e["seq"] for e in stored] == list(range(1, len(stored) + 1))
