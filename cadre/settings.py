@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     provider_timeout: float = Field(120.0, gt=0)
     prices_file: Path | None = None
     max_concurrent_executions: int = Field(16, ge=1, le=10_000)
+    max_concurrent_executions_per_user: int = Field(4, ge=1, le=10_000)
+    max_execution_seconds: int = Field(3600, ge=1)
     max_execution_steps: int = Field(32, ge=1, le=1000)
     max_output_tokens: int = Field(4096, ge=1)
     stream_keepalive_seconds: float = Field(15.0, gt=0)
