@@ -106,6 +106,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         path_limits=PathLimits(
             max_depth=settings.max_path_depth, max_length=settings.max_path_length
         ),
+        ast_limits=settings.ast_limits,
     )
 
 

@@ -28,6 +28,6 @@ async def execute_tool(user: str, tool_name: str, body: dict) -> Reply:
     settings = runtime.current().settings
     workspace = user_workspace(settings.data_dir, user)
     limits = PathLimits(max_depth=settings.max_path_depth, max_length=settings.max_path_length)
-    context = ToolContext(workspace=workspace, mode="full", path_limits=limits)
+    context = ToolContext(workspace, "full", limits, settings.ast_limits)
     result = await run_tool(tool_name, body["args"], context)
     return ToolResult(result=result), 200

@@ -29,7 +29,7 @@ from cadre.engine.providers.base import Provider, ProviderNotConfigured
 from cadre.engine.providers.registry import ProviderSettings, get_provider
 from cadre.engine.run import AgentRun, Stop
 from cadre.engine.scheduler import Scheduler
-from cadre.engine.tools.base import DEFAULT_PATH_LIMITS, PathLimits
+from cadre.engine.tools.base import DEFAULT_AST_LIMITS, DEFAULT_PATH_LIMITS, AstLimits, PathLimits
 from cadre.engine.tools.workspace import sandbox_copy, user_workspace
 from cadre.errors import Conflict
 from storage import executions as store
@@ -51,6 +51,7 @@ class EngineConfig:
     max_tokens: int = 4096
     max_inputs_bytes: int = 64 * 1024
     path_limits: PathLimits = DEFAULT_PATH_LIMITS
+    ast_limits: AstLimits = DEFAULT_AST_LIMITS
     heartbeat_seconds: float = 1.0
 
 
@@ -241,6 +242,7 @@ class Executor:
                         max_steps=self.config.max_steps,
                         max_tokens=self.config.max_tokens,
                         path_limits=self.config.path_limits,
+                        ast_limits=self.config.ast_limits,
                         checkpoint=lambda: self._checkpoint(handle),
                     )
                     result = await run.run()

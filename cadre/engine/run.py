@@ -44,7 +44,13 @@ from cadre.engine.providers.base import (
     ToolSpec,
     UsageReport,
 )
-from cadre.engine.tools.base import DEFAULT_PATH_LIMITS, PathLimits, ToolContext
+from cadre.engine.tools.base import (
+    DEFAULT_AST_LIMITS,
+    DEFAULT_PATH_LIMITS,
+    AstLimits,
+    PathLimits,
+    ToolContext,
+)
 from cadre.engine.tools.registry import TOOLS, execute_tool
 from cadre.errors import CadreError
 from storage import costs
@@ -88,6 +94,7 @@ class AgentRun:
         max_tokens: int,
         checkpoint: Callable[[], Awaitable[None]],
         path_limits: PathLimits = DEFAULT_PATH_LIMITS,
+        ast_limits: AstLimits = DEFAULT_AST_LIMITS,
     ) -> None:
         self.execution = execution
         self.bus = bus
@@ -97,6 +104,7 @@ class AgentRun:
         self.max_steps = max_steps
         self.max_tokens = max_tokens
         self.path_limits = path_limits
+        self.ast_limits = ast_limits
         self.checkpoint = checkpoint
         self.tally = Tally()
         config = execution.config
@@ -114,7 +122,10 @@ class AgentRun:
     async def run(self) -> dict[str, Any]:
         """Turns until the model answers without asking for tools; returns the result."""
         context = ToolContext(
-            workspace=self.workspace, mode=self.execution.mode, path_limits=self.path_limits
+            workspace=self.workspace,
+            mode=self.execution.mode,
+            path_limits=self.path_limits,
+            ast_limits=self.ast_limits,
         )
         specs = tuple(
             ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
