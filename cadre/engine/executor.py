@@ -32,6 +32,7 @@ from cadre.engine.scheduler import Scheduler
 from cadre.engine.tools.base import DEFAULT_AST_LIMITS, DEFAULT_PATH_LIMITS, AstLimits, PathLimits
 from cadre.engine.tools.workspace import sandbox_copy, user_workspace
 from cadre.errors import Conflict
+from storage import costs
 from storage import executions as store
 from storage.executions import Execution
 from storage.ids import utcnow
@@ -105,6 +106,7 @@ class Executor:
             if execution.id in self.handles:
                 continue
             self.bus.open(execution.id)
+            self._bill_unbilled(execution)
             self._finish(
                 execution.id,
                 status="failed",
@@ -115,6 +117,32 @@ class Executor:
             )
             recovered += 1
         return recovered
+
+    def _bill_unbilled(self, execution: Execution) -> None:
+        """Bill the call a crash cut short: its usage, stored with its events as it streamed,
+        is what the execution's totals hold beyond its cost records (each call that ended
+        wrote its record and the totals together, so nothing is billed twice)."""
+        prompt, completion, cost = costs.billed(execution.id)
+        prompt = max(0, execution.prompt_tokens - prompt)
+        completion = max(0, execution.completion_tokens - completion)
+        if not prompt and not completion:
+            return
+        call_cost, priced = self.config.prices.cost(
+            execution.provider, execution.model, prompt, completion
+        )
+        costs.bill_call(
+            {"cost_usd": round(cost + call_cost, 10)},
+            owner=execution.owner_id,
+            agent_id=execution.agent_id,
+            agent_name=execution.agent_name,
+            execution_id=execution.id,
+            provider=execution.provider,
+            model=execution.model,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost_usd=call_cost,
+            priced=priced,
+        )
 
     async def _beat(self) -> None:
         while True:

@@ -54,7 +54,6 @@ from cadre.engine.tools.base import (
 from cadre.engine.tools.registry import TOOLS, execute_tool
 from cadre.errors import CadreError
 from storage import costs
-from storage import executions as store
 from storage.executions import Execution
 
 
@@ -176,6 +175,7 @@ class AgentRun:
         usage: UsageReport | None = None
         streamed = 0
         stream = self.provider.stream(request)
+        self._note_progress(prompt_tokens, 0)
         try:
             async for event in stream:
                 if isinstance(event, TextDelta):
@@ -184,6 +184,7 @@ class AgentRun:
                     if self.tally.first_token_at is None:
                         self.tally.first_token_at = time.monotonic()
                     streamed += 1
+                    self._note_progress(prompt_tokens, streamed)  # stored with the token
                     parts.append(event.text)
                     self.publish("token", content=event.text)
                     await self.checkpoint()
@@ -194,6 +195,7 @@ class AgentRun:
         except ProviderError as exc:
             raise Stop("provider_error", exc.message) from exc
         finally:
+            self.bus.drop_progress(self.execution.id)
             with suppress(Exception):
                 await stream.aclose()
             # Whatever happened, account for what this call consumed, and nothing after.
@@ -209,6 +211,21 @@ class AgentRun:
         if capped and usage is not None and usage.completion_tokens >= max_tokens:
             raise self._over_budget()
         return "".join(parts), calls
+
+    def _note_progress(self, prompt_tokens: int, completion_tokens: int) -> None:
+        """The run's usage with this call's so far, written with its next events: after a
+        crash, recovery bills what the call consumed until then (``Executor.recover``)."""
+        execution = self.execution
+        cost, _ = self.prices.cost(
+            execution.provider, execution.model, prompt_tokens, completion_tokens
+        )
+        self.bus.progress(
+            execution.id,
+            prompt_tokens=self.tally.prompt_tokens + prompt_tokens,
+            completion_tokens=self.tally.completion_tokens + completion_tokens,
+            cost_usd=round(self.tally.cost_usd + cost, DECIMALS),
+            steps=self.tally.steps,
+        )
 
     def _price(self) -> Price | None:
         return self.prices.lookup(self.execution.provider, self.execution.model)
@@ -252,7 +269,14 @@ class AgentRun:
         self.tally.prompt_tokens += usage.prompt_tokens
         self.tally.completion_tokens += usage.completion_tokens
         self.tally.cost_usd = round(self.tally.cost_usd + cost, 10)
-        costs.record_cost(
+        totals = {
+            "prompt_tokens": self.tally.prompt_tokens,
+            "completion_tokens": self.tally.completion_tokens,
+            "cost_usd": self.tally.cost_usd,
+            "steps": self.tally.steps,
+        }
+        costs.bill_call(
+            totals,
             owner=execution.owner_id,
             agent_id=execution.agent_id,
             agent_name=execution.agent_name,
@@ -272,13 +296,6 @@ class AgentRun:
             cost_usd=cost,
             total_cost_usd=self.tally.cost_usd,
             priced=priced,
-        )
-        store.update_execution(
-            execution.id,
-            prompt_tokens=self.tally.prompt_tokens,
-            completion_tokens=self.tally.completion_tokens,
-            cost_usd=self.tally.cost_usd,
-            steps=self.tally.steps,
         )
 
     async def _call_tool(self, call: ToolCall, context: ToolContext) -> Message:

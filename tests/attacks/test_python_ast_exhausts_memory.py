@@ -26,6 +26,14 @@ def near_limit(tag: int) -> tuple[str, int]:
         size += len(part)
 
 
+def peak_memory_mib(server: Attacked) -> float:
+    """The server process's peak resident memory (Linux's VmHWM)."""
+    assert server.process is not None
+    with open(f"/proc/{server.process.pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
 def parse(server: Attacked, headers: dict[str, str], code: str) -> httpx.Response:
     return httpx.post(
         f"{server.url}/api/v1/tools/python_ast_parser/execute",
@@ -65,6 +73,9 @@ def test_eight_parallel_near_limit_sources_parse_while_health_answers(server, he
         assert len(functions) == count
         assert functions[-1]["name"] == code.rsplit("def ", 1)[1].split("(", 1)[0]
     assert health and set(health) == {200}
+    # The parses ran in children: the server never held eight trees (it reached 2.6 GB).
+    peak = peak_memory_mib(server)
+    assert peak < 400
 
 
 def test_a_source_over_the_limit_is_422_naming_code(server, headers):
