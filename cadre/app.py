@@ -104,12 +104,15 @@ def engine_config(settings: Settings) -> EngineConfig:
         ),
         prices=prices,
         max_concurrent=settings.max_concurrent_executions,
+        max_concurrent_per_user=settings.max_concurrent_executions_per_user,
+        max_execution_seconds=settings.max_execution_seconds,
         max_steps=settings.max_execution_steps,
         max_tokens=settings.max_output_tokens,
         max_inputs_bytes=settings.max_inputs_bytes,
         path_limits=PathLimits(
             max_depth=settings.max_path_depth, max_length=settings.max_path_length
         ),
+        ast_limits=settings.ast_limits,
     )
 
 

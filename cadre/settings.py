@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cadre.engine.tools.base import AstLimits
+
 SECRET_KEY_FILE = "secret_key"
 MIN_SECRET_KEY_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 
@@ -50,6 +52,8 @@ class Settings(BaseSettings):
     provider_timeout: float = Field(120.0, gt=0)
     prices_file: Path | None = None
     max_concurrent_executions: int = Field(16, ge=1, le=10_000)
+    max_concurrent_executions_per_user: int = Field(4, ge=1, le=10_000)
+    max_execution_seconds: int = Field(3600, ge=1)
     max_execution_steps: int = Field(32, ge=1, le=1000)
     max_output_tokens: int = Field(4096, ge=1)
     stream_keepalive_seconds: float = Field(15.0, gt=0)
@@ -58,6 +62,12 @@ class Settings(BaseSettings):
     max_inputs_bytes: int = Field(64 * 1024, ge=1024)
     max_path_depth: int = Field(32, ge=1, le=256)
     max_path_length: int = Field(1024, ge=16, le=4096)
+    max_ast_source_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_ast_workers: int = Field(2, ge=1, le=64)
+
+    @property
+    def ast_limits(self) -> AstLimits:
+        return AstLimits(self.max_ast_source_bytes, self.max_ast_workers)
 
     @field_validator("secret_key")
     @classmethod

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import peewee
 
-from storage.db import BaseModel
+from storage.db import BaseModel, database
 from storage.fields import UTCDateTimeField
 from storage.ids import new_id, utcnow
 from storage.queries import owned
@@ -34,6 +35,32 @@ class CostRecord(BaseModel):
 
 def record_cost(**fields: object) -> CostRecord:
     return CostRecord.create(id=new_id("cost"), timestamp=utcnow(), **fields)
+
+
+def bill_call(totals: dict[str, Any], **fields: Any) -> CostRecord:
+    """One provider call's record and its execution's new totals, in one transaction:
+    recovery bills what an execution's totals hold beyond its records, never twice."""
+    from storage.executions import Execution
+
+    with database.atomic():
+        record = record_cost(**fields)
+        Execution.update(**totals).where(Execution.id == fields["execution_id"]).execute()
+    return record
+
+
+def billed(execution_id: str) -> tuple[int, int, float]:
+    """Prompt tokens, completion tokens and cost recorded for one execution."""
+    prompt, completion, cost = (
+        CostRecord.select(
+            peewee.fn.COALESCE(peewee.fn.SUM(CostRecord.prompt_tokens), 0),
+            peewee.fn.COALESCE(peewee.fn.SUM(CostRecord.completion_tokens), 0),
+            peewee.fn.COALESCE(peewee.fn.SUM(CostRecord.cost_usd), 0),
+        )
+        .where(CostRecord.execution_id == execution_id)
+        .tuples()
+        .get()
+    )
+    return int(prompt), int(completion), float(cost)
 
 
 def _filtered(owner_id: str | None, since: datetime | None, agent_ref: str | None):

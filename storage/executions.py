@@ -130,8 +130,12 @@ def update_execution(execution_id: str, **fields: Any) -> None:
     Execution.update(**fields).where(Execution.id == execution_id).execute()
 
 
-def append_events(events: list[tuple[str, int, str, dict[str, Any]]]) -> None:
-    """Store ``(execution_id, seq, type, data)`` rows in one statement."""
+def append_events(
+    events: list[tuple[str, int, str, dict[str, Any]]],
+    progress: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """Store ``(execution_id, seq, type, data)`` rows in one statement, and in the same
+    transaction each execution's ``progress`` (the usage it accrued so far)."""
     now = utcnow()
     rows = [(execution_id, seq, type_, data, now) for execution_id, seq, type_, data in events]
     fields = [
@@ -142,7 +146,10 @@ def append_events(events: list[tuple[str, int, str, dict[str, Any]]]) -> None:
         ExecutionEvent.created_at,
     ]
     with database.atomic():
-        ExecutionEvent.insert_many(rows, fields=fields).execute()
+        if rows:
+            ExecutionEvent.insert_many(rows, fields=fields).execute()
+        for execution_id, values in (progress or {}).items():
+            Execution.update(**values).where(Execution.id == execution_id).execute()
 
 
 def events_after(execution_id: str, after: int, limit: int) -> list[ExecutionEvent]:

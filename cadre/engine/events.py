@@ -61,16 +61,32 @@ class EventBus:
         self.poll_interval = poll_interval
         self.flush_delay = flush_delay
         self._pending: list[tuple[str, int, str, Event]] = []
+        self._progress: dict[str, dict[str, Any]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
 
     def flush(self) -> None:
-        """Write every pending event now."""
+        """Write every pending event, and the progress noted with them, now."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        if self._pending:
+        if self._pending or self._progress:
             pending, self._pending = self._pending, []
-            store.append_events(pending)
+            progress, self._progress = self._progress, {}
+            store.append_events(pending, progress)
+
+    def progress(self, execution_id: str, **fields: Any) -> None:
+        """Columns of the execution to write with its next batch of events (usage so far):
+        stored no later than the events that follow this call, so a crash loses neither."""
+        self._progress[execution_id] = fields
+        self._schedule_flush()
+
+    def drop_progress(self, execution_id: str) -> None:
+        """Forget unwritten progress (its owner writes the final values itself)."""
+        self._progress.pop(execution_id, None)
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(self.flush_delay, self.flush)
 
     def open(self, execution_id: str) -> Channel:
         channel = self.channels.get(execution_id)
@@ -90,8 +106,7 @@ class EventBus:
             **data,
         }
         self._pending.append((execution_id, event["seq"], type_, event))
-        if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_later(self.flush_delay, self.flush)
+        self._schedule_flush()
         channel.events.append(event)
         channel.notify()
         return event

@@ -1,10 +1,14 @@
 """Runs executions as asyncio tasks: queueing, control (cancel, pause, resume), recovery.
 
-Each execution is one task. At most ``max_concurrent`` run at once; the rest
-wait ``queued``, in order. Control requests reach a local run directly; one run
-by another worker gets them through the ``control`` column, which every worker
-reads on its heartbeat. Runs whose worker stopped beating (killed, crashed) are
-finished as ``failed``/``interrupted`` by whichever worker notices first.
+Each execution is one task. At most ``max_concurrent`` run at once, at most
+``max_concurrent_per_user`` of one user; the rest wait ``queued``, in order, a
+user at their cap not holding up the others (``Scheduler``). A paused run gives its
+slot back and queues again when resumed. Every run ends ``timeout`` after
+``max_execution_seconds`` at most, paused time included. Control requests reach
+a local run directly; one run by another worker gets them through the ``control``
+column, which every worker reads on its heartbeat. Runs whose worker stopped
+beating (killed, crashed) are finished as ``failed``/``interrupted`` by whichever
+worker notices first.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.base import Provider, ProviderNotConfigured
 from cadre.engine.providers.registry import ProviderSettings, get_provider
 from cadre.engine.run import AgentRun, Stop
-from cadre.engine.tools.base import DEFAULT_PATH_LIMITS, PathLimits
+from cadre.engine.scheduler import Scheduler
+from cadre.engine.tools.base import DEFAULT_AST_LIMITS, DEFAULT_PATH_LIMITS, AstLimits, PathLimits
 from cadre.engine.tools.workspace import sandbox_copy, user_workspace
 from cadre.errors import Conflict
+from storage import costs
 from storage import executions as store
 from storage.executions import Execution
 from storage.ids import utcnow
@@ -40,30 +46,37 @@ class EngineConfig:
     providers: ProviderSettings
     prices: PriceTable
     max_concurrent: int = 16
+    max_concurrent_per_user: int = 4
+    max_execution_seconds: int = 3600
     max_steps: int = 32
     max_tokens: int = 4096
     max_inputs_bytes: int = 64 * 1024
     path_limits: PathLimits = DEFAULT_PATH_LIMITS
+    ast_limits: AstLimits = DEFAULT_AST_LIMITS
     heartbeat_seconds: float = 1.0
 
 
 class RunHandle:
     """The local side of one execution: its task and the switches its loop checks."""
 
-    def __init__(self, execution_id: str) -> None:
+    def __init__(self, execution_id: str, owner: str) -> None:
         self.execution_id = execution_id
+        self.owner = owner
         self.task: asyncio.Task[None] | None = None
         self.stop_reason: str | None = None  # set before the task is cancelled on purpose
         self.running = asyncio.Event()  # cleared while paused
         self.running.set()
         self.started = False
+        self.has_slot = False
+        self.waiting = False  # in the scheduler's line
+        self.status = "queued"  # as last written by this worker
 
 
 class Executor:
     def __init__(self, config: EngineConfig, bus: EventBus) -> None:
         self.config = config
         self.bus = bus
-        self.slots = asyncio.Semaphore(config.max_concurrent)
+        self.slots = Scheduler(config.max_concurrent, config.max_concurrent_per_user)
         self.handles: dict[str, RunHandle] = {}
         self.providers: dict[str, Provider] = {}
         self._heartbeat: asyncio.Task[None] | None = None
@@ -93,6 +106,7 @@ class Executor:
             if execution.id in self.handles:
                 continue
             self.bus.open(execution.id)
+            self._bill_unbilled(execution)
             self._finish(
                 execution.id,
                 status="failed",
@@ -103,6 +117,32 @@ class Executor:
             )
             recovered += 1
         return recovered
+
+    def _bill_unbilled(self, execution: Execution) -> None:
+        """Bill the call a crash cut short: its usage, stored with its events as it streamed,
+        is what the execution's totals hold beyond its cost records (each call that ended
+        wrote its record and the totals together, so nothing is billed twice)."""
+        prompt, completion, cost = costs.billed(execution.id)
+        prompt = max(0, execution.prompt_tokens - prompt)
+        completion = max(0, execution.completion_tokens - completion)
+        if not prompt and not completion:
+            return
+        call_cost, priced = self.config.prices.cost(
+            execution.provider, execution.model, prompt, completion
+        )
+        costs.bill_call(
+            {"cost_usd": round(cost + call_cost, 10)},
+            owner=execution.owner_id,
+            agent_id=execution.agent_id,
+            agent_name=execution.agent_name,
+            execution_id=execution.id,
+            provider=execution.provider,
+            model=execution.model,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost_usd=call_cost,
+            priced=priced,
+        )
 
     async def _beat(self) -> None:
         while True:
@@ -121,7 +161,7 @@ class Executor:
     # -- submitting and controlling ------------------------------------------------------
 
     def submit(self, execution: Execution) -> None:
-        handle = RunHandle(execution.id)
+        handle = RunHandle(execution.id, execution.owner_id)
         self.handles[execution.id] = handle
         self.bus.publish(execution.id, "status", status="queued")
         handle.task = asyncio.create_task(self._run(execution, handle))
@@ -151,13 +191,25 @@ class Executor:
             await self._interrupt(handle, "cancelled", wait=2.0)
         elif action == "pause":
             handle.running.clear()
-            store.update_execution(execution_id, status="paused")
-            self.bus.publish(execution_id, "status", status="paused")
+            self._release(handle)  # a paused run holds no slot
+            self._set_status(handle, "paused")
         else:
+            # Back in line: straight to running only if a slot is free for this user now
+            # (no waiter that could take it is ever left waiting, so this jumps nobody).
+            if handle.started and not handle.waiting and self.slots.try_acquire(handle.owner):
+                handle.has_slot = True
+            self._set_status(handle, "running" if handle.has_slot else "queued")
             handle.running.set()
-            resumed = "running" if handle.started else "queued"
-            store.update_execution(execution_id, status=resumed)
-            self.bus.publish(execution_id, "status", status=resumed)
+
+    def _set_status(self, handle: RunHandle, status: str, **fields: Any) -> None:
+        handle.status = status
+        store.update_execution(handle.execution_id, status=status, **fields)
+        self.bus.publish(handle.execution_id, "status", status=status)
+
+    def _release(self, handle: RunHandle) -> None:
+        if handle.has_slot:
+            handle.has_slot = False
+            self.slots.release(handle.owner)
 
     async def _interrupt(self, handle: RunHandle, reason: str, wait: float) -> None:
         handle.stop_reason = reason
@@ -176,19 +228,34 @@ class Executor:
     # -- running -------------------------------------------------------------------------
 
     async def _checkpoint(self, handle: RunHandle) -> None:
-        """Between two events: wait out a pause (cancel still gets through)."""
-        if not handle.running.is_set():
-            await handle.running.wait()
+        """Between two events: wait out a pause, then for a slot (cancel still gets through)."""
+        while not (handle.running.is_set() and handle.has_slot):
+            if not handle.running.is_set():
+                self._release(handle)
+                await handle.running.wait()
+                continue
+            handle.waiting = True
+            try:
+                await self.slots.acquire(handle.owner)
+            finally:
+                handle.waiting = False
+            handle.has_slot = True
+            if not handle.running.is_set():  # paused while it waited: give the slot back
+                continue
+            if not handle.started:
+                handle.started = True
+                self._set_status(handle, "running", started_at=utcnow())
+            elif handle.status != "running":
+                self._set_status(handle, "running")
 
     async def _run(self, execution: Execution, handle: RunHandle) -> None:
         result: dict[str, Any] | None = None
         run: AgentRun | None = None
+        limit = self.config.max_execution_seconds
+        timeout = limit if execution.timeout is None else min(execution.timeout, limit)
         try:
-            async with self.slots:
-                await self._checkpoint(handle)
-                handle.started = True
-                store.update_execution(execution.id, status="running", started_at=utcnow())
-                self.bus.publish(execution.id, "status", status="running")
+            await self._checkpoint(handle)
+            async with asyncio.timeout(timeout):
                 provider = self._provider(execution.provider)
                 workspace = user_workspace(self.config.data_dir, execution.owner_id)
                 async with contextlib.AsyncExitStack() as stack:
@@ -203,17 +270,21 @@ class Executor:
                         max_steps=self.config.max_steps,
                         max_tokens=self.config.max_tokens,
                         path_limits=self.config.path_limits,
+                        ast_limits=self.config.ast_limits,
                         checkpoint=lambda: self._checkpoint(handle),
                     )
-                    async with asyncio.timeout(execution.timeout):
-                        result = await run.run()
+                    result = await run.run()
+            self._release(handle)
             self._finish_run(execution, run, "completed", "completed", None, result)
         except ProviderNotConfigured as exc:
             self._finish_run(execution, run, "failed", "provider_not_configured", exc.message, None)
         except Stop as stop:
             self._finish_run(execution, run, "failed", stop.stop_reason, stop.message, None)
         except TimeoutError:
-            message = f"Stopped after the timeout of {execution.timeout} s."
+            if execution.timeout is not None and execution.timeout <= limit:
+                message = f"Stopped after the timeout of {execution.timeout} s."
+            else:
+                message = f"Stopped after the server's longest run time of {limit} s."
             self._finish_run(execution, run, "failed", "timeout", message, None)
         except asyncio.CancelledError:
             reason = handle.stop_reason or "interrupted"
@@ -224,6 +295,7 @@ class Executor:
             log.exception("execution %s failed", execution.id)
             self._finish_run(execution, run, "failed", "provider_error", str(exc), None)
         finally:
+            self._release(handle)
             self.handles.pop(execution.id, None)
 
     def _provider(self, name: str) -> Provider:

@@ -2,6 +2,22 @@
 
 The loop stops by raising ``Stop`` (a budget ran out, a provider failed) or by
 being cancelled; ``Executor`` turns either into the execution's terminal state.
+
+``cost_limit`` holds exactly, as far as the provider keeps to what it is asked:
+
+- before a call, its prompt is priced at the provider's own count, or at an upper
+  bound of it (``Provider.count_prompt_tokens``); a call whose prompt alone would pass
+  the limit is not made;
+- the call's ``max_tokens`` is cut to the completion tokens the rest of the budget
+  pays for, so even its worst case stays within the limit;
+- no token that would pass the limit is published (a provider that ignores
+  ``max_tokens`` is cut off before it);
+- after the call its real usage, as the provider reports it, is billed; were that
+  above the limit (a provider counting more prompt tokens than the bound), the run
+  still ends ``cost_limit_exceeded``, never ``completed``, and the record shows what
+  the provider really charged.
+
+A call cut short by the budget's ``max_tokens`` ends the run ``cost_limit_exceeded``.
 """
 
 from __future__ import annotations
@@ -10,12 +26,13 @@ import json
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cadre.engine.events import EventBus
-from cadre.engine.pricing import PriceTable
+from cadre.engine.pricing import DECIMALS, Price, PriceTable
 from cadre.engine.providers.base import (
     Message,
     Provider,
@@ -27,11 +44,16 @@ from cadre.engine.providers.base import (
     ToolSpec,
     UsageReport,
 )
-from cadre.engine.tools.base import DEFAULT_PATH_LIMITS, PathLimits, ToolContext
+from cadre.engine.tools.base import (
+    DEFAULT_AST_LIMITS,
+    DEFAULT_PATH_LIMITS,
+    AstLimits,
+    PathLimits,
+    ToolContext,
+)
 from cadre.engine.tools.registry import TOOLS, execute_tool
 from cadre.errors import CadreError
 from storage import costs
-from storage import executions as store
 from storage.executions import Execution
 
 
@@ -58,12 +80,6 @@ class Tally:
     started: float = field(default_factory=time.monotonic)
 
 
-def estimate_tokens(messages: list[Message]) -> int:
-    """A provider-independent guess (about four characters a token) for budget checks."""
-    chars = sum(len(m.content) + sum(len(str(c.args)) for c in m.tool_calls) for m in messages)
-    return math.ceil(chars / 4)
-
-
 class AgentRun:
     def __init__(
         self,
@@ -77,6 +93,7 @@ class AgentRun:
         max_tokens: int,
         checkpoint: Callable[[], Awaitable[None]],
         path_limits: PathLimits = DEFAULT_PATH_LIMITS,
+        ast_limits: AstLimits = DEFAULT_AST_LIMITS,
     ) -> None:
         self.execution = execution
         self.bus = bus
@@ -86,6 +103,7 @@ class AgentRun:
         self.max_steps = max_steps
         self.max_tokens = max_tokens
         self.path_limits = path_limits
+        self.ast_limits = ast_limits
         self.checkpoint = checkpoint
         self.tally = Tally()
         config = execution.config
@@ -103,7 +121,10 @@ class AgentRun:
     async def run(self) -> dict[str, Any]:
         """Turns until the model answers without asking for tools; returns the result."""
         context = ToolContext(
-            workspace=self.workspace, mode=self.execution.mode, path_limits=self.path_limits
+            workspace=self.workspace,
+            mode=self.execution.mode,
+            path_limits=self.path_limits,
+            ast_limits=self.ast_limits,
         )
         specs = tuple(
             ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
@@ -134,13 +155,7 @@ class AgentRun:
         }
 
     async def _turn(self, specs: tuple[ToolSpec, ...]) -> tuple[str, list[ToolCall]]:
-        """One provider call, streamed: tokens out as events, cost checked as they come."""
-        prompt_estimate = estimate_tokens(self.messages)
-        price = self.prices.lookup(self.execution.provider, self.execution.model)
-        input_price = price.input_per_million / 1e6 if price else 0.0
-        output_price = price.output_per_million / 1e6 if price else 0.0
-        self._check_budget(self.tally.cost_usd + prompt_estimate * input_price)
-        self.tally.steps += 1
+        """One provider call, streamed: tokens out as events, each within the budget."""
         request = ProviderRequest(
             model=self.execution.model,
             messages=list(self.messages),
@@ -149,21 +164,29 @@ class AgentRun:
             max_tokens=self.max_tokens,
             inputs=self.execution.inputs,
         )
+        prompt_tokens = self.provider.count_prompt_tokens(request)
+        max_tokens = self._affordable(prompt_tokens)
+        capped = max_tokens < self.max_tokens
+        if capped:
+            request = replace(request, max_tokens=max_tokens)
+        self.tally.steps += 1
         parts = self.current_parts = []
         calls: list[ToolCall] = []
         usage: UsageReport | None = None
         streamed = 0
         stream = self.provider.stream(request)
+        self._note_progress(prompt_tokens, 0)
         try:
             async for event in stream:
                 if isinstance(event, TextDelta):
+                    if not self._within_budget(prompt_tokens, streamed + 1):
+                        raise self._over_budget()  # before the token is seen by anyone
                     if self.tally.first_token_at is None:
                         self.tally.first_token_at = time.monotonic()
                     streamed += 1
+                    self._note_progress(prompt_tokens, streamed)  # stored with the token
                     parts.append(event.text)
                     self.publish("token", content=event.text)
-                    spent = self.tally.cost_usd + prompt_estimate * input_price
-                    self._check_budget(spent + streamed * output_price)
                     await self.checkpoint()
                 elif isinstance(event, ToolCallRequested):
                     calls.append(event.call)
@@ -172,13 +195,71 @@ class AgentRun:
         except ProviderError as exc:
             raise Stop("provider_error", exc.message) from exc
         finally:
-            await stream.aclose()
+            self.bus.drop_progress(self.execution.id)
+            with suppress(Exception):
+                await stream.aclose()
             # Whatever happened, account for what this call consumed, and nothing after.
-            if usage is None and streamed:  # cut short: estimate what was consumed
-                usage = UsageReport(prompt_tokens=prompt_estimate, completion_tokens=streamed)
+            if usage is None and streamed:  # cut short: the prompt as counted, what streamed
+                usage = UsageReport(prompt_tokens=prompt_tokens, completion_tokens=streamed)
             if usage is not None:
                 self._account(usage)
+        # Reconciled with what the provider billed: a run never goes on past its limit,
+        # nor completes with an answer the budget cut short.
+        limit = self.execution.cost_limit
+        if limit is not None and self.tally.cost_usd > limit:
+            raise self._over_budget()
+        if capped and usage is not None and usage.completion_tokens >= max_tokens:
+            raise self._over_budget()
         return "".join(parts), calls
+
+    def _note_progress(self, prompt_tokens: int, completion_tokens: int) -> None:
+        """The run's usage with this call's so far, written with its next events: after a
+        crash, recovery bills what the call consumed until then (``Executor.recover``)."""
+        execution = self.execution
+        cost, _ = self.prices.cost(
+            execution.provider, execution.model, prompt_tokens, completion_tokens
+        )
+        self.bus.progress(
+            execution.id,
+            prompt_tokens=self.tally.prompt_tokens + prompt_tokens,
+            completion_tokens=self.tally.completion_tokens + completion_tokens,
+            cost_usd=round(self.tally.cost_usd + cost, DECIMALS),
+            steps=self.tally.steps,
+        )
+
+    def _price(self) -> Price | None:
+        return self.prices.lookup(self.execution.provider, self.execution.model)
+
+    def _within_budget(self, prompt_tokens: int, completion_tokens: int) -> bool:
+        """Whether the run's cost after a call of that many tokens is within its limit."""
+        limit = self.execution.cost_limit
+        price = self._price()
+        if limit is None or price is None:
+            return True
+        cost = price.cost(prompt_tokens, completion_tokens)
+        return round(self.tally.cost_usd + cost, DECIMALS) <= limit
+
+    def _affordable(self, prompt_tokens: int) -> int:
+        """The call's ``max_tokens``: the setting's, or fewer if the budget pays for fewer."""
+        price = self._price()
+        limit = self.execution.cost_limit
+        if limit is None or price is None:
+            return self.max_tokens
+        if not self._within_budget(prompt_tokens, 1):
+            raise self._over_budget()
+        if price.output_per_million == 0:
+            return self.max_tokens
+        left = limit - self.tally.cost_usd - price.cost(prompt_tokens, 0)
+        tokens = min(self.max_tokens, math.floor(left * 1_000_000 / price.output_per_million) + 1)
+        while tokens > 1 and not self._within_budget(prompt_tokens, tokens):
+            tokens -= 1
+        return tokens
+
+    def _over_budget(self) -> Stop:
+        return Stop(
+            "cost_limit_exceeded",
+            f"Stopped: continuing would pass the cost limit of {self.execution.cost_limit} USD.",
+        )
 
     def _account(self, usage: UsageReport) -> None:
         execution = self.execution
@@ -188,7 +269,14 @@ class AgentRun:
         self.tally.prompt_tokens += usage.prompt_tokens
         self.tally.completion_tokens += usage.completion_tokens
         self.tally.cost_usd = round(self.tally.cost_usd + cost, 10)
-        costs.record_cost(
+        totals = {
+            "prompt_tokens": self.tally.prompt_tokens,
+            "completion_tokens": self.tally.completion_tokens,
+            "cost_usd": self.tally.cost_usd,
+            "steps": self.tally.steps,
+        }
+        costs.bill_call(
+            totals,
             owner=execution.owner_id,
             agent_id=execution.agent_id,
             agent_name=execution.agent_name,
@@ -209,21 +297,6 @@ class AgentRun:
             total_cost_usd=self.tally.cost_usd,
             priced=priced,
         )
-        store.update_execution(
-            execution.id,
-            prompt_tokens=self.tally.prompt_tokens,
-            completion_tokens=self.tally.completion_tokens,
-            cost_usd=self.tally.cost_usd,
-            steps=self.tally.steps,
-        )
-
-    def _check_budget(self, projected: float) -> None:
-        limit = self.execution.cost_limit
-        if limit is not None and projected > limit:
-            raise Stop(
-                "cost_limit_exceeded",
-                f"Stopped: continuing would pass the cost limit of {limit} USD.",
-            )
 
     async def _call_tool(self, call: ToolCall, context: ToolContext) -> Message:
         self.tally.steps += 1

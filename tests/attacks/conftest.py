@@ -32,12 +32,13 @@ BASE_ENV = {
 
 @dataclass
 class Attacked:
-    """A running server: its URL, data directory, log file and environment."""
+    """A running server: its URL, data directory, log file, environment and process."""
 
     url: str
     data_dir: Path
     log: Path
     env: dict[str, str]
+    process: subprocess.Popen | None = None
 
     def token(self, username: str = "mallory") -> str:
         return login_token(self.url, username, PASSWORD)
@@ -71,7 +72,9 @@ def serve(root: Path, **env: str) -> Iterator[Attacked]:
     environment = {**BASE_ENV, **env}
     with live_server(data_dir, **environment) as server:
         port = server.url.rsplit(":", 1)[1]
-        yield Attacked(server.url, data_dir, root / f"server-{port}.log", environment)
+        yield Attacked(
+            server.url, data_dir, root / f"server-{port}.log", environment, server.process
+        )
 
 
 @pytest.fixture(scope="module")

@@ -120,7 +120,11 @@ async def test_events_published_together_are_written_in_one_batch(
 ):
     batches: list[list[Any]] = []
     write = store.append_events
-    monkeypatch.setattr(store, "append_events", lambda rows: (batches.append(rows), write(rows)))
+    monkeypatch.setattr(
+        store,
+        "append_events",
+        lambda rows, progress=None: (batches.append(rows), write(rows, progress)),
+    )
     bus = EventBus(flush_delay=0.01)
     for i in range(3):
         bus.publish(execution_id, "token", content=str(i))

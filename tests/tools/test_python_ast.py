@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from cadre.engine.tools.base import ToolContext, ToolFailed
-from cadre.engine.tools.python_ast import outline
+from cadre.engine.tools import python_ast
+from cadre.engine.tools.base import AstLimits, ToolContext, ToolFailed
+from cadre.engine.tools.python_ast import SourceTooLarge, outline, parse_isolated
 from cadre.engine.tools.registry import execute_tool
 
 SOURCE = textwrap.dedent(
@@ -142,3 +144,64 @@ def test_deep_expressions_that_parse_are_outlined_without_recursing_into_them() 
 def test_null_bytes_are_a_tool_error() -> None:
     with pytest.raises(ToolFailed):
         outline("x = 1\x00")
+
+
+# -- in a resource-limited child process --------------------------------------------------
+
+
+async def test_the_tool_parses_in_a_child_process(tmp_path: Path) -> None:
+    ctx = ToolContext(workspace=tmp_path, mode="safe")
+    result = await execute_tool("python_ast_parser", {"code": SOURCE}, ctx)
+    assert result == outline(SOURCE)
+
+
+async def test_a_source_over_the_byte_limit_is_refused_before_any_parse(tmp_path: Path) -> None:
+    ctx = ToolContext(workspace=tmp_path, ast_limits=AstLimits(max_source_bytes=1024))
+    with pytest.raises(SourceTooLarge) as raised:
+        await execute_tool("python_ast_parser", {"code": "é" * 513}, ctx)  # 1026 bytes
+    assert raised.value.status == 422
+    assert raised.value.details == {"args.code": "longer than 1024 bytes"}
+    assert await execute_tool("python_ast_parser", {"code": "#" * 1024}, ctx) == outline("")
+
+
+async def test_a_parse_that_outgrows_the_childs_memory_is_a_tool_error(monkeypatch) -> None:
+    monkeypatch.setattr(python_ast, "WORKER_MEMORY_BYTES", 64 * 1024 * 1024)
+    code = "x = [" + "1, " * 80_000 + "]\n"  # parses fine with room to spare
+    with pytest.raises(ToolFailed, match="limit"):
+        await parse_isolated(code, AstLimits())
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["(" * 100_000 + ")" * 100_000, "x = " + "-" * 200_000 + "1", "x = " + "1+" * 120_000 + "1"],
+)
+async def test_pathological_sources_are_tool_errors(code: str) -> None:
+    with pytest.raises(ToolFailed):
+        await parse_isolated(code, AstLimits())
+
+
+async def test_at_most_max_workers_children_parse_at_once(monkeypatch) -> None:
+    running = peak = 0
+    spawn = asyncio.create_subprocess_exec
+
+    async def counting(*args, **kwargs):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        process = await spawn(*args, **kwargs)
+        wait = process.wait
+
+        async def waited():
+            nonlocal running
+            code = await wait()
+            running -= 1
+            return code
+
+        process.wait = waited
+        return process
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", counting)
+    code = "def f(): ...\n" * 2000
+    replies = await asyncio.gather(*(parse_isolated(code, AstLimits()) for _ in range(6)))
+    assert all(len(r["functions"]) == 2000 for r in replies)
+    assert peak <= 2

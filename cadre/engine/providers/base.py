@@ -87,8 +87,36 @@ class ProviderNotConfigured(ProviderError):
     """The provider needs settings (an API key) that are missing."""
 
 
+# What a chat template adds around each message or tool, and around a request that
+# offers tools (Anthropic's tool-use system prompt is a few hundred tokens).
+MESSAGE_OVERHEAD_TOKENS = 16
+TOOLS_OVERHEAD_TOKENS = 1024
+
+
 class Provider(ABC):
     name: ClassVar[str]
+
+    def count_prompt_tokens(self, request: ProviderRequest) -> int:
+        """Before the call: at least as many prompt tokens as the provider will bill.
+
+        Byte-level BPE tokenizers never make a token of less than one byte, so the
+        UTF-8 size of what is sent, plus the template's overhead, is an upper bound.
+        Providers that know their tokenizer count exactly instead.
+        """
+        total = 0
+        for message in request.messages:
+            total += len(message.content.encode()) + MESSAGE_OVERHEAD_TOKENS
+            for call in message.tool_calls:
+                arguments = json.dumps(call.args, ensure_ascii=False)
+                total += len(f"{call.id}{call.tool}{arguments}".encode()) + MESSAGE_OVERHEAD_TOKENS
+            total += len((message.name or "").encode()) + len((message.tool_call_id or "").encode())
+        for tool in request.tools:
+            schema = json.dumps(tool.parameters, ensure_ascii=False)
+            total += len(f"{tool.name}{tool.description}{schema}".encode())
+            total += MESSAGE_OVERHEAD_TOKENS
+        if request.tools:
+            total += TOOLS_OVERHEAD_TOKENS
+        return total
 
     @abstractmethod
     def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:

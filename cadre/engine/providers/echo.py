@@ -81,6 +81,10 @@ def _turn(messages: Sequence[Message]) -> tuple[str, list[Message]]:
 class EchoProvider(Provider):
     name = "echo"
 
+    def count_prompt_tokens(self, request: ProviderRequest) -> int:
+        """Exactly what the call reports: one token per word."""
+        return _words(request.messages)
+
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ProviderEvent]:
         steering = Steering.from_inputs(request.inputs)
         if steering.fail is not None:

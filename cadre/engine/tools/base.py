@@ -29,12 +29,24 @@ DEFAULT_PATH_LIMITS = PathLimits()
 
 
 @dataclass(frozen=True)
+class AstLimits:
+    """python_ast_parser's source size and parallel parses (``CADRE_MAX_AST_*``)."""
+
+    max_source_bytes: int = 256 * 1024
+    max_workers: int = 2
+
+
+DEFAULT_AST_LIMITS = AstLimits()
+
+
+@dataclass(frozen=True)
 class ToolContext:
     """Where a tool may act: ``workspace`` is the user's workspace or a sandbox copy of it."""
 
     workspace: Path
     mode: Mode = "full"
     path_limits: PathLimits = DEFAULT_PATH_LIMITS
+    ast_limits: AstLimits = DEFAULT_AST_LIMITS
 
 
 class Tool(ABC):

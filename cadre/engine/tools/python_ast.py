@@ -1,15 +1,29 @@
-"""Parse Python source and report its functions, classes and imports (nothing is run)."""
+"""Parse Python source and report its functions, classes and imports (nothing is run).
+
+Parsing is done in a child process (``ast_worker``) with its address space and CPU
+time limited, at most ``AstLimits.max_workers`` at once per server process, on
+sources of at most ``AstLimits.max_source_bytes``: a huge or pathological source
+costs a bounded child, never the server's memory or its event loop.
+"""
 
 from __future__ import annotations
 
-import ast
+import asyncio
+import contextlib
+import json
+import sys
+import weakref
+from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
+from cadre.engine.tools import ast_worker
+from cadre.engine.tools.base import AstLimits, Tool, ToolContext, ToolFailed
+from cadre.errors import ValidationFailed
 
-from cadre.engine.tools.base import Tool, ToolContext, ToolFailed
-
-MAX_CODE_CHARS = 1024 * 1024
+WORKER = Path(ast_worker.__file__)
+WORKER_MEMORY_BYTES = 512 * 1024 * 1024  # address space of one parse, interpreter included
+WORKER_CPU_SECONDS = 10
+WORKER_WALL_SECONDS = 30  # also bounds time spent waiting for stdin/stdout
 
 
 class PythonAstParser(Tool):
@@ -18,103 +32,73 @@ class PythonAstParser(Tool):
     category = "code"
     parameters = {
         "type": "object",
-        "properties": {"code": {"type": "string", "maxLength": MAX_CODE_CHARS}},
+        "properties": {"code": {"type": "string"}},
         "required": ["code"],
         "additionalProperties": False,
     }
 
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
-        # Parsing a megabyte takes a while: do it off the event loop.
-        return await anyio.to_thread.run_sync(outline, args["code"])
+        return await parse_isolated(args["code"], ctx.ast_limits)
+
+
+class SourceTooLarge(ValidationFailed):
+    error = "source_too_large"
+
+
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _slot(workers: int) -> asyncio.Semaphore:
+    """The process's parse slots (one set per event loop: semaphores belong to one)."""
+    per_loop = _slots.setdefault(asyncio.get_running_loop(), {})
+    return per_loop.setdefault(workers, asyncio.Semaphore(workers))
+
+
+async def parse_isolated(code: str, limits: AstLimits) -> dict[str, Any]:
+    """``outline(code)``, computed by a resource-limited child process."""
+    source = code.encode("utf-8", "surrogatepass")
+    if len(source) > limits.max_source_bytes:
+        raise SourceTooLarge(
+            f"The code is {len(source)} bytes; at most {limits.max_source_bytes} are parsed.",
+            details={"args.code": f"longer than {limits.max_source_bytes} bytes"},
+        )
+    async with _slot(limits.max_workers):
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-I", "-S", str(WORKER)),
+            *(str(WORKER_MEMORY_BYTES), str(WORKER_CPU_SECONDS)),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            output, _ = await asyncio.wait_for(process.communicate(source), WORKER_WALL_SECONDS)
+        except TimeoutError:
+            raise ToolFailed("The code took too long to parse.") from None
+        finally:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+    try:
+        reply = json.loads(output) if process.returncode == 0 else None
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict):
+        raise ToolFailed("The code is too large or too deeply nested to parse within the limits.")
+    return _outline_or_fail(reply)
 
 
 def outline(code: str) -> dict[str, Any]:
-    """Functions (with qualified names, nested ones too), classes and imports of ``code``."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError as exc:
-        raise ToolFailed(
-            f"The code does not parse: {exc.msg} (line {exc.lineno}).",
-            details={"line": exc.lineno, "offset": exc.offset},
-        ) from exc
-    except (ValueError, RecursionError, MemoryError) as exc:
-        raise ToolFailed(f"The code cannot be parsed: {exc or type(exc).__name__}.") from exc
-    collector = _Collector()
-    try:
-        collector.visit(tree)
-    except RecursionError as exc:  # a base class expression too deep to unparse
-        raise ToolFailed("The code nests too deeply to outline.") from exc
-    return {
-        "functions": collector.functions,
-        "classes": collector.classes,
-        "imports": collector.imports,
-    }
+    """Functions (with qualified names, nested ones too), classes and imports of ``code``.
+
+    In this process: for tests and trusted callers; the tool itself uses ``parse_isolated``.
+    """
+    return _outline_or_fail(ast_worker.outline(code))
 
 
-class _Collector(ast.NodeVisitor):
-    """Walks statements only: definitions and imports are statements, and statement
-    nesting is bounded by the parser, while expressions can nest deep enough to
-    exhaust the recursion limit."""
-
-    def __init__(self) -> None:
-        self.scope: list[str] = []
-        self.functions: list[dict[str, Any]] = []
-        self.classes: list[dict[str, Any]] = []
-        self.imports: list[dict[str, Any]] = []
-
-    def generic_visit(self, node: ast.AST) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.stmt | ast.excepthandler | ast.match_case):
-                self.visit(child)
-
-    def _qualified(self, name: str) -> str:
-        return ".".join([*self.scope, name])
-
-    def _nested(self, node: ast.AST, name: str) -> None:
-        self.scope.append(name)
-        self.generic_visit(node)
-        self.scope.pop()
-
-    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        arguments = node.args
-        names = [a.arg for a in [*arguments.posonlyargs, *arguments.args]]
-        if arguments.vararg:
-            names.append("*" + arguments.vararg.arg)
-        names += [a.arg for a in arguments.kwonlyargs]
-        if arguments.kwarg:
-            names.append("**" + arguments.kwarg.arg)
-        self.functions.append(
-            {
-                "name": self._qualified(node.name),
-                "lineno": node.lineno,
-                "args": names,
-                "async": isinstance(node, ast.AsyncFunctionDef),
-            }
-        )
-        self._nested(node, node.name)
-
-    visit_FunctionDef = _function
-    visit_AsyncFunctionDef = _function
-
-    def visit_ClassDef(self, node: ast.ClassDef) -> None:
-        methods = [
-            n.name for n in node.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
-        ]
-        self.classes.append(
-            {
-                "name": self._qualified(node.name),
-                "lineno": node.lineno,
-                "bases": [ast.unparse(base) for base in node.bases],
-                "methods": methods,
-            }
-        )
-        self._nested(node, node.name)
-
-    def visit_Import(self, node: ast.Import) -> None:
-        for alias in node.names:
-            self.imports.append({"module": alias.name, "names": [], "lineno": node.lineno})
-
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        module = "." * node.level + (node.module or "")
-        names = [alias.name for alias in node.names]
-        self.imports.append({"module": module, "names": names, "lineno": node.lineno})
+def _outline_or_fail(reply: dict[str, Any]) -> dict[str, Any]:
+    if "error" in reply:
+        raise ToolFailed(reply["error"], details=reply.get("details"))
+    return reply["outline"]
