@@ -52,6 +52,21 @@ class CadreError(Exception):
         super().__init__(self.message)
 
 
+MAX_DETAIL_CHARS = 200
+
+
+def excerpt(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, keeping its start and end.
+
+    Validation messages quote the value they refuse (``'xxx…' is too long``): an error
+    reply must not echo a megabyte of the caller's input back to it.
+    """
+    if len(text) <= limit:
+        return text
+    tail = limit // 4
+    return f"{text[: limit - tail - 1]}…{text[-tail:]}"
+
+
 class BadRequest(CadreError):
     status, error, title = 400, "bad_request", "Bad Request"
 

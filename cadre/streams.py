@@ -22,7 +22,7 @@ from cadre import json_limits
 from cadre.connexion.validation import RequestValidator
 from cadre.engine.events import EventBus
 from cadre.engine.launch import launch
-from cadre.errors import CadreError, Unauthorized
+from cadre.errors import CadreError, Unauthorized, excerpt
 from cadre.services import Services
 from storage import executions as store
 
@@ -100,7 +100,11 @@ async def _receive_json(websocket: WebSocket) -> dict[str, Any] | None:
 
 async def _protocol_error(websocket: WebSocket, error: CadreError | str, code: int) -> None:
     if isinstance(error, CadreError):
-        body = {"error": error.error, "message": error.message, "details": error.details}
+        details = {
+            key: excerpt(value) if isinstance(value, str) else value
+            for key, value in error.details.items()
+        }
+        body = {"error": error.error, "message": error.message, "details": details}
     else:
         body = {"error": "invalid_message", "message": error, "details": {}}
     await websocket.send_json({"type": "protocol_error", **body})

@@ -29,7 +29,7 @@ from jsonschema import Draft4Validator, ValidationError
 from jsonschema.validators import extend
 from starlette.datastructures import Headers
 
-from cadre.errors import BadRequest, ValidationFailed
+from cadre.errors import BadRequest, ValidationFailed, excerpt
 from cadre.json_limits import DEFAULT_MAX_JSON_DEPTH, check_depth
 
 _FORMAT_CHECKER = Draft4Validator.FORMAT_CHECKER
@@ -142,7 +142,7 @@ def _where(prefix: str, error: ValidationError) -> str:
 def _details(prefix: str, errors: list[ValidationError]) -> dict[str, str]:
     details: dict[str, str] = {}
     for error in sorted(errors, key=lambda e: list(map(str, e.absolute_path))):
-        details.setdefault(_where(prefix, error), error.message)
+        details.setdefault(_where(prefix, error), excerpt(error.message))
     return details
 
 
@@ -272,7 +272,7 @@ class ParamsValidator(ParameterValidator):
                 continue
             errors = compiled.errors(value)
             if errors:
-                details[f"{where}.{name}"] = errors[0].message
+                details[f"{where}.{name}"] = excerpt(errors[0].message)
         if details:
             _raise_invalid(details)
 
