@@ -146,14 +146,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     registry = CollectorRegistry()
     bus = EventBus()
     executor = Executor(engine_config(settings), bus)
-    services = Services(
-        settings=settings,
-        tokens=TokenService(settings),
-        executor=executor,
-        bus=bus,
-        metrics=registry,
-    )
-
     limiter = None
     if settings.rate_limit_enabled:
         limiter = RateLimiter(
@@ -162,6 +154,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             authenticated=settings.rate_limit_authenticated,
             premium=settings.rate_limit_premium,
         )
+    services = Services(
+        settings=settings,
+        tokens=TokenService(settings),
+        executor=executor,
+        bus=bus,
+        metrics=registry,
+        rate_limiter=limiter,  # the WebSocket channels count in the same buckets
+    )
+
     api = CadreConnexionApp(
         __name__,
         services=services,

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from cadre.auth import TokenService
 from cadre.engine.events import EventBus
 from cadre.engine.executor import Executor
+from cadre.middleware.rate_limit import RateLimiter
 from cadre.settings import Settings
 
 
@@ -25,6 +26,7 @@ class Services:
     executor: Executor
     bus: EventBus
     metrics: CollectorRegistry
+    rate_limiter: RateLimiter | None = None  # None when CADRE_RATE_LIMIT_ENABLED=false
 
 
 SERVICE_NAMES = frozenset(field.name for field in fields(Services))

@@ -22,13 +22,14 @@ from cadre import json_limits
 from cadre.connexion.validation import RequestValidator
 from cadre.engine.events import EventBus
 from cadre.engine.launch import launch
-from cadre.errors import CadreError, Unauthorized, excerpt
+from cadre.errors import CadreError, RateLimited, Unauthorized, excerpt
 from cadre.services import Services
 from storage import executions as store
 
 POLICY_VIOLATION = 1008
 INVALID_PAYLOAD = 1007
 NOT_FOUND = 4404
+RATE_LIMITED = 4429  # asyncapi.yaml documents it
 COMMANDS = ("cancel", "pause", "resume", "ping")
 
 
@@ -80,7 +81,31 @@ async def _authenticate(websocket: WebSocket, scope: str) -> str | None:
     if scope not in claims["scopes"]:
         await _refuse(websocket, f"The token lacks the '{scope}' scope.")
         return None
+    websocket.state.claims = claims
+    if not await _within_rate_limit(websocket):
+        return None
     return claims["sub"]
+
+
+async def _within_rate_limit(websocket: WebSocket) -> bool:
+    """Count one request in the user's HTTP bucket; False after closing with 4429 if spent.
+
+    A connection counts as one request and the execution a task message starts as
+    another, as ``GET …/stream`` and ``POST …/execute`` do over HTTP.
+    """
+    limiter = _services(websocket).rate_limiter
+    if limiter is None:
+        return True
+    claims = websocket.state.claims
+    retry_after = await limiter.retry_after(claims["role"], claims["sub"])
+    if retry_after is None:
+        return True
+    error = RateLimited(
+        f"Rate limit exceeded. Try again in {retry_after} seconds.",
+        details={"retry_after": retry_after},
+    )
+    await _protocol_error(websocket, error, RATE_LIMITED)
+    return False
 
 
 async def _refuse(websocket: WebSocket, message: str) -> None:
@@ -191,6 +216,8 @@ async def agent_stream(websocket: WebSocket, validator: jsonschema.Validator) ->
         details = {".".join(["body", *map(str, e.path)]): e.message for e in errors}
         error = CadreError("Invalid task message.", error="validation_error", details=details)
         await _protocol_error(websocket, error, INVALID_PAYLOAD)
+        return
+    if not await _within_rate_limit(websocket):  # the execution counts as a request too
         return
     try:
         execution = launch(

@@ -73,6 +73,15 @@ class RateLimiter:
         reset = await self.storage.get_expiry(storage_key)
         return item, count <= item.amount, max(0, item.amount - count), reset
 
+    async def retry_after(self, tier: str, key: str) -> int | None:
+        """Count one request; None if it is allowed, else the seconds until it would be.
+
+        The WebSocket channels count their connections and executions with it, in the
+        same buckets (and storage) as the HTTP requests of the same user.
+        """
+        _item, allowed, _remaining, reset = await self.check(tier, key)
+        return None if allowed else max(1, math.ceil(reset - time.time()))
+
 
 class RateLimitMiddleware:
     def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
