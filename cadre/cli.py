@@ -15,6 +15,7 @@ from cadre.settings import Settings
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from cadre import server
     from cadre.log_redaction import uvicorn_log_config
     from storage import db
 
@@ -31,6 +32,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         log_config=uvicorn_log_config(),  # ?token= values redacted from every line
         ws_max_size=settings.max_body_bytes,  # WebSocket messages: the same limit as bodies
         proxy_headers=False,
+        http=server.PROTOCOL,  # httptools with a bounded, timed request head (cadre/server.py)
+        limit_concurrency=settings.max_connections,  # beyond it: 503
     )
     return 0
 

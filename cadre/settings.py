@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     log_level: str = "INFO"
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+    request_header_timeout_seconds: float = Field(10.0, gt=0, le=3600)
+    websocket_auth_timeout_seconds: float = Field(5.0, gt=0, le=3600)
+    max_connections: int = Field(1000, ge=1, le=1_000_000)
     validate_responses: bool = False
     openai_api_key: str | None = None
     openai_base_url: str = "https://api.openai.com/v1"

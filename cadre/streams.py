@@ -68,7 +68,13 @@ async def _authenticate(websocket: WebSocket, scope: str) -> str | None:
         token = header[7:].strip()
     await websocket.accept()
     if token is None:
-        first = await _receive_json(websocket)
+        wait = _services(websocket).settings.websocket_auth_timeout_seconds
+        first = None
+        with anyio.move_on_after(wait) as waiting:
+            first = await _receive_json(websocket)
+        if waiting.cancelled_caught:
+            await _refuse(websocket, f"Authenticate within {wait:g} seconds of connecting.")
+            return None
         if first is None or first.get("type") != "auth" or not isinstance(first.get("token"), str):
             await _refuse(websocket, "Send a token: ?token=, Authorization, or an auth message.")
             return None
@@ -112,7 +118,7 @@ async def _refuse(websocket: WebSocket, message: str) -> None:
     await websocket.send_json(
         {"type": "protocol_error", "error": "not_authenticated", "message": message, "details": {}}
     )
-    await websocket.close(POLICY_VIOLATION)
+    await websocket.close(POLICY_VIOLATION, reason=message.encode()[:120].decode(errors="ignore"))
 
 
 async def _receive_json(websocket: WebSocket) -> dict[str, Any] | None:

@@ -64,6 +64,13 @@ SERVERS = {
     "fastapi": "scripts.bench_apps.fastapi_app:create_app",
     "starlette": "scripts.bench_apps.starlette_app:create_app",
 }
+# Cadre runs the HTTP protocol ``cadre serve`` runs (httptools with a bounded, timed head:
+# cadre/server.py) and its connection limit; ``--cadre-http httptools`` measures without them.
+SERVER_OPTIONS = {
+    "cadre": ["--http", "cadre.server:HttpProtocol", "--limit-concurrency", "1000"],
+    "fastapi": ["--http", "httptools"],
+    "starlette": ["--http", "httptools"],
+}
 ENDPOINTS = ("GET", "POST")
 LABELS = {"cadre": "Cadre", "fastapi": "FastAPI", "starlette": "Starlette"}
 AGENTS_PATH = "/api/v1/agents"
@@ -132,7 +139,7 @@ def serving(name: str, data_dir: Path) -> Iterator[Server]:
     command = [
         *(sys.executable, "-m", "uvicorn", SERVERS[name], "--factory"),
         *("--host", "127.0.0.1", "--port", str(port)),
-        *("--loop", "uvloop", "--http", "httptools"),
+        *("--loop", "uvloop", *SERVER_OPTIONS[name]),
         *("--no-access-log", "--no-proxy-headers", "--log-level", "warning"),
     ]
     log_path = data_dir.parent / f"{data_dir.name}.log"
@@ -765,11 +772,17 @@ def main() -> None:
         metavar="PATH",
         help="also write the results as JSON (default path: bench-results.json)",
     )
+    parser.add_argument(
+        "--cadre-http",
+        default="cadre.server:HttpProtocol",
+        help="uvicorn --http for Cadre (httptools: without cadre serve's head limits)",
+    )
     parser.add_argument("--profile", action="store_true", help="profile Cadre instead")
     parser.add_argument("--profiler", choices=("auto", "py-spy", "cprofile"), default="auto")
     parser.add_argument("--profile-out", type=Path, help="keep the profiles in this directory")
     parser.add_argument("--top", type=int, default=30, help="functions listed per profile")
     args = parser.parse_args()
+    SERVER_OPTIONS["cadre"][1] = args.cadre_http
     if args.profile:
         profile(args)
         return
