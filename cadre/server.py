@@ -13,6 +13,10 @@ bytes of each head before they reach the parser and times each head from its fir
 * a WebSocket upgrade beyond ``CADRE_MAX_CONNECTIONS`` (uvicorn's ``limit_concurrency``,
   which it checks for plain requests only) gets 503 ``service_unavailable``.
 
+Pipelined requests are counted each from its own first byte, as far as one read shows
+it: a head that begins in the same read as the previous request's end may have up to
+that read's size (uvloop reads at most 256 KiB) go uncounted, once.
+
 Refused connections are closed "lingering": the reply is sent, the write side shut,
 and whatever the client still sends is read and dropped for a moment, so that the
 client reads the reply instead of a connection reset. The limits come from
@@ -76,6 +80,7 @@ class HttpProtocol(HttpToolsProtocol):
         self._reading_head = True
         self._head_timer: asyncio.TimerHandle | None = None
         self._lingering = False
+        self._messages = 0  # requests whose end the parser has seen
 
     # --- the connection ----------------------------------------------------------------
 
@@ -98,13 +103,15 @@ class HttpProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             super().data_received(data)
             return
-        # Only what fits goes to the parser: the head must end within it.
-        self._head_bytes = self.max_head_bytes
+        # Only what fits goes to the parser: the head must end within it, unless a
+        # pipelined request ended in it and the next one began (its head is then counted
+        # from the rest on: at most ``room`` bytes of it go uncounted).
+        self._head_bytes, messages = self.max_head_bytes, self._messages
         if room > 0:
             super().data_received(data[:room])
         if self.parser is None or self.transport.is_closing():
             return
-        if self._reading_head:
+        if self._reading_head and self._messages == messages:
             self._refuse(
                 431,
                 "Request Header Fields Too Large",
@@ -128,6 +135,7 @@ class HttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._reading_head, self._head_bytes = True, 0
+        self._messages += 1
 
     def handle_websocket_upgrade(self) -> None:
         limit = self.limit_concurrency

@@ -187,3 +187,28 @@ def test_connections_beyond_the_limit_get_503_and_streams_still_work(start_serve
         while httpx.get(f"{server.url}/health").status_code != 200:
             assert time.monotonic() < deadline, "the server never took requests again"
             time.sleep(0.1)
+
+
+def test_a_head_and_a_large_body_in_one_write_are_served(server):
+    token = server.token()
+    body = json.dumps({"name": "big", "description": "d" * 900, "pad": "x" * 200_000}).encode()
+    request = (
+        b"POST /api/v1/agents HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        + f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n".encode()
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    with socket.create_connection(address(server), timeout=10) as sock:
+        sock.sendall(request)  # far more than CADRE_MAX_HEADER_BYTES, but the head is small
+        reply = read_until_closed(sock, time.monotonic() + 10)
+    assert reply.split(b" ", 2)[1] == b"422", reply[:300]  # judged (pad is no field), not 431
+
+
+def test_pipelined_requests_are_all_served(server):
+    # 50 heads of 1 KiB in one write: 50 KiB at once, over CADRE_MAX_HEADER_BYTES in all
+    one = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"p" * 1000 + b"\r\n\r\n"
+    last = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(address(server), timeout=10) as sock:
+        sock.sendall(one * 49 + last)
+        reply = read_until_closed(sock, time.monotonic() + 10)
+    assert reply.count(b"HTTP/1.1 200 OK") == 50
