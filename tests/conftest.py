@@ -77,6 +77,18 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
+def database(settings: Settings) -> Iterator[peewee.Database]:
+    """The settings' database, empty and migrated, for tests without the HTTP app."""
+    if TEST_DATABASE_URL:
+        reset_postgres(TEST_DATABASE_URL)
+    opened = db.open_database(settings.effective_database_url)
+    db.migrate(opened)
+    yield opened
+    if not opened.is_closed():
+        opened.close()
+
+
+@pytest.fixture
 def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., TestClient]]:
     """Build an app with some settings changed and a client for it (a live one, if LIVE)."""
     opened: list[Any] = []

@@ -7,16 +7,12 @@ from datetime import UTC, datetime, timedelta, timezone
 import peewee
 import pytest
 
-from storage import db
 from storage.users import User, create_user
 
 
 @pytest.fixture
-def owner(settings) -> User:
-    opened = db.open_database(settings.effective_database_url)
-    db.migrate(opened)
-    yield create_user(email="u@example.com", username="u", password_hash="x", full_name=None)
-    opened.close()
+def owner(database: peewee.Database) -> User:
+    return create_user(email="u@example.com", username="u", password_hash="x", full_name=None)
 
 
 def stored(user: User) -> object:
