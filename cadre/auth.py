@@ -5,15 +5,21 @@ tokens are random strings stored hashed. Each login starts a token *family*;
 presenting a refresh token that was already rotated revokes the whole family,
 since only a thief or a replay would do that. A refresh token carries the scopes
 its login granted, so rotating it never widens a narrowed login.
+
+Password hashing (argon2: tens of MiB and tens of milliseconds each) runs in a small
+thread pool of its own, never on the event loop, at most
+``CADRE_MAX_CONCURRENT_PASSWORD_HASHES`` at once per worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gzip
 import hashlib
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,7 @@ from cadre.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from cadre.login_throttle import LoginThrottle
 from cadre.settings import Settings
 from storage import users
 from storage.ids import new_id, utcnow
@@ -107,6 +114,30 @@ class TokenService:
         self.refresh_ttl = timedelta(days=settings.refresh_expire_days)
         self._cache: dict[str, dict[str, Any]] = {}
         self._active: dict[str, float] = {}  # user id -> when it was last seen active
+        self._hashing = ThreadPoolExecutor(
+            settings.max_concurrent_password_hashes, thread_name_prefix="cadre-argon2"
+        )
+        self.throttle = LoginThrottle(
+            settings.redis_url,
+            max_failures=settings.login_max_failures,
+            window=settings.login_lockout_seconds,
+        )
+
+    async def aclose(self) -> None:
+        await self.throttle.aclose()
+        self._hashing.shutdown(wait=False)
+
+    async def hash_password(self, password: str) -> str:
+        """``hash_password`` off the event loop, in the capped pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._hashing, lambda: hash_password(password))
+
+    async def verify_password(self, password_hash: str, password: str) -> bool:
+        """``verify_password`` off the event loop, in the capped pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._hashing, lambda: verify_password(password_hash, password)
+        )
 
     def issue_access(self, user_id: str, role: str, scopes: tuple[str, ...]) -> str:
         now = int(time.time())
@@ -184,13 +215,25 @@ class TokenService:
             "scope": " ".join(scopes),
         }
 
-    def login(self, identifier: str, password: str, scopes: list[str] | None) -> dict[str, Any]:
+    async def login(
+        self, identifier: str, password: str, scopes: list[str] | None
+    ) -> dict[str, Any]:
+        """A token pair for the right password; 429 while the account is locked out.
+
+        The throttle counts per account (the username and the email share a count); an
+        unknown name gets a count of its own and the same replies, so nothing shows
+        whether it exists.
+        """
         user = users.find_login(identifier)
+        account = user.id if user is not None else "unknown:" + identifier.strip().lower()
+        await self.throttle.attempt(account)
         if user is None:
-            verify_password(_DUMMY_HASH, password)  # same work for unknown users: no timing oracle
+            # the same work for unknown users: no timing oracle
+            await self.verify_password(_DUMMY_HASH, password)
             raise _bad_credentials()
-        if not verify_password(user.password_hash, password):
+        if not await self.verify_password(user.password_hash, password):
             raise _bad_credentials()
+        await self.throttle.succeeded(account)
         if not user.is_active:
             raise AccountDisabled("This account is disabled.")
         allowed = scopes_for(user.role)

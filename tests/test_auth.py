@@ -746,3 +746,24 @@ class TestDisabledAccounts:
         with count_queries() as counter:
             client.get("/api/v1/auth/me", headers=alice.headers)
         assert counter.count == 1  # the user row /me reads, and no activity check
+
+
+class TestLoginThrottle:
+    def test_sixth_attempt_after_five_failures_is_429_even_with_the_right_password(
+        self, client, alice
+    ):
+        for _ in range(5):
+            wrong = client.post(LOGIN, json={"username": "alice", "password": "wrong-pass-1"})
+            assert_problem(wrong, 401, "invalid_credentials")
+        reply = client.post(LOGIN, json={"username": "alice@example.com", "password": PASSWORD})
+        body = assert_problem(reply, 429, "too_many_login_attempts")
+        assert body["retry_after"] == int(reply.headers["retry-after"])
+        assert 0 < body["retry_after"] <= 300
+
+    def test_zero_failures_switches_the_throttle_off(self, make_client):
+        client = make_client(login_max_failures=0)
+        register(client, "alice")
+        for _ in range(8):
+            wrong = client.post(LOGIN, json={"username": "alice", "password": "wrong-pass-1"})
+            assert_problem(wrong, 401, "invalid_credentials")
+        assert login(client)["access_token"]
