@@ -205,6 +205,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         yield
         gc.unfreeze()  # collectable again once this app is gone (tests build many)
         await executor.stop()
+        await services.tokens.aclose()
         if limiter is not None:
             await limiter.aclose()
         if not database.is_closed():

@@ -5,15 +5,26 @@ tokens are random strings stored hashed. Each login starts a token *family*;
 presenting a refresh token that was already rotated revokes the whole family,
 since only a thief or a replay would do that. A refresh token carries the scopes
 its login granted, so rotating it never widens a narrowed login.
+
+Access tokens carry their family (``fam``): once the family is revoked (logout, a
+reused refresh token) they are refused too, within ``ACTIVE_RECHECK_SECONDS``, by every
+worker, since the check reads the revocation from the database (once per family every
+few seconds, cached). Tokens issued before ``fam`` existed work until they expire.
+
+Password hashing (argon2: tens of MiB and tens of milliseconds each) runs in a small
+thread pool of its own, never on the event loop, at most
+``CADRE_MAX_CONCURRENT_PASSWORD_HASHES`` at once per worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gzip
 import hashlib
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +40,7 @@ from cadre.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from cadre.login_throttle import LoginThrottle
 from cadre.settings import Settings
 from storage import users
 from storage.ids import new_id, utcnow
@@ -44,7 +56,7 @@ USER_SCOPES = (
 )
 ADMIN_SCOPES = (*USER_SCOPES, "admin")
 
-ACTIVE_RECHECK_SECONDS = 5.0  # how long a disabled account's access tokens may still work
+ACTIVE_RECHECK_SECONDS = 5.0  # how long a disabled account's or revoked login's tokens still work
 
 # 20,000 common passwords (lower case), as Django ships them: see cadre/wordlists/README.
 COMMON_PASSWORDS_FILE = Path(__file__).parent / "wordlists" / "common-passwords.txt.gz"
@@ -107,10 +119,38 @@ class TokenService:
         self.refresh_ttl = timedelta(days=settings.refresh_expire_days)
         self._cache: dict[str, dict[str, Any]] = {}
         self._active: dict[str, float] = {}  # user id -> when it was last seen active
+        self._live: dict[str, float] = {}  # token family -> when it was last seen unrevoked
+        self._revoked: dict[str, None] = {}  # families known revoked (never undone), bounded
+        self._hashing = ThreadPoolExecutor(
+            settings.max_concurrent_password_hashes, thread_name_prefix="cadre-argon2"
+        )
+        self.throttle = LoginThrottle(
+            settings.redis_url,
+            max_failures=settings.login_max_failures,
+            window=settings.login_lockout_seconds,
+        )
 
-    def issue_access(self, user_id: str, role: str, scopes: tuple[str, ...]) -> str:
+    async def aclose(self) -> None:
+        await self.throttle.aclose()
+        self._hashing.shutdown(wait=False)
+
+    async def hash_password(self, password: str) -> str:
+        """``hash_password`` off the event loop, in the capped pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._hashing, lambda: hash_password(password))
+
+    async def verify_password(self, password_hash: str, password: str) -> bool:
+        """``verify_password`` off the event loop, in the capped pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._hashing, lambda: verify_password(password_hash, password)
+        )
+
+    def issue_access(
+        self, user_id: str, role: str, scopes: tuple[str, ...], family: str | None = None
+    ) -> str:
         now = int(time.time())
-        claims = {
+        claims: dict[str, Any] = {
             "sub": user_id,
             "role": role,
             "scopes": list(scopes),
@@ -120,18 +160,23 @@ class TokenService:
             "aud": self.audience,
             "jti": secrets.token_hex(8),
         }
+        if family is not None:
+            claims["fam"] = family
         return jwt.encode(claims, self.key, algorithm=self.algorithm)
 
-    def decode(self, token: str) -> dict[str, Any]:
+    def decode(self, token: str, *, fresh: bool = False) -> dict[str, Any]:
         """Verified claims of ``token``; 401 for anything forged, expired or malformed,
-        and for the tokens of an account that was disabled (within a few seconds).
+        and for the tokens of an account that was disabled or of a login that was revoked
+        (within a few seconds).
 
         Verified claims are cached until they expire: decoding is a measurable
-        share of every request, and a token's signature cannot change.
+        share of every request, and a token's signature cannot change. ``fresh`` reads
+        the account and the login from the database now, whenever they were last read.
         """
         claims = self._cache.get(token)
         if claims is not None and claims["exp"] > time.time():
-            self._check_active(claims["sub"])
+            self._check_active(claims["sub"], fresh)
+            self._check_family(claims.get("fam"), fresh)
             return claims
         try:
             claims = jwt.decode(
@@ -148,17 +193,20 @@ class TokenService:
             raise Unauthorized("The access token is not valid.", error="invalid_token") from exc
         if not isinstance(claims.get("scopes"), list) or claims.get("role") not in users.ROLES:
             raise Unauthorized("The access token is not valid.", error="invalid_token")
-        self._check_active(claims["sub"])
+        if "fam" in claims and not isinstance(claims["fam"], str):
+            raise Unauthorized("The access token is not valid.", error="invalid_token")
+        self._check_active(claims["sub"], fresh)
+        self._check_family(claims.get("fam"), fresh)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[token] = claims
         return claims
 
-    def _check_active(self, user_id: str) -> None:
+    def _check_active(self, user_id: str, fresh: bool = False) -> None:
         """401 once the account is disabled or gone; checked every few seconds, not per request."""
         now = time.monotonic()
         checked = self._active.get(user_id)
-        if checked is not None and now - checked < ACTIVE_RECHECK_SECONDS:
+        if not fresh and checked is not None and now - checked < ACTIVE_RECHECK_SECONDS:
             return
         if not users.is_active(user_id):
             self._active.pop(user_id, None)
@@ -169,28 +217,73 @@ class TokenService:
             self._active.clear()
         self._active[user_id] = now
 
+    def _check_family(self, family: str | None, fresh: bool = False) -> None:
+        """401 once the token's login was revoked; read every few seconds, not per request.
+
+        Tokens without a family (issued before access tokens carried one) are not checked.
+        """
+        if family is None:
+            return
+        if family not in self._revoked:
+            now = time.monotonic()
+            checked = self._live.get(family)
+            if not fresh and checked is not None and now - checked < ACTIVE_RECHECK_SECONDS:
+                return
+            if not users.family_revoked(family):
+                if len(self._live) > 100_000:
+                    self._live.clear()
+                self._live[family] = now
+                return
+            self._forget(family)
+        raise Unauthorized(
+            "This login was revoked (logged out, or its refresh token was reused).",
+            error="token_revoked",
+        )
+
+    def _forget(self, family: str) -> None:
+        """Remember ``family`` as revoked, so its tokens need no more database reads here."""
+        self._live.pop(family, None)
+        if len(self._revoked) > 100_000:
+            self._revoked.clear()  # the database still knows
+        self._revoked[family] = None
+
+    def _revoke(self, family: str) -> None:
+        users.revoke_family(family)
+        self._forget(family)
+
     def issue_pair(
         self, user: users.User, scopes: tuple[str, ...], family: str | None = None
     ) -> dict[str, Any]:
         raw = _new_refresh_token(scopes)
-        users.store_refresh_token(
-            user.id, family or new_id("fam"), _digest(raw), utcnow() + self.refresh_ttl
-        )
+        family = family or new_id("fam")
+        users.store_refresh_token(user.id, family, _digest(raw), utcnow() + self.refresh_ttl)
         return {
-            "access_token": self.issue_access(user.id, user.role, scopes),
+            "access_token": self.issue_access(user.id, user.role, scopes, family),
             "refresh_token": raw,
             "token_type": "bearer",
             "expires_in": self.access_ttl,
             "scope": " ".join(scopes),
         }
 
-    def login(self, identifier: str, password: str, scopes: list[str] | None) -> dict[str, Any]:
+    async def login(
+        self, identifier: str, password: str, scopes: list[str] | None
+    ) -> dict[str, Any]:
+        """A token pair for the right password; 429 while the account is locked out.
+
+        The throttle counts per account (the username and the email share a count); an
+        unknown name gets a count of its own and the same replies, so nothing shows
+        whether it exists.
+        """
         user = users.find_login(identifier)
+        account = user.id if user is not None else "unknown:" + identifier.strip().lower()
+        await self.throttle.attempt(account)
         if user is None:
-            verify_password(_DUMMY_HASH, password)  # same work for unknown users: no timing oracle
+            # the same work for unknown users: no timing oracle
+            await self.verify_password(_DUMMY_HASH, password)
             raise _bad_credentials()
-        if not verify_password(user.password_hash, password):
+        if not await self.verify_password(user.password_hash, password):
             raise _bad_credentials()
+        await self.throttle.succeeded(account)
         if not user.is_active:
             raise AccountDisabled("This account is disabled.")
         allowed = scopes_for(user.role)
@@ -210,14 +303,14 @@ class TokenService:
         if token is None or token.revoked_at is not None or token.expires_at < utcnow():
             raise Unauthorized("The refresh token is not valid.", error="invalid_refresh_token")
         if not users.mark_refresh_used(token):
-            users.revoke_family(token.family)
+            self._revoke(token.family)
             raise Unauthorized(
                 "This refresh token was already used; every token of its login is now revoked.",
                 error="refresh_token_reused",
             )
         user = users.get_user(token.user_id)
         if user is None or not user.is_active:
-            users.revoke_family(token.family)
+            self._revoke(token.family)
             raise Unauthorized("The refresh token is not valid.", error="invalid_refresh_token")
         allowed = scopes_for(user.role)
         granted = _granted_scopes(raw)
@@ -230,7 +323,7 @@ class TokenService:
             return
         token = users.find_refresh_token(_digest(raw))
         if token is not None and token.user_id == user_id:
-            users.revoke_family(token.family)
+            self._revoke(token.family)
 
 
 def owner_scope(user: str, claims: dict[str, Any], everyone: bool) -> str | None:

@@ -31,7 +31,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         log_level=settings.log_level.lower(),
         log_config=uvicorn_log_config(),  # ?token= values redacted from every line
         ws_max_size=settings.max_body_bytes,  # WebSocket messages: the same limit as bodies
-        proxy_headers=False,
+        # X-Forwarded-For/-Proto only from CADRE_TRUSTED_PROXIES: the client address
+        # (rate limits, logs) is the forwarded one for those peers, the peer's own otherwise.
+        proxy_headers=bool(settings.trusted_proxy_list),
+        forwarded_allow_ips=settings.trusted_proxy_list or None,
         http=server.PROTOCOL,  # httptools with a bounded, timed request head (cadre/server.py)
         limit_concurrency=settings.max_connections,  # beyond it: 503
     )

@@ -5,6 +5,7 @@ Nothing else in Cadre reads ``os.environ``: the app factory takes a ``Settings``
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -68,6 +69,10 @@ class Settings(BaseSettings):
     max_path_length: int = Field(1024, ge=16, le=4096)
     max_ast_source_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_ast_workers: int = Field(2, ge=1, le=64)
+    login_max_failures: int = Field(5, ge=0, le=1000)
+    login_lockout_seconds: int = Field(300, ge=1, le=86_400)
+    trusted_proxies: str = ""
+    max_concurrent_password_hashes: int = Field(2, ge=1, le=64)
 
     @property
     def ast_limits(self) -> AstLimits:
@@ -100,6 +105,24 @@ class Settings(BaseSettings):
         if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
             return f"{int(value)}/hour"
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses_or_networks(cls, value: str) -> str:
+        for item in (part.strip() for part in value.split(",")):
+            if not item:
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"CADRE_TRUSTED_PROXIES: {item!r} is not an IP address or network (CIDR)"
+                ) from None
+        return value
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [item.strip() for item in self.trusted_proxies.split(",") if item.strip()]
 
     @property
     def effective_database_url(self) -> str:

@@ -2,7 +2,9 @@
 
 Connexion does not serve WebSockets, so these routes sit on the outer Starlette
 app and check the JWT themselves: ``?token=``, an ``Authorization`` header, or a
-first ``{"type": "auth", "token": …}`` message. A bad token closes with 1008.
+first ``{"type": "auth", "token": …}`` message. A bad token closes with 1008, and so
+does a stream whose token stops being good while it is open (account disabled, login
+revoked): the token is checked again every second, cheaply (``TokenService.decode``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ POLICY_VIOLATION = 1008
 INVALID_PAYLOAD = 1007
 NOT_FOUND = 4404
 RATE_LIMITED = 4429  # asyncapi.yaml documents it
+TOKEN_RECHECK_SECONDS = 1.0
 COMMANDS = ("cancel", "pause", "resume", "ping")
 
 
@@ -88,6 +91,7 @@ async def _authenticate(websocket: WebSocket, scope: str) -> str | None:
         await _refuse(websocket, f"The token lacks the '{scope}' scope.")
         return None
     websocket.state.claims = claims
+    websocket.state.token = token  # checked again while the stream is open (``_relay``)
     if not await _within_rate_limit(websocket):
         return None
     return claims["sub"]
@@ -189,13 +193,44 @@ async def _relay(websocket: WebSocket, execution_id: str, after: int) -> None:
                         }
                     )
 
+        async def recheck_token() -> None:
+            """Close with 1008 once the account is disabled or the login revoked.
+
+            An access token that merely expires mid-stream does not close it.
+            """
+            while True:
+                await anyio.sleep(TOKEN_RECHECK_SECONDS)
+                if await _closed_for_token(websocket, fresh=False):
+                    group.cancel_scope.cancel()
+                    return
+
         group.start_soon(send_events)
         group.start_soon(obey_commands)
-    if websocket.client_state.name == "CONNECTED":
-        # The client may have closed first, after ``complete``, as most clients do: its
-        # close frame is unread, so the state still says connected.
-        with contextlib.suppress(WebSocketDisconnect):
-            await websocket.close(1000)
+        group.start_soon(recheck_token)
+    states = (websocket.application_state.name, websocket.client_state.name)
+    if states != ("CONNECTED", "CONNECTED"):
+        return  # closed by recheck_token, or the client went away
+    # The run may have ended because its account was disabled (the executor cancels such
+    # runs): then this closes with 1008 too, whenever the token was last checked.
+    if await _closed_for_token(websocket, fresh=True):
+        return
+    # The client may have closed first, after ``complete``, as most clients do: its
+    # close frame is unread, so the state still says connected.
+    with contextlib.suppress(WebSocketDisconnect):
+        await websocket.close(1000)
+
+
+async def _closed_for_token(websocket: WebSocket, *, fresh: bool) -> bool:
+    """Close with 1008 if the stream's token is no longer good (expiry aside); True if so."""
+    try:
+        _services(websocket).tokens.decode(websocket.state.token, fresh=fresh)
+    except Unauthorized as exc:
+        if exc.error == "token_expired":
+            return False
+        with contextlib.suppress(Exception):  # the client may be gone already
+            await _protocol_error(websocket, exc, POLICY_VIOLATION)
+        return True
+    return False
 
 
 async def agent_stream(websocket: WebSocket, validator: jsonschema.Validator) -> None:

@@ -28,13 +28,14 @@ def _user_reply(user: users.User) -> UserReply:
     return UserReply.model_validate(user, from_attributes=True)
 
 
-async def register_user(body: dict) -> Reply:
+async def register_user(body: dict, tokens: TokenService) -> Reply:
     auth.check_password_strength(body["password"], username=body["username"], email=body["email"])
+    password_hash = await tokens.hash_password(body["password"])  # off the event loop
     user = users.create_user(
         email=body["email"],
         username=body["username"],
         full_name=body.get("full_name"),
-        password_hash=auth.hash_password(body["password"]),
+        password_hash=password_hash,
     )
     return _user_reply(user), 201
 
@@ -46,7 +47,7 @@ async def login(body: dict, tokens: TokenService) -> tuple[dict[str, Any], int, 
             "Send a username or an email with the password.",
             details={"body.username": "required unless email is given"},
         )
-    return token_reply(tokens.login(identifier, body["password"], body.get("scopes")))
+    return token_reply(await tokens.login(identifier, body["password"], body.get("scopes")))
 
 
 def _oauth_error(error: str, description: str) -> BadRequest:
@@ -62,7 +63,7 @@ async def create_token(
         raise _oauth_error("unsupported_grant_type", "Only grant_type=password is supported.")
     scopes = body["scope"].split() if body.get("scope") else None
     try:
-        pair = tokens.login(body["username"], body["password"], scopes)
+        pair = await tokens.login(body["username"], body["password"], scopes)
     except (Unauthorized, AccountDisabled) as exc:
         raise _oauth_error("invalid_grant", exc.message) from exc
     except ValidationFailed as exc:

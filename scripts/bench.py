@@ -187,7 +187,8 @@ def prepare_direct_login(data_dir: Path) -> str:
         full_name=None,
         password_hash=hash_password(PASSWORD),
     )
-    token = TokenService(settings).login(USERNAME, PASSWORD, None)["access_token"]
+    pair = asyncio.run(TokenService(settings).login(USERNAME, PASSWORD, None))
+    token = pair["access_token"]
     database.close()
     return token
 

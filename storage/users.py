@@ -89,6 +89,14 @@ def is_active(user_id: str) -> bool:
     return bool(User.select(User.is_active).where(User.id == user_id).scalar())
 
 
+def inactive_among(user_ids: set[str]) -> set[str]:
+    """Those of ``user_ids`` whose accounts are disabled or gone, in one query."""
+    if not user_ids:
+        return set()
+    active = User.select(User.id).where(User.id.in_(list(user_ids)) & (User.is_active == True))  # noqa: E712
+    return set(user_ids) - {user.id for user in active}
+
+
 def touch_login(user: User) -> None:
     User.update(last_login_at=utcnow()).where(User.id == user.id).execute()
 
@@ -122,4 +130,13 @@ def revoke_family(family: str) -> None:
         RefreshToken.update(revoked_at=utcnow())
         .where((RefreshToken.family == family) & RefreshToken.revoked_at.is_null())
         .execute()
+    )
+
+
+def family_revoked(family: str) -> bool:
+    """True once the login ``family`` was revoked (logout, reuse): one indexed lookup."""
+    return (
+        RefreshToken.select(RefreshToken.id)
+        .where((RefreshToken.family == family) & RefreshToken.revoked_at.is_null(False))
+        .exists()
     )

@@ -746,3 +746,79 @@ class TestDisabledAccounts:
         with count_queries() as counter:
             client.get("/api/v1/auth/me", headers=alice.headers)
         assert counter.count == 1  # the user row /me reads, and no activity check
+
+
+class TestRevocation:
+    """Access tokens name their login (``fam``) and die with it."""
+
+    def test_access_token_names_its_login_and_keeps_it_over_refreshes(self, client, alice):
+        first = login(client)
+        family = row_of(first["refresh_token"]).family
+        assert claims_of(first["access_token"])["fam"] == family
+        second = refresh(client, first["refresh_token"]).json()
+        assert claims_of(second["access_token"])["fam"] == family
+
+    def test_logout_revokes_the_access_tokens_of_that_login_only(self, client, alice):
+        gone, kept = login(client), login(client)
+        reply = client.post(
+            LOGOUT, json={"refresh_token": gone["refresh_token"]}, headers=alice.headers
+        )
+        assert reply.status_code == 204
+        assert_problem(client.get(ME, headers=bearer(gone["access_token"])), 401, "token_revoked")
+        assert client.get(ME, headers=bearer(kept["access_token"])).status_code == 200
+
+    def test_refresh_reuse_revokes_every_access_token_of_the_login(self, client, alice):
+        first = login(client)
+        second = refresh(client, first["refresh_token"]).json()
+        assert_problem(refresh(client, first["refresh_token"]), 401, "refresh_token_reused")
+        for access in (first["access_token"], second["access_token"]):
+            assert_problem(client.get(ME, headers=bearer(access)), 401, "token_revoked")
+
+    def test_revocation_by_another_worker_is_seen_at_the_next_recheck(self, settings, alice):
+        """Another process revoked the login: only the database knows."""
+        service = TokenService(settings)
+        family = row_of(alice.refresh_token).family
+        token = service.issue_access(alice.id, "user", USER_SCOPES, family)
+        assert service.decode(token)["sub"] == alice.id
+        RefreshToken.update(revoked_at=utcnow()).execute()
+        assert service.decode(token)["sub"] == alice.id  # read again after a few seconds
+        service._live[family] -= auth.ACTIVE_RECHECK_SECONDS + 1  # ... which have passed
+        with pytest.raises(auth.Unauthorized) as refused:
+            service.decode(token)
+        assert refused.value.error == "token_revoked"
+        other = TokenService(settings)  # a worker that saw the login live a moment ago
+        other._live[family] = time.monotonic()
+        assert other.decode(token)["sub"] == alice.id
+        with pytest.raises(auth.Unauthorized):  # unless it asks the database now
+            other.decode(token, fresh=True)
+
+    def test_token_without_a_family_works_until_it_expires(self, client, settings, alice):
+        """Tokens issued before ``fam`` existed: nothing names their login."""
+        old = forge(settings, alice)
+        RefreshToken.update(revoked_at=utcnow()).execute()
+        assert client.get(ME, headers=bearer(old)).status_code == 200
+
+    def test_family_must_be_a_string(self, client, settings, alice):
+        token = forge(settings, alice, fam=["x"])
+        assert_problem(client.get(ME, headers=bearer(token)), 401, "invalid_token")
+
+
+class TestLoginThrottle:
+    def test_sixth_attempt_after_five_failures_is_429_even_with_the_right_password(
+        self, client, alice
+    ):
+        for _ in range(5):
+            wrong = client.post(LOGIN, json={"username": "alice", "password": "wrong-pass-1"})
+            assert_problem(wrong, 401, "invalid_credentials")
+        reply = client.post(LOGIN, json={"username": "alice@example.com", "password": PASSWORD})
+        body = assert_problem(reply, 429, "too_many_login_attempts")
+        assert body["retry_after"] == int(reply.headers["retry-after"])
+        assert 0 < body["retry_after"] <= 300
+
+    def test_zero_failures_switches_the_throttle_off(self, make_client):
+        client = make_client(login_max_failures=0)
+        register(client, "alice")
+        for _ in range(8):
+            wrong = client.post(LOGIN, json={"username": "alice", "password": "wrong-pass-1"})
+            assert_problem(wrong, 401, "invalid_credentials")
+        assert login(client)["access_token"]

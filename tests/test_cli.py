@@ -57,3 +57,24 @@ def test_create_user_refuses_a_taken_username(monkeypatch, tmp_path, capsys):
     assert main(args) == 0
     assert main([*args[:2], "b@example.com", *args[3:]]) == 1
     assert "already registered" in capsys.readouterr().err
+
+
+def test_serve_trusts_forwarded_headers_only_from_the_configured_proxies(monkeypatch, tmp_path):
+    import uvicorn
+
+    _env(monkeypatch, tmp_path)
+    runs: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: runs.append(options))
+    assert main(["serve"]) == 0
+    monkeypatch.setenv("CADRE_TRUSTED_PROXIES", "10.0.0.1, 192.168.0.0/16")
+    assert main(["serve"]) == 0
+    assert (runs[0]["proxy_headers"], runs[0]["forwarded_allow_ips"]) == (False, None)
+    assert runs[1]["proxy_headers"] is True
+    assert runs[1]["forwarded_allow_ips"] == ["10.0.0.1", "192.168.0.0/16"]
+
+
+def test_serve_refuses_a_trusted_proxy_that_is_no_address(monkeypatch, tmp_path, capsys):
+    _env(monkeypatch, tmp_path)
+    monkeypatch.setenv("CADRE_TRUSTED_PROXIES", "10.0.0.1,proxy.example.com")
+    assert main(["serve"]) == 2
+    assert "CADRE_TRUSTED_PROXIES" in capsys.readouterr().err

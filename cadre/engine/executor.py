@@ -6,7 +6,9 @@ user at their cap not holding up the others (``Scheduler``). A paused run gives 
 slot back and queues again when resumed. Every run ends ``timeout`` after
 ``max_execution_seconds`` at most, paused time included. Control requests reach
 a local run directly; one run by another worker gets them through the ``control``
-column, which every worker reads on its heartbeat. Runs whose worker stopped
+column, which every worker reads on its heartbeat. On the same beat each worker
+cancels the runs (running, queued or paused) of accounts that were disabled or
+deleted, however that happened (a direct database update included). Runs whose worker stopped
 beating (killed, crashed) are finished as ``failed``/``interrupted`` by whichever
 worker notices first.
 """
@@ -32,7 +34,7 @@ from cadre.engine.scheduler import Scheduler
 from cadre.engine.tools.base import DEFAULT_AST_LIMITS, DEFAULT_PATH_LIMITS, AstLimits, PathLimits
 from cadre.engine.tools.workspace import sandbox_copy, user_workspace
 from cadre.errors import Conflict
-from storage import costs
+from storage import costs, users
 from storage import executions as store
 from storage.executions import Execution
 from storage.ids import utcnow
@@ -154,9 +156,20 @@ class Executor:
                     if control:
                         store.update_execution(execution_id, control=None)
                         await self.control(execution_id, control)
+                self._cancel_disabled()
                 self.recover()
             except Exception:  # the heartbeat must outlive a database hiccup
                 log.exception("executor heartbeat failed")
+
+    def _cancel_disabled(self) -> None:
+        """Cancel this worker's runs whose account is disabled or gone (one query a beat)."""
+        disabled = users.inactive_among({handle.owner for handle in self.handles.values()})
+        for handle in list(self.handles.values()):
+            if handle.owner in disabled and handle.stop_reason is None:
+                log.info("cancelling %s: its account is disabled", handle.execution_id)
+                handle.stop_reason = "cancelled"
+                if handle.task is not None and not handle.task.done():
+                    handle.task.cancel()
 
     # -- submitting and controlling ------------------------------------------------------
 

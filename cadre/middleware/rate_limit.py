@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 from limits import RateLimitItem, parse
 from limits import storage as limits_storage
@@ -31,24 +32,27 @@ EXEMPT_OPERATIONS = frozenset(
 )
 
 
+def open_storage(redis_url: str | None) -> tuple[Storage, Any]:
+    """Memory, or Redis with a pool of our own (returned, so that shutdown can close it)."""
+    if not redis_url:
+        return MemoryStorage(), None
+    import redis.asyncio
+
+    pool = redis.asyncio.ConnectionPool.from_url(redis_url.removeprefix("async+"))
+    uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
+    storage = limits_storage.storage_from_string(
+        uri, implementation="redispy", connection_pool=pool
+    )
+    return storage, pool
+
+
 class RateLimiter:
     """Which limit applies to whom, and the window arithmetic."""
 
     def __init__(
         self, redis_url: str | None, *, anonymous: str, authenticated: str, premium: str
     ) -> None:
-        self._pool = None
-        storage: Storage = MemoryStorage()
-        if redis_url:
-            import redis.asyncio
-
-            # Our own pool, so that shutdown can close its connections.
-            self._pool = redis.asyncio.ConnectionPool.from_url(redis_url.removeprefix("async+"))
-            uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
-            storage = limits_storage.storage_from_string(
-                uri, implementation="redispy", connection_pool=self._pool
-            )
-        self.storage = storage
+        self.storage, self._pool = open_storage(redis_url)
         self.limits: dict[str, RateLimitItem] = {
             "anonymous": parse(anonymous),
             "user": parse(authenticated),
