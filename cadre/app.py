@@ -113,6 +113,7 @@ def engine_config(settings: Settings) -> EngineConfig:
             max_depth=settings.max_path_depth, max_length=settings.max_path_length
         ),
         ast_limits=settings.ast_limits,
+        workspace_quota_bytes=settings.workspace_quota_bytes,
     )
 
 

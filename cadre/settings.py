@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     max_path_length: int = Field(1024, ge=16, le=4096)
     max_ast_source_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_ast_workers: int = Field(2, ge=1, le=64)
+    workspace_quota_mb: int = Field(100, ge=0, le=1024 * 1024)
     login_max_failures: int = Field(5, ge=0, le=1000)
     login_lockout_seconds: int = Field(300, ge=1, le=86_400)
     trusted_proxies: str = ""
@@ -77,6 +78,11 @@ class Settings(BaseSettings):
     @property
     def ast_limits(self) -> AstLimits:
         return AstLimits(self.max_ast_source_bytes, self.max_ast_workers)
+
+    @property
+    def workspace_quota_bytes(self) -> int | None:
+        """``CADRE_WORKSPACE_QUOTA_MB`` in bytes; 0 means no quota."""
+        return self.workspace_quota_mb * 1024 * 1024 or None
 
     @field_validator("secret_key")
     @classmethod

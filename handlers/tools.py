@@ -27,6 +27,8 @@ async def list_tools(category: str | None = None) -> Reply:
 async def execute_tool(user: str, tool_name: str, body: dict, settings: Settings) -> Reply:
     workspace = user_workspace(settings.data_dir, user)
     limits = PathLimits(max_depth=settings.max_path_depth, max_length=settings.max_path_length)
-    context = ToolContext(workspace, "full", limits, settings.ast_limits)
+    context = ToolContext(
+        workspace, "full", limits, settings.ast_limits, settings.workspace_quota_bytes
+    )
     result = await run_tool(tool_name, body["args"], context)
     return ToolResult(result=result), 200

@@ -169,6 +169,37 @@ class TestAgentTools:
         assert written["result"]["size"] == 2
         assert not (workspace_of(settings, alice) / "x.txt").exists()
 
+    def test_a_write_over_the_quota_is_a_tool_result_error(self, client, settings, alice):
+        self._agent(client, alice, ["filesystem_write"])
+        workspace_of(settings, alice).mkdir(parents=True, exist_ok=True)
+        with (workspace_of(settings, alice) / "full.bin").open("wb") as sparse:
+            sparse.truncate(settings.workspace_quota_bytes - 1)  # sparse: costs no disk
+        calls = [{"tool": "filesystem_write", "args": {"path": "x.txt", "content": "hi"}}]
+        execution_id = execute(
+            client, alice, "worker", mode="full", inputs={"echo": {"tool_calls": calls}}
+        )
+        done = wait_for_status(client, alice, execution_id, TERMINAL)
+        assert done["status"] == "completed"
+        refusal = next(
+            e for e in events_of(client, alice, execution_id) if e["type"] == "tool_result"
+        )
+        assert refusal["code"] == "workspace_quota_exceeded"
+        assert "CADRE_WORKSPACE_QUOTA_MB" in refusal["error"]
+        assert not (workspace_of(settings, alice) / "x.txt").exists()
+
+    def test_sandbox_of_a_workspace_over_its_quota_fails_cleanly(self, client, settings, alice):
+        self._agent(client, alice, ["filesystem_write"])
+        workspace_of(settings, alice).mkdir(parents=True, exist_ok=True)
+        with (workspace_of(settings, alice) / "full.bin").open("wb") as sparse:
+            sparse.truncate(settings.workspace_quota_bytes + 1)
+        calls = [{"tool": "filesystem_write", "args": {"path": "x.txt", "content": "hi"}}]
+        execution_id = execute(
+            client, alice, "worker", mode="sandbox", inputs={"echo": {"tool_calls": calls}}
+        )
+        done = wait_for_status(client, alice, execution_id, TERMINAL)
+        assert (done["status"], done["stop_reason"]) == ("failed", "tool_error")
+        assert "no sandbox copy" in done["error"]
+
     def test_full_mode_writes_to_the_workspace(self, client, settings, alice):
         self._agent(client, alice, ["filesystem_write"])
         calls = [{"tool": "filesystem_write", "args": {"path": "x.txt", "content": "hi"}}]

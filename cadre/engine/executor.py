@@ -31,7 +31,13 @@ from cadre.engine.providers.base import Provider, ProviderNotConfigured
 from cadre.engine.providers.registry import ProviderSettings, get_provider
 from cadre.engine.run import AgentRun, Stop
 from cadre.engine.scheduler import Scheduler
-from cadre.engine.tools.base import DEFAULT_AST_LIMITS, DEFAULT_PATH_LIMITS, AstLimits, PathLimits
+from cadre.engine.tools.base import (
+    DEFAULT_AST_LIMITS,
+    DEFAULT_PATH_LIMITS,
+    AstLimits,
+    PathLimits,
+    WorkspaceQuotaExceeded,
+)
 from cadre.engine.tools.workspace import sandbox_copy, user_workspace
 from cadre.errors import Conflict
 from storage import costs, users
@@ -55,6 +61,7 @@ class EngineConfig:
     max_inputs_bytes: int = 64 * 1024
     path_limits: PathLimits = DEFAULT_PATH_LIMITS
     ast_limits: AstLimits = DEFAULT_AST_LIMITS
+    workspace_quota_bytes: int | None = None
     heartbeat_seconds: float = 1.0
 
 
@@ -273,7 +280,9 @@ class Executor:
                 workspace = user_workspace(self.config.data_dir, execution.owner_id)
                 async with contextlib.AsyncExitStack() as stack:
                     if execution.mode == "sandbox":
-                        workspace = await stack.enter_async_context(sandbox_copy(workspace))
+                        workspace = await stack.enter_async_context(
+                            sandbox_copy(workspace, self.config.workspace_quota_bytes)
+                        )
                     run = AgentRun(
                         execution,
                         bus=self.bus,
@@ -284,6 +293,7 @@ class Executor:
                         max_tokens=self.config.max_tokens,
                         path_limits=self.config.path_limits,
                         ast_limits=self.config.ast_limits,
+                        quota_bytes=self.config.workspace_quota_bytes,
                         checkpoint=lambda: self._checkpoint(handle),
                     )
                     result = await run.run()
@@ -293,6 +303,8 @@ class Executor:
             self._finish_run(execution, run, "failed", "provider_not_configured", exc.message, None)
         except Stop as stop:
             self._finish_run(execution, run, "failed", stop.stop_reason, stop.message, None)
+        except WorkspaceQuotaExceeded as exc:  # sandbox mode, workspace already over its quota
+            self._finish_run(execution, run, "failed", "tool_error", exc.message, None)
         except TimeoutError:
             if execution.timeout is not None and execution.timeout <= limit:
                 message = f"Stopped after the timeout of {execution.timeout} s."

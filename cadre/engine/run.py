@@ -94,6 +94,7 @@ class AgentRun:
         checkpoint: Callable[[], Awaitable[None]],
         path_limits: PathLimits = DEFAULT_PATH_LIMITS,
         ast_limits: AstLimits = DEFAULT_AST_LIMITS,
+        quota_bytes: int | None = None,
     ) -> None:
         self.execution = execution
         self.bus = bus
@@ -104,6 +105,7 @@ class AgentRun:
         self.max_tokens = max_tokens
         self.path_limits = path_limits
         self.ast_limits = ast_limits
+        self.quota_bytes = quota_bytes
         self.checkpoint = checkpoint
         self.tally = Tally()
         config = execution.config
@@ -125,6 +127,7 @@ class AgentRun:
             mode=self.execution.mode,
             path_limits=self.path_limits,
             ast_limits=self.ast_limits,
+            quota_bytes=self.quota_bytes,
         )
         specs = tuple(
             ToolSpec(name=t.name, description=t.description, parameters=t.parameters)

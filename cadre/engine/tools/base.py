@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from cadre.errors import Forbidden, NotFound, ValidationFailed
+from cadre.errors import Forbidden, NotFound, PayloadTooLarge, ValidationFailed
 
 Mode = Literal["safe", "sandbox", "full"]
 
@@ -41,12 +41,17 @@ DEFAULT_AST_LIMITS = AstLimits()
 
 @dataclass(frozen=True)
 class ToolContext:
-    """Where a tool may act: ``workspace`` is the user's workspace or a sandbox copy of it."""
+    """Where a tool may act: ``workspace`` is the user's workspace or a sandbox copy of it.
+
+    ``quota_bytes`` caps the workspace's total size for writing tools
+    (``CADRE_WORKSPACE_QUOTA_MB``); ``None`` means no cap.
+    """
 
     workspace: Path
     mode: Mode = "full"
     path_limits: PathLimits = DEFAULT_PATH_LIMITS
     ast_limits: AstLimits = DEFAULT_AST_LIMITS
+    quota_bytes: int | None = None
 
 
 class Tool(ABC):
@@ -73,6 +78,12 @@ class PathTooLong(ValidationFailed):
     """A path longer or deeper than the settings allow (the file system would refuse it anyway)."""
 
     error = "path_too_long"
+
+
+class WorkspaceQuotaExceeded(PayloadTooLarge):
+    """A write that would take the workspace over its quota (``CADRE_WORKSPACE_QUOTA_MB``)."""
+
+    error = "workspace_quota_exceeded"
 
 
 class ToolRefused(Forbidden):

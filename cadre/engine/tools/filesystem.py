@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +17,12 @@ from typing import Any, TypeVar
 import anyio.to_thread
 
 from cadre.engine.tools.base import FileNotFound, PathLimits, Tool, ToolContext, ToolFailed
-from cadre.engine.tools.workspace import resolve_inside, workspace_relative
+from cadre.engine.tools.workspace import (
+    quota_refusal,
+    resolve_inside,
+    workspace_relative,
+    workspace_size,
+)
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_ENTRIES = 1000
@@ -24,6 +30,17 @@ ENCODINGS = ["utf-8", "ascii", "latin-1", "utf-16"]
 PATH = {"type": "string", "minLength": 1, "maxLength": 4096}
 
 _T = TypeVar("_T")
+
+# One lock per workspace: measuring and writing happen together, so two concurrent
+# writes cannot both fit under the quota the one leaves for the other.
+_WORKSPACE_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _workspace_lock(workspace: Path) -> threading.Lock:
+    key = os.path.realpath(workspace)
+    with _LOCKS_GUARD:
+        return _WORKSPACE_LOCKS.setdefault(key, threading.Lock())
 
 
 class FilesystemRead(Tool):
@@ -88,21 +105,49 @@ class FilesystemWrite(Tool):
             raise ToolFailed(f"The content is larger than {MAX_FILE_BYTES} bytes (1 MiB).")
         create_dirs = args.get("create_dirs", True)
         path = await _in_thread(
-            _write_atomically, ctx.workspace, args["path"], data, create_dirs, ctx.path_limits
+            _write_atomically,
+            ctx.workspace,
+            args["path"],
+            data,
+            create_dirs,
+            ctx.path_limits,
+            ctx.quota_bytes,
         )
         return {"path": path, "size": len(data)}
 
 
 def _write_atomically(
-    workspace: Path, shown: str, data: bytes, create_dirs: bool, limits: PathLimits
+    workspace: Path,
+    shown: str,
+    data: bytes,
+    create_dirs: bool,
+    limits: PathLimits,
+    quota_bytes: int | None = None,
 ) -> str:
     """Write a temporary file beside the target and rename it over: readers never see half.
 
-    Returns the path written, relative to the workspace.
+    With ``quota_bytes``, a write that would take the workspace's total size over
+    it is refused; replacing a file counts only the difference. Returns the path
+    written, relative to the workspace.
     """
     path = resolve_inside(workspace, shown, limits)
     if path.is_dir():
         raise ToolFailed(f"'{shown}' is a directory.")
+    if quota_bytes is None:
+        return _write_checked(workspace, path, shown, data, create_dirs)
+    with _workspace_lock(workspace):
+        replaced = path.lstat().st_size if path.is_file() and not path.is_symlink() else 0
+        # Only whether the total passes the quota matters: stop measuring once it does.
+        used = workspace_size(workspace, stop_above=quota_bytes + replaced)
+        if used - replaced + len(data) > quota_bytes:
+            raise quota_refusal(
+                quota_bytes,
+                f"Writing {len(data)} bytes to '{shown}' would take the workspace over its quota.",
+            )
+        return _write_checked(workspace, path, shown, data, create_dirs)
+
+
+def _write_checked(workspace: Path, path: Path, shown: str, data: bytes, create_dirs: bool) -> str:
     if not path.parent.is_dir():
         if path.parent.exists():
             raise ToolFailed(f"The parent of '{shown}' is not a directory.")

@@ -18,7 +18,11 @@ from cadre.engine.tools.base import (
     PathLimits,
     PathOutsideWorkspace,
     PathTooLong,
+    WorkspaceQuotaExceeded,
 )
+
+# How many entries a size walk visits at most: measuring must stay cheap on every write.
+MAX_WALK_ENTRIES = 100_000
 
 # The id becomes a directory name: nothing that could be a separator, "..", or too long.
 _SIMPLE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -34,14 +38,70 @@ def user_workspace(data_dir: Path, user_id: str) -> Path:
     return path
 
 
+def workspace_size(workspace: Path, stop_above: int | None = None) -> int:
+    """The bytes the regular files under ``workspace`` hold, by ``lstat``.
+
+    Symlinks are neither followed nor counted, so a link to something large
+    (inside or out) costs nothing. The walk stops as soon as the total passes
+    ``stop_above`` (the caller only needs to know it is over), and refuses with
+    ``WorkspaceQuotaExceeded`` after ``MAX_WALK_ENTRIES`` entries.
+    """
+    total, seen = 0, 0
+    pending = [os.fspath(workspace)]
+    while pending:
+        try:
+            scan = os.scandir(pending.pop())
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # removed meanwhile
+        with scan:
+            for entry in scan:
+                seen += 1
+                if seen > MAX_WALK_ENTRIES:
+                    raise WorkspaceQuotaExceeded(
+                        f"The workspace holds more than {MAX_WALK_ENTRIES} entries; "
+                        "remove some before writing.",
+                        details={"workspace": f"more than {MAX_WALK_ENTRIES} entries"},
+                    )
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                    elif entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    continue
+                if stop_above is not None and total > stop_above:
+                    return total
+    return total
+
+
+def quota_refusal(quota_bytes: int, message: str) -> WorkspaceQuotaExceeded:
+    """The error for a workspace over ``quota_bytes``, naming the quota."""
+    return WorkspaceQuotaExceeded(
+        f"{message} The workspace quota is {_megabytes(quota_bytes)} "
+        f"({quota_bytes} bytes, CADRE_WORKSPACE_QUOTA_MB).",
+        details={"workspace": f"over the quota of {quota_bytes} bytes"},
+    )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MiB"
+
+
 @contextlib.asynccontextmanager
-async def sandbox_copy(workspace: Path) -> AsyncIterator[Path]:
+async def sandbox_copy(workspace: Path, quota_bytes: int | None = None) -> AsyncIterator[Path]:
     """A copy of ``workspace`` that is removed afterwards, even on error or cancellation.
 
     Symlinks are copied as links, never followed: a link that pointed outside
     still points outside (and stays refused), and an absolute link into the
     original workspace now lies outside the copy, so the original is never touched.
+    A workspace already over ``quota_bytes`` is refused before anything is copied.
     """
+    if quota_bytes is not None:
+        used = await anyio.to_thread.run_sync(workspace_size, workspace, quota_bytes)
+        if used > quota_bytes:
+            raise quota_refusal(
+                quota_bytes, "The workspace is already over its quota: no sandbox copy is made."
+            )
     root = Path(await anyio.to_thread.run_sync(tempfile.mkdtemp, "", "cadre-sandbox-"))
     copy = root / "workspace"
     try:
