@@ -2,6 +2,7 @@
 
     python scripts/bench.py [--duration 10] [--connections 32] [--rounds 2] [--json [PATH]]
     python scripts/bench.py --profile [--duration 10] [--profile-out DIR]
+    python scripts/bench.py --logins-only
 
 Each server runs alone on one uvicorn worker (uvloop, httptools, no access log),
 pinned to CPU 0 when ``taskset`` exists, with wrk pinned to CPU 1. Every server
@@ -16,6 +17,10 @@ script counts every non-2xx reply (any fails the run) and, after the POST run,
 the agent count must match the requests wrk saw answered. Servers are measured
 in interleaved rounds and each one's best round is reported: on a shared
 2-core machine the slower rounds measure the neighbours.
+
+Then, against Cadre alone: ``/health`` requested back-to-back, first on its own, then
+while 20 logins of the bench user run at once (argon2 in threads): its p50/p99 in both
+phases and their ratio (``--logins-only`` runs just this).
 
 ``--profile`` measures nothing: it runs Cadre under load again and samples it
 with py-spy (installed with pip when missing; cProfile in-process when py-spy
@@ -133,7 +138,7 @@ class Server:
 
 
 @contextmanager
-def serving(name: str, data_dir: Path) -> Iterator[Server]:
+def serving(name: str, data_dir: Path, **env: str) -> Iterator[Server]:
     """Run server ``name`` over ``data_dir`` on one uvicorn worker until the block ends."""
     port = free_port()
     command = [
@@ -147,7 +152,7 @@ def serving(name: str, data_dir: Path) -> Iterator[Server]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             pinned(command, 0),
-            env=server_env(data_dir),
+            env={**server_env(data_dir), **env},
             cwd=data_dir.parent,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -327,6 +332,89 @@ def load(wrk: str, server: Server, token: str, method: str, args: argparse.Names
         if not answered <= created <= answered + 2 * args.connections:
             raise SystemExit(f"{server.name}: {answered} creates answered, {created} stored")
     return measured
+
+
+# --- /health while logins run -----------------------------------------------------------
+
+LOGINS = 20
+QUIET_SECONDS = 3
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of ``samples`` (seconds) in milliseconds."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1e3
+
+
+async def _health_until(client: httpx.AsyncClient, done: asyncio.Event) -> list[float]:
+    """``/health`` back-to-back on one connection until ``done``; each reply's latency."""
+    latencies: list[float] = []
+    while not done.is_set():
+        started = time.perf_counter()
+        reply = await client.get("/health")
+        latencies.append(time.perf_counter() - started)
+        if reply.status_code != 200:
+            raise SystemExit(f"/health: {reply.status_code} {reply.text[:300]}")
+    return latencies
+
+
+async def _health_during_logins(base: str) -> dict[str, float]:
+    async with httpx.AsyncClient(base_url=base, timeout=120) as health:
+        await health.get("/health")  # connect before measuring
+        done = asyncio.Event()
+        quiet_task = asyncio.create_task(_health_until(health, done))
+        await asyncio.sleep(QUIET_SECONDS)
+        done.set()
+        quiet = await quiet_task
+
+        done = asyncio.Event()
+        loaded_task = asyncio.create_task(_health_until(health, done))
+        body = {"username": USERNAME, "password": PASSWORD}
+        limits = httpx.Limits(max_connections=LOGINS)
+        started = time.perf_counter()
+        async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as logins:
+            replies = await asyncio.gather(
+                *(logins.post("/api/v1/auth/login", json=body) for _ in range(LOGINS))
+            )
+        logins_seconds = time.perf_counter() - started
+        done.set()
+        loaded = await loaded_task
+    failed = [reply.status_code for reply in replies if reply.status_code != 200]
+    if failed:
+        raise SystemExit(f"logins failed: {failed}")
+    return {
+        "quiet_p50_ms": percentile(quiet, 0.50),
+        "quiet_p99_ms": percentile(quiet, 0.99),
+        "quiet_requests": len(quiet),
+        "logins_p50_ms": percentile(loaded, 0.50),
+        "logins_p99_ms": percentile(loaded, 0.99),
+        "logins_requests": len(loaded),
+        "logins_seconds": logins_seconds,
+    }
+
+
+def health_during_logins() -> dict[str, float]:
+    """Cadre alone: ``/health`` p50/p99 quiet, then while ``LOGINS`` logins run at once."""
+    with (
+        tempfile.TemporaryDirectory(prefix="cadre-bench-") as tmp,
+        # The per-account throttle counts a login before its password is checked: 20 at once
+        # of one account would be refused past CADRE_LOGIN_MAX_FAILURES, so it is off here.
+        serving("cadre", Path(tmp) / "cadre-logins", CADRE_LOGIN_MAX_FAILURES="0") as server,
+    ):
+        login_token(server.base, USERNAME, PASSWORD)  # registers the bench user
+        found = asyncio.run(_health_during_logins(server.base))
+    p50_ratio = found["logins_p50_ms"] / found["quiet_p50_ms"]
+    p99_ratio = found["logins_p99_ms"] / found["quiet_p99_ms"]
+    print(
+        f"\n/health alone:               p50 {found['quiet_p50_ms']:6.2f} ms  "
+        f"p99 {found['quiet_p99_ms']:6.2f} ms  ({found['quiet_requests']} requests)\n"
+        f"/health during {LOGINS} logins:    p50 {found['logins_p50_ms']:6.2f} ms  "
+        f"p99 {found['logins_p99_ms']:6.2f} ms  ({found['logins_requests']} requests, "
+        f"logins took {found['logins_seconds']:.2f} s)\n"
+        f"ratio with/without logins:   p50 {p50_ratio:.2f}x  p99 {p99_ratio:.2f}x  "
+        f"(load average {os.getloadavg()[0]:.2f})"
+    )
+    return found
 
 
 # --- the benchmark -----------------------------------------------------------------------
@@ -778,6 +866,11 @@ def main() -> None:
         default="cadre.server:HttpProtocol",
         help="uvicorn --http for Cadre (httptools: without cadre serve's head limits)",
     )
+    parser.add_argument(
+        "--logins-only",
+        action="store_true",
+        help=f"only measure /health while {LOGINS} logins run",
+    )
     parser.add_argument("--profile", action="store_true", help="profile Cadre instead")
     parser.add_argument("--profiler", choices=("auto", "py-spy", "cprofile"), default="auto")
     parser.add_argument("--profile-out", type=Path, help="keep the profiles in this directory")
@@ -787,8 +880,12 @@ def main() -> None:
     if args.profile:
         profile(args)
         return
+    if args.logins_only:
+        health_during_logins()
+        return
     results = benchmark(args)
     print_table(results)
+    health_during_logins()
     if args.json:
         write_json(args.json, results, args)
 
