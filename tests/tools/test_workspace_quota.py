@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import tempfile
 from pathlib import Path
@@ -116,3 +117,13 @@ def test_the_setting_is_in_megabytes_and_zero_means_none() -> None:
     assert Settings(workspace_quota_mb=1).workspace_quota_bytes == 1024 * 1024
     assert Settings(workspace_quota_mb=0).workspace_quota_bytes is None
     assert Settings().workspace_quota_bytes == 100 * 1024 * 1024
+
+
+async def test_concurrent_writes_cannot_both_slip_under_the_quota(workspace: Path) -> None:
+    results = await asyncio.gather(
+        *(write(workspace, f"w{n}.txt", 300) for n in range(6)), return_exceptions=True
+    )
+    written = [r for r in results if isinstance(r, dict)]
+    assert len(written) == 3  # 100 + 3 * 300 = 1000
+    assert all(isinstance(r, WorkspaceQuotaExceeded) for r in results if r not in written)
+    assert workspace_size(workspace) == 1000

@@ -10,6 +10,7 @@ import os
 import stat
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,8 +33,9 @@ PATH = {"type": "string", "minLength": 1, "maxLength": 4096}
 _T = TypeVar("_T")
 
 # One lock per workspace: measuring and writing happen together, so two concurrent
-# writes cannot both fit under the quota the one leaves for the other.
-_WORKSPACE_LOCKS: dict[str, threading.Lock] = {}
+# writes cannot both fit under the quota the one leaves for the other. Weak values: a
+# sandbox copy's lock goes when its last write does, so the map does not grow per run.
+_WORKSPACE_LOCKS: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
 _LOCKS_GUARD = threading.Lock()
 
 
