@@ -41,7 +41,6 @@ from cadre.engine.events import EventBus
 from cadre.engine.executor import EngineConfig, Executor
 from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.registry import ProviderSettings
-from cadre.engine.tools.base import PathLimits
 from cadre.middleware.body_limit import BodyLimitMiddleware
 from cadre.middleware.docs_policy import DocsPolicyMiddleware
 from cadre.middleware.metrics import MetricsMiddleware, RequestMetrics
@@ -109,9 +108,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_steps=settings.max_execution_steps,
         max_tokens=settings.max_output_tokens,
         max_inputs_bytes=settings.max_inputs_bytes,
-        path_limits=PathLimits(
-            max_depth=settings.max_path_depth, max_length=settings.max_path_length
-        ),
+        path_limits=settings.path_limits,
         ast_limits=settings.ast_limits,
         workspace_quota_bytes=settings.workspace_quota_bytes,
     )

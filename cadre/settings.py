@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cadre.engine.tools.base import AstLimits
+from cadre.engine.tools.base import AstLimits, PathLimits
 
 SECRET_KEY_FILE = "secret_key"
 MIN_SECRET_KEY_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     login_lockout_seconds: int = Field(300, ge=1, le=86_400)
     trusted_proxies: str = ""
     max_concurrent_password_hashes: int = Field(2, ge=1, le=64)
+
+    @property
+    def path_limits(self) -> PathLimits:
+        return PathLimits(max_depth=self.max_path_depth, max_length=self.max_path_length)
 
     @property
     def ast_limits(self) -> AstLimits:

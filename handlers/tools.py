@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cadre.connexion.binding import Reply
-from cadre.engine.tools.base import PathLimits, ToolContext
+from cadre.engine.tools.base import ToolContext
 from cadre.engine.tools.registry import execute_tool as run_tool
 from cadre.engine.tools.registry import list_tools as registered_tools
 from cadre.engine.tools.workspace import user_workspace
@@ -26,9 +26,8 @@ async def list_tools(category: str | None = None) -> Reply:
 
 async def execute_tool(user: str, tool_name: str, body: dict, settings: Settings) -> Reply:
     workspace = user_workspace(settings.data_dir, user)
-    limits = PathLimits(max_depth=settings.max_path_depth, max_length=settings.max_path_length)
     context = ToolContext(
-        workspace, "full", limits, settings.ast_limits, settings.workspace_quota_bytes
+        workspace, "full", settings.path_limits, settings.ast_limits, settings.workspace_quota_bytes
     )
     result = await run_tool(tool_name, body["args"], context)
     return ToolResult(result=result), 200
