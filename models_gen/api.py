@@ -277,6 +277,7 @@ class ExecutionStatus(StrEnum):
     queued = 'queued'
     running = 'running'
     paused = 'paused'
+    requires_action = 'requires_action'
     completed = 'completed'
     failed = 'failed'
     cancelled = 'cancelled'

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -10,27 +9,15 @@ import peewee
 
 from cadre.errors import Conflict, NotFound
 from storage.db import BaseModel, database
-from storage.fields import UTCDateTimeField
+from storage.fields import JSONField, UTCDateTimeField
 from storage.ids import new_id, utcnow
 from storage.queries import owned, paginate
 from storage.users import User
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
-
-
-class JSONField(peewee.TextField):
-    """JSON in a text column: portable across SQLite and PostgreSQL."""
-
-    def db_value(self, value: Any) -> str | None:
-        return None if value is None else json.dumps(value, separators=(",", ":"))
-
-    def python_value(self, value: str | None) -> Any:
-        if value is None:
-            return None
-        try:
-            return json.loads(value)
-        except RecursionError:  # stored before nesting was bounded; must not break a list
-            return {"_omitted": "this stored value nests too deep to read"}
+# Not terminal, but no worker holds it: a run stopped for a tool approval lives only in
+# its last checkpoint until someone decides.
+AWAITING = frozenset({"requires_action"})
 
 
 class Execution(BaseModel):
@@ -47,6 +34,8 @@ class Execution(BaseModel):
     cost_limit = peewee.FloatField(null=True)
     timeout = peewee.IntegerField(null=True)
     status = peewee.CharField(max_length=16, default="queued", index=True)
+    session_id = peewee.CharField(max_length=40, null=True, index=True)  # a session's turn
+    restored_from = peewee.CharField(max_length=40, null=True)  # the checkpoint it began at
     stop_reason = peewee.CharField(max_length=32, null=True)
     result = JSONField(null=True)
     error = peewee.TextField(null=True)
