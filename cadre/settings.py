@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     login_lockout_seconds: int = Field(300, ge=1, le=86_400)
     trusted_proxies: str = ""
     max_concurrent_password_hashes: int = Field(2, ge=1, le=64)
+    # argon2id cost, OWASP's recommended minimum by default; raise it as hardware allows.
+    argon2_memory_kib: int = Field(19 * 1024, ge=8 * 1024, le=1024 * 1024)
+    argon2_time_cost: int = Field(2, ge=1, le=20)
+    argon2_parallelism: int = Field(1, ge=1, le=16)
 
     @property
     def path_limits(self) -> PathLimits:

@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from cadre.auth import TokenService, hash_password  # noqa: E402
+from cadre.auth import TokenService, hash_password, password_hasher  # noqa: E402
 from cadre.settings import Settings  # noqa: E402
 from models_gen.api import Agent, AgentList  # noqa: E402
 from scripts.live_server import free_port, login_token  # noqa: E402
@@ -190,7 +190,7 @@ def prepare_direct_login(data_dir: Path) -> str:
         email=f"{USERNAME}@example.com",
         username=USERNAME,
         full_name=None,
-        password_hash=hash_password(PASSWORD),
+        password_hash=hash_password(PASSWORD, password_hasher(settings)),
     )
     pair = asyncio.run(TokenService(settings).login(USERNAME, PASSWORD, None))
     token = pair["access_token"]
