@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cadre.auth import owner_scope
 from cadre.connexion.binding import Reply
+from cadre.pagination import next_link
 from models_gen.api import Agent as AgentReply
 from models_gen.api import AgentList
 from storage import agents
@@ -38,18 +39,21 @@ async def list_agents(
     status: str | None = None,
     tag: str | None = None,
     all_: bool = False,
+    after: str | None = None,
 ) -> Reply:
     owner = owner_scope(user, token_info, all_)
-    rows, total = agents.list_agents(
-        owner, parent=parent, status=status, tag=tag, limit=limit, offset=offset
+    page = agents.list_agents(
+        owner, parent=parent, status=status, tag=tag, limit=limit, offset=offset, after=after
     )
-    page = AgentList(
-        agents=[agent_reply(r) for r in agents.resolve(rows)],
-        total=total,
+    filters = {"parent": parent, "status": status, "tag": tag, "all": all_ or None}
+    reply = AgentList(
+        agents=[agent_reply(r) for r in agents.resolve(page.rows)],
+        total=page.total,
         limit=limit,
         offset=offset,
+        next=next_link("/api/v1/agents", page, limit, **filters),
     )
-    return page, 200
+    return reply, 200
 
 
 async def create_agent(user: str, body: dict) -> Reply:

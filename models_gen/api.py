@@ -265,6 +265,12 @@ class AgentList(BaseModel):
     total: int
     limit: int
     offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]
 
 
 class ExecutionMode(StrEnum):
@@ -378,6 +384,12 @@ class ExecutionList(BaseModel):
     total: int
     limit: int
     offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]
 
 
 class Type(StrEnum):
@@ -495,6 +507,9 @@ class ApiV1AgentsGetParametersQuery(BaseModel):
     ] = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
     all: bool = False
 
 
@@ -503,6 +518,9 @@ class ApiV1ExecutionsGetParametersQuery(BaseModel):
     status: ExecutionStatus | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
 
 
 class ApiV1ExecutionsExecutionIdEventsGetParametersQuery(BaseModel):

@@ -10,10 +10,11 @@ from typing import Any
 import peewee
 
 from cadre.errors import Conflict, NotFound, ValidationFailed
+from storage import counts
 from storage.db import BaseModel, database
 from storage.fields import UTCDateTimeField
 from storage.ids import new_id, utcnow
-from storage.queries import owned, paginate
+from storage.queries import Page, owned, paginate
 from storage.users import User
 
 INHERITABLE = ("provider", "model", "temperature", "instructions", "tools")
@@ -43,7 +44,7 @@ class Agent(BaseModel):
     updated_at = UTCDateTimeField(default=utcnow)
 
     class Meta:
-        indexes = ((("owner", "name"), True),)
+        indexes = ((("owner", "name"), True), (("owner", "created_at", "id"), False))
 
     @property
     def tag_list(self) -> list[str]:
@@ -130,8 +131,10 @@ def list_agents(
     limit: int,
     offset: int,
     tag: str | None = None,
-) -> tuple[list[Agent], int]:
+    after: str | None = None,
+) -> Page:
     query = owned(Agent.select(), Agent, owner_id)
+    unfiltered = owner_id is not None and tag is None and parent is None and status is None
     if tag is not None:
         query = query.where(_has_tag(tag))
     if parent is not None:
@@ -143,7 +146,14 @@ def list_agents(
         query = query.where(Agent.parent.in_(parents))
     if status is not None:
         query = query.where(Agent.status == status)
-    return paginate(query.order_by(Agent.created_at, Agent.id), limit, offset)
+    return paginate(
+        query,
+        (Agent.created_at, Agent.id),
+        limit=limit,
+        offset=offset,
+        after=after,
+        count=(lambda: counts.count(owner_id, "agent")) if unfiltered else None,
+    )
 
 
 def _parent_for(owner_id: str, ref: str | None, child: Agent | None) -> Agent | None:
@@ -211,7 +221,7 @@ def create_agent(owner_id: str, fields: dict[str, Any]) -> Agent:
         parent = _parent_for(owner_id, fields.get("parent"), None)
         now = utcnow()
         try:  # the (owner, name) unique index answers "is the name taken" in the same statement
-            return Agent.create(
+            agent = Agent.create(
                 id=new_id("agent"),
                 owner=owner_id,
                 parent=parent,
@@ -221,6 +231,8 @@ def create_agent(owner_id: str, fields: dict[str, Any]) -> Agent:
             )
         except peewee.IntegrityError as exc:
             raise _name_conflict(fields["name"]) from exc
+        counts.bump(owner_id, "agent")
+        return agent
 
 
 def update_agent(agent: Agent, changes: dict[str, Any]) -> Agent:
@@ -258,3 +270,4 @@ def delete_agent(agent: Agent) -> None:
                 details={"children": names},
             )
         agent.delete_instance()
+        counts.bump(agent.owner_id, "agent", -1)

@@ -161,7 +161,7 @@ class TestReadExecutions:
             "execution_not_found",
         )
         listed = client.get("/api/v1/executions", headers=bob.headers).json()
-        assert listed == {"executions": [], "total": 0, "limit": 100, "offset": 0}
+        assert listed == {"executions": [], "total": 0, "limit": 100, "offset": 0, "next": None}
 
     def test_list_filters_by_agent_and_status_newest_first(self, client, alice, coder):
         client.post("/api/v1/agents", json={"name": "other"}, headers=alice.headers)
