@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from cadre.auth import owner_scope
 from cadre.connexion.binding import Reply
 from cadre.pagination import next_link
@@ -10,20 +12,22 @@ from models_gen.api import AgentList
 from storage import agents
 
 
-def agent_reply(resolved: agents.Resolved) -> AgentReply:
+def agent_fields(resolved: agents.Resolved) -> dict[str, Any]:
     """The row's columns, overlaid with the values it runs with and where they came from."""
     agent = resolved.agent
-    return AgentReply.model_validate(
-        {
-            **agent.__data__,
-            "owner_id": agent.owner_id,
-            "parent_id": agent.parent_id,
-            "parent": resolved.parent_name,
-            "inherited": resolved.inherited,
-            "tags": agent.tag_list,
-            **resolved.values,
-        }
-    )
+    return {
+        **agent.__data__,
+        "owner_id": agent.owner_id,
+        "parent_id": agent.parent_id,
+        "parent": resolved.parent_name,
+        "inherited": resolved.inherited,
+        "tags": agent.tag_list,
+        **resolved.values,
+    }
+
+
+def agent_reply(resolved: agents.Resolved) -> AgentReply:
+    return AgentReply.model_validate(agent_fields(resolved))
 
 
 def _one(agent: agents.Agent) -> AgentReply:
@@ -46,12 +50,15 @@ async def list_agents(
         owner, parent=parent, status=status, tag=tag, limit=limit, offset=offset, after=after
     )
     filters = {"parent": parent, "status": status, "tag": tag, "all": all_ or None}
-    reply = AgentList(
-        agents=[agent_reply(r) for r in agents.resolve(page.rows)],
-        total=page.total,
-        limit=limit,
-        offset=offset,
-        next=next_link("/api/v1/agents", page, limit, **filters),
+    # One validation of the whole page: a model per agent would cost twice as much.
+    reply = AgentList.model_validate(
+        {
+            "agents": [agent_fields(r) for r in agents.resolve(page.rows)],
+            "total": page.total,
+            "limit": limit,
+            "offset": offset,
+            "next": next_link("/api/v1/agents", page, limit, **filters),
+        }
     )
     return reply, 200
 

@@ -7,12 +7,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import peewee
 
 from cadre.errors import Conflict, NotFound, ValidationFailed
 from storage import counts
 from storage.db import BaseModel, database
-from storage.fields import UTCDateTimeField
+from storage.fields import UTCDateTimeField, as_utc
 from storage.ids import new_id, utcnow
 from storage.queries import Page, owned, paginate
 from storage.users import User
@@ -48,11 +49,26 @@ class Agent(BaseModel):
 
     @property
     def tag_list(self) -> list[str]:
-        return json.loads(self.tags)
+        return orjson.loads(self.tags)
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Agent:
+        """An agent from a raw ``SELECT`` of all its columns, in field order: as Peewee
+        would build it, at a third of the cost (only the timestamps need converting)."""
+        data = dict(zip(_FIELD_NAMES, row, strict=True))
+        data["created_at"] = as_utc(data["created_at"])
+        data["updated_at"] = as_utc(data["updated_at"])
+        agent = cls.__new__(cls)
+        agent.__data__, agent._dirty, agent.__rel__ = data, set(), {}
+        return agent
 
     def own(self, field: str) -> Any:
-        value = getattr(self, field if field != "parent" else "parent_id")
-        return json.loads(value) if field == "tools" and value is not None else value
+        """This agent's own value of ``field`` (not inherited); None when unset."""
+        value = self.__data__.get(field)
+        return orjson.loads(value) if field == "tools" and value is not None else value
+
+
+_FIELD_NAMES = tuple(field.name for field in Agent._meta.sorted_fields)
 
 
 @dataclass(frozen=True)
@@ -79,26 +95,27 @@ def _load_ancestors(agents: Iterable[Agent]) -> dict[str, Agent]:
 
 
 def resolve(agents: list[Agent]) -> list[Resolved]:
+    """Each agent's values: its own, else the nearest ancestor's, else the default."""
     known = _load_ancestors(agents)
     out = []
     for agent in agents:
+        chain = [agent]  # the agent, then its ancestors, nearest first
+        parent_id = agent.__data__.get("parent")
+        while parent_id and parent_id in known and len(chain) < MAX_DEPTH:
+            chain.append(known[parent_id])
+            parent_id = chain[-1].__data__.get("parent")
         values: dict[str, Any] = {}
         inherited = []
         for field in INHERITABLE:
-            node: Agent | None = agent
-            value = None
-            for _ in range(MAX_DEPTH):
-                if node is None:
-                    break
+            for depth, node in enumerate(chain):
                 value = node.own(field)
                 if value is not None:
+                    if depth:  # set by an ancestor, not a default
+                        inherited.append(field)
                     break
-                node = known.get(node.parent_id) if node.parent_id else None
-            if node is not None and node is not agent:  # set by an ancestor, not a default
-                inherited.append(field)
             values[field] = DEFAULTS[field] if value is None else value
-        parent = known.get(agent.parent_id) if agent.parent_id else None
-        out.append(Resolved(agent, parent.name if parent else None, values, tuple(inherited)))
+        parent = chain[1].name if len(chain) > 1 else None
+        out.append(Resolved(agent, parent, values, tuple(inherited)))
     return out
 
 
@@ -153,6 +170,7 @@ def list_agents(
         offset=offset,
         after=after,
         count=(lambda: counts.count(owner_id, "agent")) if unfiltered else None,
+        from_row=Agent.from_row,
     )
 
 
