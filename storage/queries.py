@@ -54,10 +54,10 @@ def paginate(
     whole = query
     if after is not None:
         at, row_id = _decode(after)
-        if descending:
-            query = query.where((first < at) | ((first == at) & (second < row_id)))
-        else:
-            query = query.where((first > at) | ((first == at) & (second > row_id)))
+        # A row-value comparison: the (owner, time, id) index seeks straight to it.
+        mark = peewee.Tuple(first.db_value(at), second.db_value(row_id))
+        position = peewee.Tuple(first, second)
+        query = query.where(position < mark if descending else position > mark)
     order = (first.desc(), second.desc()) if descending else (first, second)
     # One row more than the page says whether another page follows.
     page = query.order_by(*order).limit(limit + 1).offset(offset)
