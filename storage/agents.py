@@ -13,7 +13,7 @@ import peewee
 from cadre.errors import Conflict, NotFound, ValidationFailed
 from storage import counts
 from storage.db import BaseModel, database
-from storage.fields import UTCDateTimeField, as_utc
+from storage.fields import UTCDateTimeField
 from storage.ids import new_id, utcnow
 from storage.queries import Page, owned, paginate
 from storage.users import User
@@ -51,24 +51,10 @@ class Agent(BaseModel):
     def tag_list(self) -> list[str]:
         return orjson.loads(self.tags)
 
-    @classmethod
-    def from_row(cls, row: tuple[Any, ...]) -> Agent:
-        """An agent from a raw ``SELECT`` of all its columns, in field order: as Peewee
-        would build it, at a third of the cost (only the timestamps need converting)."""
-        data = dict(zip(_FIELD_NAMES, row, strict=True))
-        data["created_at"] = as_utc(data["created_at"])
-        data["updated_at"] = as_utc(data["updated_at"])
-        agent = cls.__new__(cls)
-        agent.__data__, agent._dirty, agent.__rel__ = data, set(), {}
-        return agent
-
     def own(self, field: str) -> Any:
         """This agent's own value of ``field`` (not inherited); None when unset."""
         value = self.__data__.get(field)
         return orjson.loads(value) if field == "tools" and value is not None else value
-
-
-_FIELD_NAMES = tuple(field.name for field in Agent._meta.sorted_fields)
 
 
 @dataclass(frozen=True)
