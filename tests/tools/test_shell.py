@@ -96,6 +96,12 @@ async def test_the_environment_is_scrubbed(workspace: Path, monkeypatch) -> None
     assert "PATH=/usr/local/bin:/usr/bin:/bin\n" in result["stdout"]
 
 
+async def test_a_relative_workspace_gives_an_absolute_home(workspace: Path, monkeypatch) -> None:
+    monkeypatch.chdir(workspace.parent)  # CADRE_DATA_DIR defaults to the relative "data"
+    result = await shell(Path(workspace.name), 'echo "$HOME"; pwd')
+    assert result["stdout"] == f"{os.path.realpath(workspace)}\n" * 2
+
+
 async def test_tmpdir_is_private_and_removed_afterwards(workspace: Path) -> None:
     result = await shell(workspace, 'echo "$TMPDIR"; touch "$TMPDIR/scratch"')
     tmpdir = Path(result["stdout"].strip())

@@ -57,8 +57,12 @@ def limit(memory_bytes: int, cpu_seconds: int, file_bytes: int, processes: int) 
 
 
 def join_cgroup(path: str) -> None:
-    with open(os.path.join(path, "cgroup.procs"), "w") as handle:
-        handle.write(str(os.getpid()))
+    """Join the command's pids cgroup; failing that, the server's count still holds."""
+    try:
+        with open(os.path.join(path, "cgroup.procs"), "w") as handle:
+            handle.write(str(os.getpid()))
+    except OSError:
+        pass
 
 
 def main() -> None:
