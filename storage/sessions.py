@@ -8,6 +8,7 @@ claims exactly one wins, on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 import peewee
@@ -249,11 +250,13 @@ def end_turn(session_id: str, run_id: str) -> None:
             release_turn(session_id, run_id)
 
 
-def branch(
-    source: Session, *, upto_sequence: int, working_directory_path: str, **fields: Any
-) -> Session:
+def branch(source: Session, *, upto_sequence: int, **fields: Any) -> Session:
     """A new session with ``source``'s history up to ``upto_sequence`` (its messages and
-    the tool calls they answer); ``fields`` set the rest (name, sdk_options, ...)."""
+    the tool calls they answer); ``fields`` set the rest (name, sdk_options, ...). Its
+    working directory is, unless given, a sibling of the source's named after its id
+    (the caller copies the files)."""
+    session_id = new_id("sess")
+    sibling = str(PurePath(source.working_directory_path).parent / session_id)
     with database.atomic():
         values = {
             "owner": source.owner_id,
@@ -264,10 +267,10 @@ def branch(
             "parent_session_id": source.id,
             "is_fork": True,
             "mode": "forked",
-            "working_directory_path": working_directory_path,
+            "working_directory_path": sibling,
             **fields,
         }
-        session = create_session(**values)
+        session = Session.create(id=session_id, **values)
         messages = [m for m in history(source.id) if m.sequence_number <= upto_sequence]
         for message in messages:
             SessionMessage.create(
