@@ -4,6 +4,7 @@ them after a shutdown; session turns; restore, fork and rewind."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from cadre.errors import Conflict
 from storage import agents, checkpoints, costs, sessions
 from storage import executions as store
 from storage.executions import ExecutionEvent
-from tests.engine.test_executor import RecordingBus, finished, make_executor, until  # noqa: F401
+from tests.engine.test_executor import finished, until
 
 CALCULATOR = {"tool": "calculator", "args": {"expression": "2+3"}}
 
@@ -161,7 +162,7 @@ class TestResume:
         assert len(stored_events(execution_id, "tool_result")) == 1  # not run again
         # the first call, the second cut short by the shutdown, the second again
         assert costs.count_records(execution_id) == 3
-        prompt, completion, cost = costs.billed(execution_id)
+        prompt, completion, _ = costs.billed(execution_id)
         assert (done.prompt_tokens, done.completion_tokens) == (prompt, completion)
         assert [
             e["seq"] for e in (r.data for r in store.events_after(execution_id, 0, 10_000))
@@ -256,7 +257,7 @@ class TestSessionTurns:
 
         started = [e["execution_id"] for e in bus.log if e.get("status") == "running"]
         assert started == runs
-        for earlier, later in zip(runs, runs[1:], strict=False):
+        for earlier, later in itertools.pairwise(runs):
             ended = next(
                 i
                 for i, e in enumerate(bus.log)
@@ -367,7 +368,7 @@ class TestRestoreAndFork:
         self, make_executor, owner, agent, tmp_path
     ):
         executor, _ = make_executor()
-        session, second = await self._two_turns(executor, owner, agent, tmp_path)
+        _, second = await self._two_turns(executor, owner, agent, tmp_path)
         answered = steps_of(second)[-1]
         forked = await restart(executor, owner, answered.id, system_prompt="Be terse.")
         assert await executor.wait_finished(forked.id) == "completed"
