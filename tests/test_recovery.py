@@ -14,9 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cadre.settings import Settings
 from scripts.live_server import Server, live_server, login_token
+from storage import db
 from tests.asyncapi_check import check_server_message
-from tests.conftest import TEST_DATABASE_URL
+from tests.conftest import TEST_DATABASE_URL, Account
+from tests.test_approval import WRITE, permissioned_run
 
 CALCULATOR = {"tool": "calculator", "args": {"expression": "6*7"}}
 
@@ -113,3 +116,42 @@ def test_runs_of_a_killed_server_resume_from_their_checkpoints(serve):
         assert [r["completion_tokens"] for r in records].count(60) == 1
         assert len(records) in (2, 3)
         assert state["usage"]["completion_tokens"] == sum(r["completion_tokens"] for r in records)
+
+
+def test_a_run_awaiting_approval_survives_a_kill_and_continues_when_approved(serve, tmp_path):
+    with serve() as server:
+        headers = headers_for(server)
+        agent = {"name": "writer", "tools": ["filesystem_write"]}
+        httpx.post(f"{server.url}/api/v1/agents", json=agent, headers=headers)
+        me = httpx.get(f"{server.url}/api/v1/auth/me", headers=headers).json()
+        settings = Settings(
+            _env_file=None, data_dir=tmp_path / "data", database_url=TEST_DATABASE_URL
+        )
+        db.open_database(settings.effective_database_url)
+        run_id = permissioned_run(Account(me["id"], "", "", "", "", ""), "default")
+        (waiting,) = wait_until(
+            server, headers, [run_id], lambda s: s["status"] == "requires_action"
+        )
+        assert waiting["status"] == "requires_action"
+        kill(server)
+
+    with serve() as server:
+        headers = headers_for(server)
+        time.sleep(6)  # past the time after which a run nobody beats for is taken over
+        state = httpx.get(f"{server.url}/api/v1/runs/{run_id}", headers=headers).json()
+        assert state["status"] == "requires_action"  # still waiting: no worker holds it
+        reply = httpx.post(
+            f"{server.url}/api/v1/runs/{run_id}/approve",
+            json={"tool_call_id": "call_1", "decision": "allow"},
+            headers=headers,
+        )
+        assert reply.status_code == 200, reply.text
+        (done,) = wait_until(server, headers, [run_id], lambda s: s["status"] == "completed")
+        stream = events(server, headers, run_id)
+    assert done["status"] == "completed"
+    assert (tmp_path / "data" / "workspaces" / me["id"] / "note.txt").read_text() == WRITE["args"][
+        "content"
+    ]
+    kinds = [e["type"] for e in stream]
+    assert kinds.count("approval_required") == 1 and kinds.count("tool_result") == 1
+    assert kinds[-1] == "complete"
