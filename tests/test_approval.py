@@ -184,3 +184,14 @@ class TestApproveRun:
         assert events_of(client, alice, run_id)[-1]["type"] == "complete"
         assert_problem(approve(client, alice, run_id, tool_call_id="call_1", decision="allow"), 409)
         assert not note.exists()
+
+    def test_a_disabled_accounts_waiting_run_is_cancelled(self, client, alice, writer):
+        from storage.users import User
+
+        run_id = permissioned_run(alice, "default")
+        awaiting(client, alice, run_id)
+        User.update(is_active=False).where(User.id == alice.id).execute()
+        deadline = time.monotonic() + 10
+        while store.get_status(run_id) == "requires_action" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert store.get_status(run_id) == "cancelled"
