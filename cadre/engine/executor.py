@@ -34,8 +34,10 @@ from cadre.engine.scheduler import Scheduler
 from cadre.engine.tools.base import (
     DEFAULT_AST_LIMITS,
     DEFAULT_PATH_LIMITS,
+    DEFAULT_SHELL_LIMITS,
     AstLimits,
     PathLimits,
+    ShellLimits,
     WorkspaceQuotaExceeded,
 )
 from cadre.engine.tools.workspace import sandbox_copy, user_workspace
@@ -62,6 +64,7 @@ class EngineConfig:
     path_limits: PathLimits = DEFAULT_PATH_LIMITS
     ast_limits: AstLimits = DEFAULT_AST_LIMITS
     workspace_quota_bytes: int | None = None
+    shell_limits: ShellLimits = DEFAULT_SHELL_LIMITS
     heartbeat_seconds: float = 1.0
 
 
@@ -294,6 +297,7 @@ class Executor:
                         path_limits=self.config.path_limits,
                         ast_limits=self.config.ast_limits,
                         quota_bytes=self.config.workspace_quota_bytes,
+                        shell_limits=self.config.shell_limits,
                         checkpoint=lambda: self._checkpoint(handle),
                     )
                     result = await run.run()
