@@ -251,3 +251,20 @@ def test_settings_build_the_limits() -> None:
 async def test_with_a_cgroup_a_process_in_a_new_session_is_killed_too(workspace: Path) -> None:
     result = await shell(workspace, "setsid sleep 300 & echo $!")
     assert gone(int(result["stdout"]))
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not the_kernel_caps_processes(), reason="no pids cgroup")
+def test_a_busy_cgroup_is_removed_by_a_later_create() -> None:
+    busy = pids_cgroup.create(4)
+    assert busy is not None
+    pids_cgroup.remove(os.path.join(busy, "missing"), wait_seconds=0)  # nothing to do
+    child = os.path.join(busy, "child")  # a cgroup with a child cannot be removed yet
+    os.mkdir(child)
+    pids_cgroup.remove(busy, wait_seconds=0)
+    assert os.path.isdir(busy)
+    os.rmdir(child)
+    fresh = pids_cgroup.create(4)
+    assert fresh is not None
+    assert not os.path.exists(busy)
+    pids_cgroup.remove(fresh)
+    assert not os.path.exists(fresh)

@@ -22,6 +22,9 @@ import time
 
 log = logging.getLogger("cadre.engine")
 
+# Cgroups whose removal timed out (killed members not yet reaped): retried on each create.
+_leftovers: set[str] = set()
+
 
 def _hierarchy() -> str | None:
     """The directory of this process's cgroup in a hierarchy with the pids controller."""
@@ -62,6 +65,8 @@ def create(max_pids: int) -> str | None:
     parent = _hierarchy()
     if parent is None:
         return None
+    for stale in list(_leftovers):
+        remove(stale, wait_seconds=0)
     path = os.path.join(parent, f"cadre-shell-{os.getpid()}-{secrets.token_hex(6)}")
     try:
         os.mkdir(path)
@@ -117,16 +122,21 @@ def kill_all(path: str, rounds: int = 50) -> None:
 
 
 def remove(path: str, wait_seconds: float = 2.0) -> None:
-    """Remove the (emptied) cgroup; killed members may take a moment to be reaped."""
+    """Remove the (emptied) cgroup; killed members may take a while to be reaped (a fork
+    bomb's thousands), so one still busy is left for the next ``create`` to retry."""
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
             os.rmdir(path)
-            return
         except FileNotFoundError:
-            return
+            pass
         except OSError:
-            if time.monotonic() > deadline:
-                log.warning("could not remove the shell command's cgroup %s", path)
-                return
-            time.sleep(0.05)
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            if path not in _leftovers:
+                log.info("shell cgroup %s still busy; removal retried later", path)
+            _leftovers.add(path)
+            return
+        _leftovers.discard(path)
+        return
