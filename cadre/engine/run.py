@@ -64,10 +64,13 @@ from cadre.engine.providers.base import (
 from cadre.engine.tools.base import (
     DEFAULT_AST_LIMITS,
     DEFAULT_PATH_LIMITS,
+    DEFAULT_SHELL_LIMITS,
     AstLimits,
     PathLimits,
+    ShellLimits,
     ToolContext,
 )
+from cadre.engine.tools.permissions import decide
 from cadre.engine.tools.registry import TOOLS, execute_tool
 from cadre.errors import CadreError
 from storage import checkpoints, costs, sessions
@@ -202,6 +205,7 @@ class AgentRun:
         path_limits: PathLimits = DEFAULT_PATH_LIMITS,
         ast_limits: AstLimits = DEFAULT_AST_LIMITS,
         quota_bytes: int | None = None,
+        shell_limits: ShellLimits = DEFAULT_SHELL_LIMITS,
     ) -> None:
         self.execution = execution
         self.bus = bus
@@ -213,6 +217,7 @@ class AgentRun:
         self.path_limits = path_limits
         self.ast_limits = ast_limits
         self.quota_bytes = quota_bytes
+        self.shell_limits = shell_limits
         self.gate = gate
         self.tally = Tally()
         config = execution.config
@@ -283,6 +288,7 @@ class AgentRun:
             path_limits=self.path_limits,
             ast_limits=self.ast_limits,
             quota_bytes=self.quota_bytes,
+            shell_limits=self.shell_limits,
         )
         specs = tuple(
             ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
@@ -490,8 +496,6 @@ class AgentRun:
             return "deny", refusal, "tool_denied"
         if self.permission_mode is None or call.tool not in self.tool_names:
             return "allow", None, None
-        from cadre.engine.tools.permissions import decide
-
         decision = decide(call.tool, self.permission_mode)
         if decision == "deny":
             refusal = (
