@@ -314,27 +314,6 @@ def _answered_calls(messages: list[SessionMessage]) -> set[tuple[str | None, str
     return {(m.run_id, m.content.get("tool_call_id")) for m in messages if m.message_type == "tool"}
 
 
-def _recount(session_id: str) -> None:
-    messages = SessionMessage.select().where(SessionMessage.session == session_id).count()
-    calls = SessionToolCall.select().where(SessionToolCall.session == session_id).count()
-    Session.update(
-        total_messages=messages, total_tool_calls=calls, last_activity_at=utcnow()
-    ).where(Session.id == session_id).execute()
-
-
-def discard_run(session_id: str, run_id: str) -> None:
-    """Forget one turn: its messages and tool calls leave the history (``rollback``; its
-    costs stay, they were spent)."""
-    with database.atomic():
-        SessionMessage.delete().where(
-            (SessionMessage.session == session_id) & (SessionMessage.run_id == run_id)
-        ).execute()
-        SessionToolCall.delete().where(
-            (SessionToolCall.session == session_id) & (SessionToolCall.run_id == run_id)
-        ).execute()
-        _recount(session_id)
-
-
 def rewind(session_id: str, upto_sequence: int) -> None:
     """Discard the session's messages after ``upto_sequence`` and the tool calls they
     answered; its counters follow (costs stay: they were spent)."""
@@ -355,4 +334,8 @@ def rewind(session_id: str, upto_sequence: int) -> None:
             (SessionMessage.session == session_id)
             & (SessionMessage.sequence_number > upto_sequence)
         ).execute()
-        _recount(session_id)
+        messages = SessionMessage.select().where(SessionMessage.session == session_id).count()
+        calls = SessionToolCall.select().where(SessionToolCall.session == session_id).count()
+        Session.update(
+            total_messages=messages, total_tool_calls=calls, last_activity_at=utcnow()
+        ).where(Session.id == session_id).execute()

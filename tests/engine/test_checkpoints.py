@@ -290,27 +290,6 @@ class TestSessionTurns:
         assert 0 < len(kinds[1][1].split()) < 500
         assert sessions.get_session(session.id, owner).current_run_id is None
 
-    async def test_a_rolled_back_turn_leaves_no_trace_in_the_history(
-        self, make_executor, owner, agent, tmp_path
-    ):
-        executor, _ = make_executor()
-        session = new_session(owner, tmp_path)
-        kept = turn(executor, owner, agent, session.id, "kept")
-        await executor.wait_finished(kept)
-        run = turn(executor, owner, agent, session.id, "dropped", tokens=500, delay_ms=5)
-        await until(lambda: store.last_seq(run) > 6)
-        await executor.cancel(run)
-        sessions.discard_run(session.id, run)
-        assert texts(session.id) == [("user", "kept"), ("assistant", "kept")]
-        assert sessions.get_session(session.id, owner).total_messages == 2
-        after = turn(executor, owner, agent, session.id, "next")
-        await executor.wait_finished(after)
-        assert [m["content"] for m in steps_of(after)[0].state["messages"]] == [
-            "kept",
-            "kept",
-            "next",
-        ]
-
 
 class TestRestoreAndFork:
     async def _two_turns(self, executor, owner, agent, tmp_path) -> tuple[sessions.Session, str]:
