@@ -410,10 +410,10 @@ class Executor:
                         path_limits=self.config.path_limits,
                         ast_limits=self.config.ast_limits,
                         quota_bytes=self.config.workspace_quota_bytes,
-                        shell_limits=self.config.shell_limits,
                         gate=lambda: self._gate(handle),
                         state=None if last is None else last.state,
                         step=0 if last is None else last.step,
+                        shell_limits=self.config.shell_limits,
                     )
                     result = await run.run()
             self._release(handle)

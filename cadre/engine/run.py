@@ -217,8 +217,8 @@ class AgentRun:
         self.path_limits = path_limits
         self.ast_limits = ast_limits
         self.quota_bytes = quota_bytes
-        self.shell_limits = shell_limits
         self.gate = gate
+        self.shell_limits = shell_limits
         self.tally = Tally()
         config = execution.config
         self.tool_names: list[str] = [name for name in config["tools"] if name in TOOLS]
