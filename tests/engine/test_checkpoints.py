@@ -364,6 +364,20 @@ class TestRestoreAndFork:
         assert caught.value.error == "session_busy"
         await executor.cancel(busy)
 
+    async def test_rewinding_an_archived_session_is_a_conflict(
+        self, make_executor, owner, agent, tmp_path
+    ):
+        executor, _ = make_executor()
+        session, second = await self._two_turns(executor, owner, agent, tmp_path)
+        sessions.Session.update(status="archived").where(
+            sessions.Session.id == session.id
+        ).execute()
+        with pytest.raises(Conflict) as caught:
+            await restart(executor, owner, steps_of(second)[0].id, create_new_run=False)
+        assert caught.value.error == "session_archived"
+        branched = await restart(executor, owner, steps_of(second)[0].id)  # a new session is fine
+        assert await executor.wait_finished(branched.id) == "completed"
+
     async def test_fork_replaces_the_system_prompt_from_there_on(
         self, make_executor, owner, agent, tmp_path
     ):
