@@ -275,6 +275,21 @@ class TestSessionTurns:
             "turn 2",
         ]
 
+    async def test_turns_on_two_workers_still_take_the_session_in_turn(
+        self, make_executor, owner, agent, tmp_path
+    ):
+        first, _ = make_executor(heartbeat_seconds=0.1)
+        second, _ = make_executor(heartbeat_seconds=0.1)
+        session = new_session(owner, tmp_path)
+        earlier = turn(first, owner, agent, session.id, "earlier", tokens=20, delay_ms=10)
+        later = turn(second, owner, agent, session.id, "later")
+        assert await second.wait_finished(later) == "completed"
+
+        assert store.get_status(earlier) == "completed"  # it was over before the later began
+        ended = store.get_execution(earlier, None).completed_at
+        assert store.get_execution(later, None).started_at >= ended
+        assert [t for kind, t in texts(session.id) if kind == "user"] == ["earlier", "later"]
+
     async def test_a_cancelled_turn_keeps_what_the_model_had_said(
         self, make_executor, owner, agent, tmp_path
     ):
