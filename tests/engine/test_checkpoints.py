@@ -425,3 +425,46 @@ class TestRestoreAndFork:
         assert costs.count_records(restored.id) == 1  # only the answer was asked again
         with pytest.raises(Conflict):
             await restart(executor, owner, asked.id, create_new_run=False)
+
+
+class TestApproval:
+    async def test_a_run_waits_in_its_checkpoint_until_a_decision(self, make_executor, owner):
+        agent = agents.create_agent(owner, {"name": "w", "tools": ["filesystem_write"]})
+        resolved = agents.resolve([agent])[0]
+        write = {"tool": "filesystem_write", "args": {"path": "a.txt", "content": "x"}}
+        execution = store.create_execution(
+            owner=owner,
+            agent_id=agent.id,
+            agent_name=agent.name,
+            task="write",
+            mode="full",
+            inputs={"echo": {"tool_calls": [write]}},
+            config={**resolved.values, "permission_mode": "default"},
+            provider="echo",
+            model=resolved.values["model"],
+        )
+        executor, bus = make_executor()
+        executor.submit(execution)
+        assert await executor.wait_finished(execution.id) == "requires_action"
+        assert execution.id not in executor.handles  # held by no worker
+        waiting = checkpoints.latest(execution.id)
+        assert waiting.state["awaiting"] == {
+            "call_id": "call_1",
+            **{k: write[k] for k in ("tool", "args")},
+        }
+        assert waiting.state["pending"][0]["id"] == "call_1"
+        assert bus.of(execution.id)[-2:] == [
+            ("approval_required", None),
+            ("status", "requires_action"),
+        ]
+
+        executor.approve(execution.id, "call_1", "deny", "not now")
+        assert checkpoints.latest(execution.id).state["awaiting"]["decision"] == "deny"
+        with pytest.raises(Conflict):
+            executor.approve(execution.id, "call_1", "allow", None)  # decided already
+        assert await executor.wait_finished(execution.id) == "completed"
+        done = store.get_execution(execution.id, None)
+        assert done.result["output"].startswith(
+            "Tool filesystem_write returned error: The user denied this tool call: not now"
+        )
+        assert costs.count_records(execution.id) == 2  # the asking call was not made again
