@@ -10,13 +10,17 @@ from cadre.json_limits import shown
 from cadre.pagination import next_link
 from models_gen.api import Job as JobReply
 from models_gen.api import JobDetail, JobList
+from models_gen.api import Worker as WorkerReply
 from storage import executions as store
 from storage import jobs
 from storage.jobs import Job
 
+JOB_FIELDS = tuple(JobReply.model_fields)
+WORKER_FIELDS = tuple(name for name in WorkerReply.model_fields if name != "job_id")
+
 
 def job_fields(job: Job) -> dict[str, Any]:
-    return {**job.__data__, "inputs": shown(job.inputs)}
+    return {**{name: getattr(job, name) for name in JOB_FIELDS}, "inputs": shown(job.inputs)}
 
 
 def _detail(job: Job) -> JobDetail:
@@ -56,7 +60,7 @@ def _detail(job: Job) -> JobDetail:
 
 
 def worker_fields(worker: jobs.Worker) -> dict[str, Any]:
-    return {**worker.__data__, "job_id": worker.job_id}
+    return {**{name: getattr(worker, name) for name in WORKER_FIELDS}, "job_id": worker.job_id}
 
 
 async def submit_job(user: str, body: dict, supervisor: Supervisor) -> Reply:
