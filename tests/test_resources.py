@@ -4,6 +4,7 @@ allocation under concurrency (never past the quota, on SQLite and PostgreSQL).""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -240,9 +241,18 @@ class TestJobsReleaseWhatTheyHold:
 
 
 class TestAllocationStorage:
-    """The transaction itself, from 100 threads with a connection each."""
+    """The transaction itself: 100 calls from 48 threads, each with its own connection
+    (PostgreSQL's default max_connections is 100, some of them reserved)."""
 
-    def test_100_concurrent_allocations_never_over_grant(self, database):
+    def test_100_concurrent_allocations_never_over_grant(self, database, monkeypatch):
+        # widen the window between reading the usage and writing it, where a race would be
+        read_held = jobs.held
+
+        def slow_held(job_id: str, depth: int) -> int:
+            time.sleep(0.002)
+            return read_held(job_id, depth)
+
+        monkeypatch.setattr(jobs, "held", slow_held)
         User.create(id="usr_a", email="a@x.co", username="a", password_hash="x")
         ids = [
             jobs.create_job(
@@ -257,20 +267,23 @@ class TestAllocationStorage:
             ).id
             for _ in range(50)
         ]
-        start = threading.Barrier(100)
+        threads = 48
+        start = threading.Barrier(threads)
         granted: list[int] = []
 
-        def call(job_id: str) -> None:
+        def calls(mine: list[str]) -> None:
             start.wait()
             try:
-                granted.append(jobs.allocate("usr_a", job_id, 0, 3, quota=10))
+                for job_id in mine:
+                    granted.append(jobs.allocate("usr_a", job_id, 0, 3, quota=10))
             finally:
                 db_proxy.close()
 
-        threads = [threading.Thread(target=call, args=(ids[i % 50],)) for i in range(100)]
-        for thread in threads:
+        work = [ids[i % 50] for i in range(100)]
+        pool = [threading.Thread(target=calls, args=(work[n::threads],)) for n in range(threads)]
+        for thread in pool:
             thread.start()
-        for thread in threads:
+        for thread in pool:
             thread.join()
         held = {job_id: jobs.held(job_id, 0) for job_id in ids}
         assert sum(held.values()) == 10  # all of it, and not one more
