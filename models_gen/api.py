@@ -134,14 +134,14 @@ class RefreshRequest(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
     )
-    refresh_token: Annotated[str, Field(max_length=512, min_length=1)]
+    refresh_token: Annotated[str, Field(max_length=2048, min_length=1)]
 
 
 class LogoutRequest(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
     )
-    refresh_token: Annotated[str | None, Field(max_length=512, min_length=1)] = None
+    refresh_token: Annotated[str | None, Field(max_length=2048, min_length=1)] = None
 
 
 class AgentStatus(StrEnum):
