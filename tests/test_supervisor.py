@@ -171,6 +171,12 @@ class TestTerminateWorker:
             "status": "TERMINATED"
         }
 
+    def test_a_job_whose_every_worker_was_terminated_is_canceled(self, client, alice: Account):
+        job, worker = running_worker(client, alice)
+        assert control(client, alice, worker["id"], "terminate").status_code == 200
+        done = wait_for_job(client, alice, job["id"], TERMINAL)
+        assert done["status"] == "CANCELED" and done["granted"] == 0
+
     def test_a_completed_worker_is_409(self, client, alice: Account):
         job = submit(client, alice)
         done = wait_for_job(client, alice, job["id"], TERMINAL)

@@ -16,7 +16,8 @@ from the database (the source of truth, so a restarted server carries on) and:
   a job also fails when a child job fails. A failing job's other workers and child jobs
   are cancelled;
 - completes the job when every worker finished (``COMPLETED``, or ``TERMINATED`` by a
-  user) and every child job is finished.
+  user) and every child job is finished; a job whose workers were all terminated ends
+  ``CANCELED``.
 
 A job that finishes, fails or is cancelled releases its grant in the same transaction.
 """
@@ -264,16 +265,20 @@ class Supervisor:
         to_start = [(slot, 0) for slot in range(job.worker_count) if slot not in latest]
         to_start += [(w.slot, w.attempt + 1) for w in latest.values() if w.status == "FAILED"]
         need = len(active) + len(to_start)
-        if need == 0:
-            jobs.release(job.owner_id, job.id, job.depth)
-            if all(kid.status in jobs.JOB_TERMINAL for kid in kids):
-                jobs.start_job(job)
-                jobs.finish_job(job, "COMPLETED")
-            return
         granted = jobs.held(job.id, job.depth)
+        if need == 0:
+            if granted:
+                jobs.release(job.owner_id, job.id, job.depth)
+            if all(kid.status in jobs.JOB_TERMINAL for kid in kids):
+                # every worker terminated by hand, none completed: nothing ran to the end
+                ended = {w.status for w in latest.values()}
+                jobs.start_job(job)
+                jobs.finish_job(job, "CANCELED" if ended == {"TERMINATED"} else "COMPLETED")
+            return
         if granted < need:
             quota = self.config.quota(job.depth)
-            granted = jobs.allocate(job.owner_id, job.id, job.depth, need, quota)
+            if jobs.usage(job.owner_id).get(job.depth, 0) < quota:  # else nothing to take
+                granted = jobs.allocate(job.owner_id, job.id, job.depth, need, quota)
         elif granted > need:
             jobs.shrink(job.owner_id, job.id, job.depth, need)
         for slot, attempt in sorted(to_start)[: max(0, granted - len(active))]:
