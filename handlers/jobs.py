@@ -11,7 +11,6 @@ from cadre.pagination import next_link
 from models_gen.api import Job as JobReply
 from models_gen.api import JobDetail, JobList
 from models_gen.api import Worker as WorkerReply
-from storage import executions as store
 from storage import jobs
 from storage.jobs import Job
 
@@ -26,28 +25,16 @@ def job_fields(job: Job) -> dict[str, Any]:
 def _detail(job: Job) -> JobDetail:
     jobs.sync_workers(job_id=job.id)
     workers = jobs.workers_of(job.id)
-    executions = (
+    outputs = jobs.outputs([w.execution_id for w in workers])
+    results = [
         {
-            e.id: e
-            for e in store.Execution.select(store.Execution.id, store.Execution.result).where(
-                store.Execution.id.in_([w.execution_id for w in workers])
-            )
+            "worker_id": w.id,
+            "execution_id": w.execution_id,
+            "status": w.status,
+            "output": outputs.get(w.execution_id),
         }
-        if workers
-        else {}
-    )
-    results = []
-    for worker in workers:
-        result = executions[worker.execution_id].result or {}
-        output = result.get("output")
-        results.append(
-            {
-                "worker_id": worker.id,
-                "execution_id": worker.execution_id,
-                "status": worker.status,
-                "output": output if isinstance(output, str) else None,
-            }
-        )
+        for w in workers
+    ]
     return JobDetail.model_validate(
         {
             **job_fields(job),

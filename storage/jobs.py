@@ -206,6 +206,18 @@ def job_cost(job_id: str) -> float:
     return float(total or 0.0)
 
 
+def outputs(execution_ids: list[str]) -> dict[str, str]:
+    """Each execution's answer so far (its result's ``output``), those that have one."""
+    if not execution_ids:
+        return {}
+    query = Execution.select(Execution.id, Execution.result).where(Execution.id.in_(execution_ids))
+    return {
+        row.id: row.result["output"]
+        for row in query
+        if isinstance(row.result, dict) and isinstance(row.result.get("output"), str)
+    }
+
+
 # -- workers ---------------------------------------------------------------------------
 
 
