@@ -260,7 +260,7 @@ class TestJobRuns:
     def test_a_parent_completes_only_after_its_children(self, client, alice: Account):
         parent = submit(client, alice)
         child = submit(
-            client, alice, depth=1, parent_job_id=parent["id"], inputs=slow(tokens=30, delay_ms=20)
+            client, alice, depth=1, parent_job_id=parent["id"], inputs=slow(tokens=100, delay_ms=20)
         )
         wait_until(
             lambda: get_job(client, alice, parent["id"])["results"][0]["status"] == "COMPLETED",
