@@ -74,6 +74,11 @@ class TestGetResourceQuotas:
             "body.depth": "deeper than 1"
         }
 
+    @pytest.mark.parametrize("value", ["", "10,x", "10,-1", "5,,1", ",".join(["1"] * 101)])
+    def test_a_malformed_quota_list_is_refused_at_start(self, make_settings, value: str):
+        with pytest.raises(ValueError, match="CADRE_DEPTH_QUOTAS"):
+            make_settings(depth_quotas=value)
+
     def test_needs_the_resources_read_scope(self, client, alice: Account):
         assert_problem(client.get("/api/v1/resources/quotas"), 401)
         headers = token_with(client, alice, ["resources:write"])

@@ -9,7 +9,7 @@ from cadre.engine.supervisor import Supervisor, SupervisorConfig
 from storage import agents, jobs
 from storage.executions import Execution
 from storage.jobs import Job
-from tests.conftest import Account, assert_problem, wait_for_status
+from tests.conftest import Account, assert_problem, events_of, wait_for_status
 from tests.jobs_helpers import TERMINAL, get_job, slow, submit, wait_for_job, wait_until
 from tests.test_jobs import token_with
 
@@ -173,9 +173,17 @@ class TestTerminateWorker:
 
     def test_a_job_whose_every_worker_was_terminated_is_canceled(self, client, alice: Account):
         job, worker = running_worker(client, alice)
+        wait_until(
+            lambda: any(
+                e["type"] == "token" for e in events_of(client, alice, worker["execution_id"])
+            ),
+            what="a token",
+        )
         assert control(client, alice, worker["id"], "terminate").status_code == 200
         done = wait_for_job(client, alice, job["id"], TERMINAL)
         assert done["status"] == "CANCELED" and done["granted"] == 0
+        partial = done["results"][0]["output"]  # what it said before it was stopped
+        assert partial and "hello there world".startswith(partial.split()[0])
 
     def test_a_completed_worker_is_409(self, client, alice: Account):
         job = submit(client, alice)
