@@ -218,6 +218,16 @@ def outputs(execution_ids: list[str]) -> dict[str, str]:
     }
 
 
+def endings(execution_ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
+    """Each execution's ``stop_reason`` and ``error``."""
+    if not execution_ids:
+        return {}
+    query = Execution.select(Execution.id, Execution.stop_reason, Execution.error).where(
+        Execution.id.in_(execution_ids)
+    )
+    return {row.id: (row.stop_reason, row.error) for row in query}
+
+
 # -- workers ---------------------------------------------------------------------------
 
 

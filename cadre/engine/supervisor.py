@@ -12,9 +12,10 @@ from the database (the source of truth, so a restarted server carries on) and:
 
 - moves each active worker to its execution's status;
 - marks the job ``RUNNING`` once one of its workers has started;
-- restarts a ``FAILED`` worker as a new one up to ``retries`` times, then fails the job;
-  a job also fails when a child job fails. A failing job's other workers and child jobs
-  are cancelled;
+- restarts a ``FAILED`` worker as a new one up to ``retries`` times, then fails the job
+  (a run a server stop cut short, ``interrupted``, is restarted without counting, up to
+  ``MAX_INTERRUPTIONS`` times); a job also fails when a child job fails. A failing
+  job's other workers and child jobs are cancelled;
 - completes the job when every worker finished (``COMPLETED``, or ``TERMINATED`` by a
   user) and every child job is finished; a job whose workers were all terminated ends
   ``CANCELED``.
@@ -43,6 +44,9 @@ from storage.jobs import Job, Worker
 log = logging.getLogger("cadre.engine")
 
 DEFAULT_AGENT = "echo"  # the agent id and name of the executions of a job without an agent
+# A worker whose run was cut short by a server stop (``interrupted``) is started again
+# without counting as a failure, this many times at most.
+MAX_INTERRUPTIONS = 3
 CONTROL = {"pause": "pause", "resume": "resume", "terminate": "cancel"}
 CONTROLLABLE = {
     "pause": ("IDLE", "RUNNING"),
@@ -243,19 +247,23 @@ class Supervisor:
                 log.exception("job %s could not go on", job.id)
 
     async def _drive(self, job: Job) -> None:
-        latest: dict[int, Worker] = {}
-        for worker in jobs.workers_of(job.id):  # by slot, then attempt: the last try wins
-            latest[worker.slot] = worker
+        workers = jobs.workers_of(job.id)  # by slot, then attempt: the last try wins
+        latest = {worker.slot: worker for worker in workers}
         if job.status == "PENDING" and any(w.status != "IDLE" for w in latest.values()):
             jobs.start_job(job)
-        failed = [
-            w for w in latest.values() if w.status == "FAILED" and w.attempt >= self.config.retries
-        ]
-        if failed:
-            execution = store.Execution.get_or_none(store.Execution.id == failed[0].execution_id)
-            reason = execution.error if execution is not None else None
-            await self._fail(job, f"Worker '{failed[0].id}' failed: {reason or 'no reason given'}")
-            return
+        ended = jobs.endings([w.execution_id for w in workers if w.status == "FAILED"])
+        failures: dict[int, int] = {}  # per slot, not counting runs a server stop cut short
+        for worker in workers:
+            if worker.status == "FAILED" and ended[worker.execution_id][0] != "interrupted":
+                failures[worker.slot] = failures.get(worker.slot, 0) + 1
+        for slot, worker in latest.items():
+            gave_up = worker.attempt >= self.config.retries + MAX_INTERRUPTIONS
+            if worker.status == "FAILED" and (
+                failures.get(slot, 0) > self.config.retries or gave_up
+            ):
+                reason = ended[worker.execution_id][1] or "no reason given"
+                await self._fail(job, f"Worker '{worker.id}' failed: {reason}")
+                return
         kids = jobs.children([job.id])
         broken = next((kid for kid in kids if kid.status == "FAILED"), None)
         if broken is not None:
