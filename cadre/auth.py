@@ -53,6 +53,13 @@ USER_SCOPES = (
     "tools:read",
     "tools:execute",
     "costs:read",
+    # seed 002's
+    "supervisor:read",
+    "supervisor:write",
+    "jobs:read",
+    "jobs:write",
+    "resources:read",
+    "resources:write",
 )
 ADMIN_SCOPES = (*USER_SCOPES, "admin")
 

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from cadre.auth import TokenService
 from cadre.engine.events import EventBus
 from cadre.engine.executor import Executor
+from cadre.engine.supervisor import Supervisor
 from cadre.middleware.rate_limit import RateLimiter
 from cadre.settings import Settings
 
@@ -26,6 +27,7 @@ class Services:
     executor: Executor
     bus: EventBus
     metrics: CollectorRegistry
+    supervisor: Supervisor
     rate_limiter: RateLimiter | None = None  # None when CADRE_RATE_LIMIT_ENABLED=false
 
 

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     shell_file_size_mb: int = Field(64, ge=1, le=1024 * 1024)
     shell_max_processes: int = Field(64, ge=1, le=10_000)
     shell_max_concurrent: int = Field(4, ge=1, le=256)
+    # Seed 002: concurrent workers per user at job depth 0, 1, 2, ...
+    depth_quotas: str = "10,8,5,3,2,1"
+    max_job_workers: int = Field(10, ge=1, le=1000)
+    job_worker_retries: int = Field(0, ge=0, le=10)
+    supervisor_tick_seconds: float = Field(0.5, gt=0, le=60)
 
     @property
     def path_limits(self) -> PathLimits:
@@ -142,6 +147,22 @@ class Settings(BaseSettings):
         if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
             return f"{int(value)}/hour"
         return value
+
+    @field_validator("depth_quotas")
+    @classmethod
+    def _quota_list(cls, value: str) -> str:
+        parts = [part.strip() for part in value.split(",")]
+        if not 1 <= len(parts) <= 100 or not all(p.isdigit() and int(p) <= 10_000 for p in parts):
+            raise ValueError(
+                "CADRE_DEPTH_QUOTAS must be 1 to 100 comma-separated whole numbers up to "
+                "10000 (workers per user at depth 0, 1, ...), e.g. 10,8,5,3,2,1"
+            )
+        return value
+
+    @property
+    def quotas(self) -> tuple[int, ...]:
+        """``CADRE_DEPTH_QUOTAS``: the most workers one user's jobs run at once, per depth."""
+        return tuple(int(part) for part in self.depth_quotas.split(","))
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -134,14 +134,14 @@ class RefreshRequest(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
     )
-    refresh_token: Annotated[str, Field(max_length=512, min_length=1)]
+    refresh_token: Annotated[str, Field(max_length=2048, min_length=1)]
 
 
 class LogoutRequest(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
     )
-    refresh_token: Annotated[str | None, Field(max_length=512, min_length=1)] = None
+    refresh_token: Annotated[str | None, Field(max_length=2048, min_length=1)] = None
 
 
 class AgentStatus(StrEnum):
@@ -603,6 +603,208 @@ class CostSummary(BaseModel):
     by_model: dict[str, float]
 
 
+class JobStatus(StrEnum):
+    PENDING = 'PENDING'
+    RUNNING = 'RUNNING'
+    COMPLETED = 'COMPLETED'
+    FAILED = 'FAILED'
+    CANCELED = 'CANCELED'
+
+
+class WorkerStatus(StrEnum):
+    IDLE = 'IDLE'
+    RUNNING = 'RUNNING'
+    PAUSED = 'PAUSED'
+    COMPLETED = 'COMPLETED'
+    FAILED = 'FAILED'
+    TERMINATED = 'TERMINATED'
+
+
+class JobSubmit(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    task_description: Annotated[str, Field(max_length=65536, min_length=1)]
+    worker_count: Annotated[
+        int,
+        Field(
+            description='Runs of the task; at most `CADRE_MAX_JOB_WORKERS` (default 10), else 422.',
+            ge=1,
+            le=1000,
+        ),
+    ]
+    depth: Annotated[
+        int,
+        Field(
+            description="The job's level; at most the deepest quota's (5 by default), else 422.",
+            ge=0,
+            le=100,
+        ),
+    ]
+    parent_job_id: Annotated[
+        str | None,
+        Field(
+            description='One of your unfinished jobs, one level up.',
+            max_length=64,
+            min_length=1,
+        ),
+    ] = None
+    agent_id: Annotated[
+        str | None,
+        Field(
+            description="The agent's id or name; left out, the default echo agent.",
+            max_length=64,
+            min_length=1,
+        ),
+    ] = None
+    inputs: Annotated[
+        dict[str, Any] | None,
+        Field(
+            description="Given to every worker's execution (the echo provider reads `inputs.echo`).",
+            max_length=64,
+        ),
+    ] = None
+
+
+class Job(BaseModel):
+    id: Annotated[str, Field(examples=['j_a1b2c3d4e5f6'], pattern='^j_[0-9a-f]{12}$')]
+    status: JobStatus
+    task_description: str
+    worker_count: int
+    depth: int
+    parent_job_id: Annotated[str | None, Field(...)]
+    agent_id: Annotated[str | None, Field(description='null: the default echo agent')]
+    agent_name: str
+    workspace_id: Annotated[
+        str,
+        Field(
+            description='The workspace its workers run in: yours, named by your user id'
+        ),
+    ]
+    inputs: dict[str, Any]
+    error: Annotated[str | None, Field(description='Why it failed')]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    completed_at: Annotated[AwareDatetime | None, Field(...)]
+
+
+class JobResult(BaseModel):
+    worker_id: str
+    execution_id: str
+    status: WorkerStatus
+    output: Annotated[
+        str | None,
+        Field(description="The worker's answer (partial when it was stopped)"),
+    ]
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+    total: int
+    limit: int
+    offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]
+
+
+class Worker(BaseModel):
+    id: str
+    workspace_id: str
+    job_id: str
+    status: WorkerStatus
+    execution_id: Annotated[
+        str, Field(description='Its execution (`/api/v1/executions/{id}` streams it)')
+    ]
+    attempt: Annotated[
+        int, Field(description='0, or which retry of a failed worker it is')
+    ]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class WorkerList(BaseModel):
+    workers: list[Worker]
+    total: int
+    limit: int
+    offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]
+
+
+class ByStatus(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    IDLE: int
+    RUNNING: int
+    PAUSED: int
+    COMPLETED: int
+    FAILED: int
+    TERMINATED: int
+
+
+class SupervisorMetrics(BaseModel):
+    total_workers: int
+    by_status: ByStatus
+
+
+class Quota(BaseModel):
+    depth: int
+    max_workers: int
+
+
+class QuotaList(BaseModel):
+    quotas: list[Quota]
+
+
+class DepthUsage(BaseModel):
+    depth: int
+    allocated: int
+    available: int
+
+
+class UsageList(BaseModel):
+    usage: list[DepthUsage]
+
+
+class AllocateRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    job_id: Annotated[str, Field(max_length=64, min_length=1)]
+    depth: Annotated[int, Field(ge=0, le=100)]
+    worker_count: Annotated[int, Field(ge=1, le=1000)]
+
+
+class Allocation(BaseModel):
+    job_id: str
+    depth: int
+    requested: int
+    granted: Annotated[int, Field(description='What the job holds afterwards')]
+
+
+class ReleaseRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    job_id: Annotated[str, Field(max_length=64, min_length=1)]
+    depth: Annotated[int, Field(ge=0, le=100)]
+
+
+class Release(BaseModel):
+    job_id: str
+    depth: int
+    released: int
+
+
 class OpenapiJsonGetResponse(BaseModel):
     model_config = ConfigDict(
         extra='allow',
@@ -701,6 +903,27 @@ class ApiV1CostsSummaryGetParametersQuery(BaseModel):
     all: bool = False
 
 
+class ApiV1JobsGetParametersQuery(BaseModel):
+    depth: Annotated[int | None, Field(ge=0, le=100)] = None
+    status: JobStatus | None = None
+    parent_job_id: Annotated[str | None, Field(max_length=64, min_length=1)] = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 50
+    offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
+
+
+class ApiV1SupervisorWorkersGetParametersQuery(BaseModel):
+    workspace_id: Annotated[str | None, Field(max_length=64, min_length=1)] = None
+    status: WorkerStatus | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 50
+    offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
+
+
 class CheckpointMessage(BaseModel):
     role: Role1
     content: str
@@ -759,4 +982,15 @@ class CheckpointList(BaseModel):
         Field(
             description='The next page (a relative URL with `after`), or null on the last page.'
         ),
+    ]
+
+
+class JobDetail(Job):
+    granted: Annotated[
+        int, Field(description="Workers the job's grant lets run at once now")
+    ]
+    workers: list[Worker]
+    results: list[JobResult]
+    cost: Annotated[
+        float, Field(description="USD, the sum of its workers' executions' costs")
     ]
