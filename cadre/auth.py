@@ -53,6 +53,8 @@ USER_SCOPES = (
     "tools:read",
     "tools:execute",
     "costs:read",
+    "sessions:read",
+    "sessions:write",
 )
 ADMIN_SCOPES = (*USER_SCOPES, "admin")
 

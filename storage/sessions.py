@@ -12,11 +12,12 @@ from typing import Any
 
 import peewee
 
-from cadre.errors import NotFound
+from cadre.errors import Conflict, Forbidden, NotFound
 from storage.db import BaseModel, database
+from storage.executions import TERMINAL, Execution
 from storage.fields import JSONField, UTCDateTimeField
 from storage.ids import new_id, utcnow
-from storage.queries import owned
+from storage.queries import owned, paginate
 from storage.users import User
 
 
@@ -99,7 +100,8 @@ class SessionToolCall(BaseModel):
 
 
 def create_session(**fields: Any) -> Session:
-    return Session.create(id=new_id("sess"), **fields)
+    fields.setdefault("id", new_id("sess"))
+    return Session.create(**fields)
 
 
 def get_session(session_id: str, owner_id: str | None) -> Session:
@@ -161,3 +163,213 @@ def release_turn(session_id: str, run_id: str) -> None:
     Session.update(current_run_id=None).where(
         (Session.id == session_id) & (Session.current_run_id == run_id)
     ).execute()
+
+
+# -- sessions ---------------------------------------------------------------------------
+
+
+def count_sessions(owner_id: str) -> int:
+    return Session.select().where(Session.owner == owner_id).count()
+
+
+def list_sessions(
+    owner_id: str, *, status: str | None, mode: str | None, limit: int, offset: int
+) -> tuple[list[Session], int]:
+    query = owned(Session.select(), Session, owner_id)
+    if status is not None:
+        query = query.where(Session.status == status)
+    if mode is not None:
+        query = query.where(Session.mode == mode)
+    return paginate(query.order_by(Session.created_at.desc(), Session.id.desc()), limit, offset)
+
+
+def list_messages(session_id: str, limit: int, offset: int) -> tuple[list[SessionMessage], int]:
+    query = SessionMessage.select().where(SessionMessage.session == session_id)
+    return paginate(query.order_by(SessionMessage.sequence_number), limit, offset)
+
+
+def list_tool_calls(session_id: str, limit: int, offset: int) -> tuple[list[SessionToolCall], int]:
+    query = SessionToolCall.select().where(SessionToolCall.session == session_id)
+    return paginate(query.order_by(SessionToolCall.created_at, SessionToolCall.id), limit, offset)
+
+
+def run_messages(run_id: str) -> list[SessionMessage]:
+    return list(
+        SessionMessage.select()
+        .where(SessionMessage.run_id == run_id)
+        .order_by(SessionMessage.sequence_number)
+    )
+
+
+def update_session(session_id: str, **fields: Any) -> None:
+    Session.update(**fields).where(Session.id == session_id).execute()
+
+
+def create_turn(
+    session_id: str, claim: bool, take_over: str | None = None, **fields: Any
+) -> Execution:
+    """Create a session turn's execution; with ``claim``, only if it can hold the session
+    now (else a 409 ``session_busy``), claim and row in one transaction so a loser leaves
+    no execution behind. ``take_over``: the (stopped) turn whose claim it may take."""
+    execution_id = new_id("exec")
+    with database.atomic():
+        if claim and not _claim(session_id, execution_id, take_over):
+            raise Conflict(
+                "A turn of this session is running; wait for it, or send the query with "
+                "multitask_strategy enqueue, interrupt or rollback.",
+                error="session_busy",
+                details={"multitask_strategy": "reject"},
+            )
+        now = utcnow()
+        execution = Execution.create(
+            id=execution_id, session_id=session_id, heartbeat_at=now, **fields
+        )
+        Session.update(
+            status="active",
+            started_at=peewee.fn.COALESCE(Session.started_at, now),
+            last_activity_at=now,
+        ).where(Session.id == session_id).execute()
+    return execution
+
+
+def _claim(session_id: str, run_id: str, take_over: str | None) -> bool:
+    if take_over is None:
+        return claim_turn(session_id, run_id)
+    holder = Session.current_run_id
+    updated = (
+        Session.update(current_run_id=run_id)
+        .where((Session.id == session_id) & (holder.is_null() | (holder == take_over)))
+        .execute()
+    )
+    return updated == 1
+
+
+def unfinished_turns(session_id: str) -> list[Execution]:
+    """The session's turns not yet over (running, waiting for it, paused, awaiting approval)."""
+    return list(
+        Execution.select()
+        .where((Execution.session_id == session_id) & Execution.status.not_in(list(TERMINAL)))
+        .order_by(Execution.created_at, Execution.id)
+    )
+
+
+def turn_ended(session_id: str, run_id: str) -> None:
+    """After a turn: the session no longer held by it, ``completed`` unless another turn
+    runs (or it was archived meanwhile)."""
+    with database.atomic():
+        release_turn(session_id, run_id)
+        Session.update(status="completed", completed_at=utcnow()).where(
+            (Session.id == session_id)
+            & (Session.status == "active")
+            & Session.current_run_id.is_null()
+        ).execute()
+
+
+def discard_run(session_id: str, run_id: str) -> None:
+    """Forget a rolled-back turn: its messages and tool calls, and the counts they made."""
+    with database.atomic():
+        messages = (
+            SessionMessage.delete()
+            .where((SessionMessage.session == session_id) & (SessionMessage.run_id == run_id))
+            .execute()
+        )
+        calls = (
+            SessionToolCall.delete()
+            .where((SessionToolCall.session == session_id) & (SessionToolCall.run_id == run_id))
+            .execute()
+        )
+        session = Session.get_by_id(session_id)
+        Session.update(
+            total_messages=max(0, session.total_messages - messages),
+            total_tool_calls=max(0, session.total_tool_calls - calls),
+        ).where(Session.id == session_id).execute()
+
+
+def fork_session(parent: Session, at_sequence: int | None, **fields: Any) -> Session:
+    """A new session with ``parent``'s history up to ``at_sequence`` (all of it: None) and
+    the tool calls of the runs that history holds."""
+    with database.atomic():
+        messages = SessionMessage.select().where(SessionMessage.session == parent.id)
+        if at_sequence is not None:
+            messages = messages.where(SessionMessage.sequence_number <= at_sequence)
+        messages = list(messages.order_by(SessionMessage.sequence_number))
+        runs = {m.run_id for m in messages if m.run_id}
+        calls = list(
+            SessionToolCall.select()
+            .where((SessionToolCall.session == parent.id) & SessionToolCall.run_id.in_(runs))
+            .order_by(SessionToolCall.created_at, SessionToolCall.id)
+        )
+        child = create_session(
+            total_messages=len(messages),
+            total_tool_calls=len(calls),
+            last_activity_at=messages[-1].created_at if messages else None,
+            **fields,
+        )
+        for message in messages:
+            SessionMessage.create(
+                **{**message.__data__, "id": new_id("msg"), "session": child.id}
+            )
+        for call in calls:
+            SessionToolCall.create(**{**call.__data__, "id": new_id("tc"), "session": child.id})
+    return child
+
+
+def delete_session(session_id: str) -> None:
+    """The session and its history (cascade); its executions and cost records stay."""
+    Session.delete().where(Session.id == session_id).execute()
+
+
+# -- templates --------------------------------------------------------------------------
+
+
+def _visible_templates(owner_id: str) -> peewee.ModelSelect:
+    return SessionTemplate.select().where(
+        (SessionTemplate.owner == owner_id) | (SessionTemplate.is_public == True)  # noqa: E712
+    )
+
+
+def create_template(owner_id: str, **fields: Any) -> SessionTemplate:
+    return SessionTemplate.create(id=new_id("tmpl"), owner=owner_id, **fields)
+
+
+def get_template(template_id: str, owner_id: str) -> SessionTemplate:
+    """The caller's template, or anyone's public one; else a 404."""
+    found = _visible_templates(owner_id).where(SessionTemplate.id == template_id).first()
+    if found is None:
+        raise NotFound(f"No session template '{template_id}'.", error="template_not_found")
+    return found
+
+
+def get_own_template(template_id: str, owner_id: str) -> SessionTemplate:
+    """For a change: the caller's own template; another user's public one is a 403."""
+    template = get_template(template_id, owner_id)
+    if template.owner_id != owner_id:
+        raise Forbidden(
+            "Only the owner of a session template may change or delete it.",
+            error="not_template_owner",
+        )
+    return template
+
+
+def list_templates(
+    owner_id: str, *, category: str | None, is_public: bool | None, limit: int, offset: int
+) -> tuple[list[SessionTemplate], int]:
+    query = _visible_templates(owner_id)
+    if category is not None:
+        query = query.where(SessionTemplate.category == category)
+    if is_public is not None:
+        query = query.where(SessionTemplate.is_public == is_public)
+    order = (SessionTemplate.created_at.desc(), SessionTemplate.id.desc())
+    return paginate(query.order_by(*order), limit, offset)
+
+
+def update_template(template: SessionTemplate, fields: dict[str, Any]) -> SessionTemplate:
+    for key, value in fields.items():
+        setattr(template, key, value)
+    template.updated_at = utcnow()
+    template.save()
+    return template
+
+
+def delete_template(template: SessionTemplate) -> None:
+    template.delete_instance()

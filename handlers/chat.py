@@ -1,0 +1,52 @@
+"""Chat (seed 004): one message to an agent, in a new session or an existing one."""
+
+from __future__ import annotations
+
+from starlette.responses import StreamingResponse
+
+from cadre import conversations, streams
+from cadre.connexion.binding import Reply
+from cadre.engine import turns
+from cadre.engine.events import EventBus
+from cadre.engine.executor import Executor
+from cadre.settings import Settings
+from models_gen.api import ChatReply
+from storage import executions, sessions
+
+NAME_CHARS = 64  # a new session is named after the start of its first message
+
+
+async def chat(
+    user: str, body: dict, executor: Executor, bus: EventBus, settings: Settings
+) -> Reply | StreamingResponse:
+    if body.get("session_id") is not None:
+        session = sessions.get_session(body["session_id"], user)
+        conversations.check_agent(session, user, body["agent_id"])
+    else:
+        name = " ".join(body["message"].split())[:NAME_CHARS] or "chat"
+        session = conversations.create_session(
+            settings, user, {"name": name, "agent_id": body["agent_id"]}
+        )
+    execution = await turns.start_turn(
+        executor,
+        session,
+        body["message"],
+        body.get("inputs"),
+        body.get("multitask_strategy", "reject"),
+    )
+    if body.get("stream", False):
+        translate = streams.chat_translator(session.id)
+        return streams.sse_response(
+            bus, execution.id, 0, settings.stream_keepalive_seconds, translate
+        )
+    await turns.wait_turn(bus, execution.id)
+    done = executions.Execution.get_by_id(execution.id)
+    reply = ChatReply(
+        run_id=done.id,
+        session_id=session.id,
+        response=conversations.turn_text(done),
+        status=done.status,
+        error=done.error,
+        metrics=conversations.metrics(done),
+    )
+    return reply, 200

@@ -1,0 +1,231 @@
+"""Sessions over HTTP: create, list, read, query (JSON and SSE), the multitask strategies,
+history, fork, archive, delete, and isolation between users."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from storage.costs import CostRecord
+from storage.executions import Execution
+from storage.sessions import Session, SessionMessage, SessionToolCall
+from tests.asyncapi_check import check_server_message
+from tests.conftest import Account, assert_problem, wait_for_status
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+def new_session(client, account: Account, **body) -> dict:
+    reply = client.post(
+        "/api/v1/sessions", json={"name": "investigation", **body}, headers=account.headers
+    )
+    assert reply.status_code == 201, reply.text
+    return reply.json()
+
+
+def query(client, account: Account, session_id: str, message: str, **body):
+    return client.post(
+        f"/api/v1/sessions/{session_id}/query",
+        json={"message": message, **body},
+        headers=account.headers,
+    )
+
+
+def slow(tokens: int = 200, delay_ms: int = 20) -> dict:
+    return {"echo": {"tokens": tokens, "delay_ms": delay_ms}}
+
+
+def sse_events(lines) -> list[dict]:
+    """Parse a text/event-stream into ``{id, event, data}`` dicts (data decoded as JSON)."""
+    events, current = [], {}
+    for line in lines:
+        if not line:
+            if "data" in current:
+                current["data"] = json.loads(current["data"])
+                events.append(current)
+            current = {}
+        elif not line.startswith(":"):
+            field, _, value = line.partition(":")
+            current[field] = value[1:] if value.startswith(" ") else value
+    return events
+
+
+def wait_until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+class TestCreateSession:
+    def test_seed_request_gives_the_seed_shape(self, client, alice: Account):
+        body = new_session(
+            client,
+            alice,
+            name="My Investigation Session",
+            mode="interactive",
+            sdk_options={"allowed_tools": ["Read", "Write"], "permission_mode": "default"},
+        )
+        for key in ("id", "user_id", "name", "mode", "status", "sdk_options"):
+            assert key in body
+        assert body["id"].startswith("sess_")
+        assert body["user_id"] == alice.id
+        assert body["status"] == "created"
+        assert body["mode"] == "interactive"
+        assert body["agent_id"] is None
+        assert body["sdk_options"] == {
+            "allowed_tools": ["filesystem_read", "filesystem_write"],
+            "permission_mode": "default",
+            "model": None,
+            "system_prompt": None,
+        }
+        assert body["is_fork"] is False and body["parent_session_id"] is None
+        assert body["total_messages"] == 0 and body["total_cost_usd"] == 0
+
+    def test_working_directory_is_private_and_under_the_data_dir(
+        self, client, alice: Account, settings
+    ):
+        body = new_session(client, alice)
+        path = Path(body["working_directory_path"])
+        assert path.is_dir()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700
+        assert Path(settings.data_dir).resolve() in path.parents
+
+    def test_unknown_tool_is_named_in_a_422(self, client, alice: Account):
+        reply = client.post(
+            "/api/v1/sessions",
+            json={"name": "x", "sdk_options": {"allowed_tools": ["Read", "Teleport"]}},
+            headers=alice.headers,
+        )
+        body = assert_problem(reply, 422, "validation_error")
+        assert "Teleport" in body["message"]
+        assert "Teleport" in json.dumps(body["details"])
+
+    def test_unknown_permission_mode_is_a_422(self, client, alice: Account):
+        reply = client.post(
+            "/api/v1/sessions",
+            json={"name": "x", "sdk_options": {"permission_mode": "yolo"}},
+            headers=alice.headers,
+        )
+        assert_problem(reply, 422, "validation_error")
+
+    def test_agent_session_defaults_to_the_agents_tools(self, client, alice: Account):
+        client.post(
+            "/api/v1/agents",
+            json={"name": "coder", "tools": ["calculator"]},
+            headers=alice.headers,
+        )
+        body = new_session(client, alice, agent_id="coder")
+        assert body["agent_id"].startswith("agent_")
+        assert body["sdk_options"]["allowed_tools"] == ["calculator"]
+        assert body["sdk_options"]["permission_mode"] == "default"
+
+    def test_unknown_agent_is_a_404(self, client, alice: Account):
+        reply = client.post(
+            "/api/v1/sessions", json={"name": "x", "agent_id": "nobody"}, headers=alice.headers
+        )
+        assert_problem(reply, 404, "agent_not_found")
+
+    def test_template_fills_what_the_request_leaves_out(self, client, alice: Account):
+        template = client.post(
+            "/api/v1/session-templates",
+            json={
+                "name": "ops",
+                "sdk_options": {
+                    "allowed_tools": ["Read"],
+                    "permission_mode": "plan",
+                    "system_prompt": "Be brief",
+                },
+            },
+            headers=alice.headers,
+        ).json()
+        body = new_session(
+            client,
+            alice,
+            template_id=template["id"],
+            sdk_options={"permission_mode": "acceptEdits"},
+        )
+        assert body["template_id"] == template["id"]
+        assert body["sdk_options"] == {
+            "allowed_tools": ["filesystem_read"],
+            "permission_mode": "acceptEdits",
+            "model": None,
+            "system_prompt": "Be brief",
+        }
+
+    def test_someone_elses_private_template_is_a_404(self, client, alice: Account, bob: Account):
+        template = client.post(
+            "/api/v1/session-templates", json={"name": "mine"}, headers=alice.headers
+        ).json()
+        reply = client.post(
+            "/api/v1/sessions",
+            json={"name": "x", "template_id": template["id"]},
+            headers=bob.headers,
+        )
+        assert_problem(reply, 404, "template_not_found")
+
+    def test_sessions_per_user_are_capped(self, make_client):
+        from tests.conftest import register
+
+        client = make_client(max_sessions_per_user=2)
+        alice = register(client, "alice")
+        new_session(client, alice)
+        new_session(client, alice)
+        reply = client.post("/api/v1/sessions", json={"name": "x"}, headers=alice.headers)
+        assert_problem(reply, 409, "session_limit_reached")
+
+    def test_forked_mode_cannot_be_asked_for(self, client, alice: Account):
+        reply = client.post(
+            "/api/v1/sessions", json={"name": "x", "mode": "forked"}, headers=alice.headers
+        )
+        assert_problem(reply, 422, "validation_error")
+
+
+class TestListAndGetSessions:
+    def test_list_is_paginated_and_filtered(self, client, alice: Account):
+        ids = [new_session(client, alice, name=f"s{i}")["id"] for i in range(3)]
+        page = client.get("/api/v1/sessions?limit=2", headers=alice.headers).json()
+        assert set(page) == {"sessions", "total", "limit", "offset"}
+        assert page["total"] == 3 and page["limit"] == 2 and page["offset"] == 0
+        assert [s["id"] for s in page["sessions"]] == ids[::-1][:2]
+        created = client.get("/api/v1/sessions?status=created", headers=alice.headers).json()
+        assert created["total"] == 3
+        forked = client.get("/api/v1/sessions?mode=forked", headers=alice.headers).json()
+        assert forked["total"] == 0
+
+    def test_skip_is_refused_like_everywhere_else(self, client, alice: Account):
+        reply = client.get("/api/v1/sessions?skip=0", headers=alice.headers)
+        assert_problem(reply, 422, "validation_error")
+
+    def test_another_users_session_is_a_404_everywhere(
+        self, client, alice: Account, bob: Account
+    ):
+        session_id = new_session(client, alice)["id"]
+        assert client.get("/api/v1/sessions", headers=bob.headers).json()["total"] == 0
+        for method, path, body in (
+            ("GET", "", None),
+            ("GET", "/messages", None),
+            ("GET", "/tool-calls", None),
+            ("POST", "/query", {"message": "hi"}),
+            ("POST", "/fork", {"name": "mine now"}),
+            ("POST", "/archive", {"compression": "gzip"}),
+            ("GET", "/archive", None),
+            ("DELETE", "", None),
+        ):
+            reply = client.request(
+                method, f"/api/v1/sessions/{session_id}{path}", json=body, headers=bob.headers
+            )
+            assert_problem(reply, 404, "session_not_found")
+        assert Session.get_by_id(session_id).status == "created"
+
+    def test_needs_a_token(self, client):
+        assert_problem(client.get("/api/v1/sessions"), 401)
