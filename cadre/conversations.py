@@ -13,7 +13,7 @@ import peewee
 from cadre.engine import session_files
 from cadre.engine.events import Event
 from cadre.engine.executor import Executor
-from cadre.engine.turns import DEFAULT_AGENT, canonical_options, cancel_all
+from cadre.engine.turns import DEFAULT_AGENT, cancel_all, canonical_options
 from cadre.errors import CadreError, Conflict, NotFound, ValidationFailed
 from cadre.settings import Settings
 from models_gen.api import Session as SessionReply
@@ -102,8 +102,10 @@ async def fork_session(
             error="session_limit_reached",
         )
     at_sequence = body.get("at_sequence")
-    if at_sequence is not None and at_sequence > parent.total_messages and not any(
-        m.sequence_number == at_sequence for m in sessions.history(parent.id)
+    if (
+        at_sequence is not None
+        and at_sequence > parent.total_messages
+        and not any(m.sequence_number == at_sequence for m in sessions.history(parent.id))
     ):
         raise ValidationFailed(
             f"The session has no message {at_sequence}.",
@@ -187,9 +189,7 @@ def archive_file(session: sessions.Session) -> Path:
     return Path(session.archive_path)
 
 
-async def delete_session(
-    settings: Settings, executor: Executor, session: sessions.Session
-) -> None:
+async def delete_session(settings: Settings, executor: Executor, session: sessions.Session) -> None:
     await cancel_all(executor, session.id)
     sessions.delete_session(session.id)
     await anyio.to_thread.run_sync(

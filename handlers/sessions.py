@@ -24,9 +24,7 @@ from storage import executions, sessions
 async def list_sessions(
     user: str, limit: int, offset: int, status: str | None = None, mode: str | None = None
 ) -> Reply:
-    rows, total = sessions.list_sessions(
-        user, status=status, mode=mode, limit=limit, offset=offset
-    )
+    rows, total = sessions.list_sessions(user, status=status, mode=mode, limit=limit, offset=offset)
     page = SessionList(
         sessions=[conversations.session_reply(r) for r in rows],
         total=total,

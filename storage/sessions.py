@@ -306,9 +306,7 @@ def fork_session(parent: Session, at_sequence: int | None, **fields: Any) -> Ses
             **fields,
         )
         for message in messages:
-            SessionMessage.create(
-                **{**message.__data__, "id": new_id("msg"), "session": child.id}
-            )
+            SessionMessage.create(**{**message.__data__, "id": new_id("msg"), "session": child.id})
         for call in calls:
             SessionToolCall.create(**{**call.__data__, "id": new_id("tc"), "session": child.id})
     return child

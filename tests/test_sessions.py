@@ -3,23 +3,16 @@ history, fork, archive, delete, and isolation between users."""
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import stat
-import tarfile
 import threading
 import time
 from pathlib import Path
 
-import httpx
-import pytest
-
-from storage.costs import CostRecord
 from storage.executions import Execution
-from storage.sessions import Session, SessionMessage, SessionToolCall
+from storage.sessions import Session
 from tests.asyncapi_check import check_server_message
-from tests.conftest import Account, assert_problem, wait_for_status
+from tests.conftest import Account, assert_problem
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -206,9 +199,7 @@ class TestListAndGetSessions:
         reply = client.get("/api/v1/sessions?skip=0", headers=alice.headers)
         assert_problem(reply, 422, "validation_error")
 
-    def test_another_users_session_is_a_404_everywhere(
-        self, client, alice: Account, bob: Account
-    ):
+    def test_another_users_session_is_a_404_everywhere(self, client, alice: Account, bob: Account):
         session_id = new_session(client, alice)["id"]
         assert client.get("/api/v1/sessions", headers=bob.headers).json()["total"] == 0
         for method, path, body in (
@@ -229,3 +220,154 @@ class TestListAndGetSessions:
 
     def test_needs_a_token(self, client):
         assert_problem(client.get("/api/v1/sessions"), 401)
+
+
+class TestQuery:
+    def test_seed_query_gives_the_seed_shape(self, client, alice: Account):
+        session_id = new_session(client, alice)["id"]
+        reply = query(client, alice, session_id, "Analyze the error logs in /var/log/app.log")
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["session_id"] == session_id
+        assert body["run_id"].startswith("exec_")
+        assert body["status"] == "completed" and body["error"] is None
+        assert body["content"] == {
+            "type": "text",
+            "text": "Analyze the error logs in /var/log/app.log",
+        }
+        assert body["tool_calls"] == []
+        assert set(body["metrics"]) == {"duration_ms", "input_tokens", "output_tokens", "cost_usd"}
+        assert body["metrics"]["output_tokens"] == 6
+        assert "message_id" in body
+
+    def test_turn_is_an_execution_with_the_sessions_settings_frozen(self, client, alice: Account):
+        session_id = new_session(
+            client,
+            alice,
+            sdk_options={
+                "allowed_tools": ["Read", "calculator"],
+                "permission_mode": "acceptEdits",
+                "model": "echo-large",
+                "system_prompt": "Answer briefly",
+            },
+        )["id"]
+        run_id = query(client, alice, session_id, "hi").json()["run_id"]
+        execution = Execution.get_by_id(run_id)
+        assert execution.session_id == session_id
+        assert execution.owner_id == alice.id
+        assert execution.agent_name == "echo" and execution.provider == "echo"
+        assert execution.model == "echo-large"
+        assert execution.mode == "full"
+        assert execution.config["tools"] == ["filesystem_read", "calculator"]
+        assert execution.config["instructions"] == "Answer briefly"
+        assert execution.config["permission_mode"] == "acceptEdits"
+        reply = client.get(f"/api/v1/executions/{run_id}", headers=alice.headers)
+        assert reply.status_code == 200
+
+    def test_plan_mode_turns_run_in_safe_mode(self, client, alice: Account):
+        session_id = new_session(client, alice, sdk_options={"permission_mode": "plan"})["id"]
+        run_id = query(client, alice, session_id, "hi").json()["run_id"]
+        assert Execution.get_by_id(run_id).mode == "safe"
+
+    def test_status_goes_created_active_completed(self, client, alice: Account):
+        session_id = new_session(client, alice)["id"]
+        reply = query(
+            client, alice, session_id, "hi", inputs=slow(5, 50), multitask_strategy="enqueue"
+        )
+        assert reply.status_code == 200
+        session = client.get(f"/api/v1/sessions/{session_id}", headers=alice.headers).json()
+        wait_until(
+            lambda: (
+                client.get(f"/api/v1/sessions/{session_id}", headers=alice.headers).json()["status"]
+                == "completed"
+            )
+        )
+        session = client.get(f"/api/v1/sessions/{session_id}", headers=alice.headers).json()
+        assert session["current_run_id"] is None
+        assert session["started_at"] is not None and session["last_activity_at"] is not None
+
+    def test_inputs_reach_the_provider(self, client, alice: Account):
+        session_id = new_session(client, alice)["id"]
+        body = query(client, alice, session_id, "one two", inputs={"echo": {"tokens": 5}}).json()
+        assert body["content"]["text"] == "one two one two one"
+
+    def test_tool_calls_are_reported(self, client, alice: Account):
+        session_id = new_session(
+            client,
+            alice,
+            sdk_options={"allowed_tools": ["calculator"], "permission_mode": "bypassPermissions"},
+        )["id"]
+        inputs = {"echo": {"tool_calls": [{"tool": "calculator", "args": {"expression": "6*7"}}]}}
+        body = query(client, alice, session_id, "compute", inputs=inputs).json()
+        assert body["status"] == "completed"
+        assert [(c["tool_name"], c["tool_input"], c["status"]) for c in body["tool_calls"]] == [
+            ("calculator", {"expression": "6*7"}, "success")
+        ]
+
+    def test_a_failed_turn_still_answers_with_its_error(self, client, alice: Account):
+        session_id = new_session(client, alice)["id"]
+        body = query(client, alice, session_id, "hi", inputs={"echo": {"fail": "boom"}}).json()
+        assert body["status"] == "failed"
+        assert "boom" in body["error"]
+
+    def test_archived_session_refuses_queries(self, client, alice: Account):
+        session_id = new_session(client, alice)["id"]
+        client.post(f"/api/v1/sessions/{session_id}/archive", json={}, headers=alice.headers)
+        assert_problem(query(client, alice, session_id, "hi"), 409, "session_archived")
+
+    def test_missing_message_is_a_422(self, client, alice: Account):
+        session_id = new_session(client, alice)["id"]
+        reply = client.post(f"/api/v1/sessions/{session_id}/query", json={}, headers=alice.headers)
+        assert_problem(reply, 422, "validation_error")
+
+    def test_unknown_strategy_is_a_422(self, client, alice: Account):
+        session_id = new_session(client, alice)["id"]
+        reply = query(client, alice, session_id, "hi", multitask_strategy="shout")
+        assert_problem(reply, 422, "validation_error")
+
+    def test_query_streams_chat_events_with_accept_event_stream(self, client, alice: Account):
+        session_id = new_session(client, alice)["id"]
+        with client.stream(
+            "POST",
+            f"/api/v1/sessions/{session_id}/query",
+            json={"message": "stream these words"},
+            headers={**alice.headers, "Accept": "text/event-stream"},
+        ) as reply:
+            assert reply.status_code == 200
+            assert reply.headers["content-type"].startswith("text/event-stream")
+            events = sse_events(reply.iter_lines())
+        names = [e["event"] for e in events]
+        assert names[0] == "run_started" and names[-1] == "run_completed"
+        assert names[1:-1] == ["content_delta"] * 3
+        assert "".join(e["data"]["content"] for e in events[1:-1]) == "stream these words"
+        for event in events:
+            check_server_message(event["data"])
+            assert event["data"]["session_id"] == session_id
+            assert event["id"] == str(event["data"]["seq"])
+        ids = [int(e["id"]) for e in events]
+        assert ids == sorted(ids)
+        assert events[-1]["data"]["metrics"]["output_tokens"] == 3
+
+
+class TestMultitask:
+    def test_reject_while_a_turn_runs_is_a_409_and_leaves_no_execution(
+        self, client, alice: Account
+    ):
+        session_id = new_session(client, alice)["id"]
+        first = query(
+            client, alice, session_id, "long", inputs=slow(), multitask_strategy="enqueue"
+        )
+        assert first.status_code == 200
+        # The enqueued turn returns once over; start a slow one that holds the session.
+        runs_before = Execution.select().where(Execution.session_id == session_id).count()
+        holder = threading.Thread(
+            target=query, args=(client, alice, session_id, "long"), kwargs={"inputs": slow()}
+        )
+        holder.start()
+        wait_until(lambda: Session.get_by_id(session_id).current_run_id is not None)
+        reply = query(client, alice, session_id, "me too")
+        body = assert_problem(reply, 409, "session_busy")
+        assert "multitask_strategy" in body["message"]
+        holder.join()
+        runs_after = Execution.select().where(Execution.session_id == session_id).count()
+        assert runs_after == runs_before + 1

@@ -48,9 +48,7 @@ def copy_working_directory(source: Path, target: Path, quota_bytes: int | None) 
         target.mkdir(mode=0o700)
 
 
-def write_archive(
-    working: Path, target: Path, session_document: dict[str, Any]
-) -> tuple[int, int]:
+def write_archive(working: Path, target: Path, session_document: dict[str, Any]) -> tuple[int, int]:
     """A gzipped tar of the working directory (under ``workspace/``) and ``session.json``;
     returns (size in bytes, files archived). Symlinks are stored as links."""
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

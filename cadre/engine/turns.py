@@ -32,9 +32,8 @@ from cadre.engine.events import Event, EventBus
 from cadre.engine.executor import Executor
 from cadre.errors import CadreError, Conflict, ValidationFailed
 from cadre.json_limits import check_size
-from storage import agents
+from storage import agents, sessions
 from storage import executions as store
-from storage import sessions
 from storage.executions import TERMINAL, Execution
 
 log = logging.getLogger("cadre.engine")
@@ -80,9 +79,7 @@ def _agent_values(session: sessions.Session) -> tuple[str, str, dict[str, Any]]:
         return DEFAULT_AGENT, DEFAULT_AGENT, dict(agents.DEFAULTS)
     agent = agents.Agent.get_or_none(agents.Agent.id == session.agent_id)
     if agent is None:
-        raise Conflict(
-            "The agent of this session was deleted.", error="session_agent_deleted"
-        )
+        raise Conflict("The agent of this session was deleted.", error="session_agent_deleted")
     if agent.status != "active":
         raise Conflict(f"Agent '{agent.name}' is disabled.", error="agent_disabled")
     return agent.id, agent.name, agents.resolve([agent])[0].values
