@@ -13,6 +13,7 @@ import peewee
 from cadre.engine import session_files
 from cadre.engine.events import Event
 from cadre.engine.executor import Executor
+from cadre.engine.tools.workspace import quota_refusal, workspace_size
 from cadre.engine.turns import DEFAULT_AGENT, cancel_all, canonical_options
 from cadre.errors import CadreError, Conflict, NotFound, ValidationFailed
 from cadre.settings import Settings
@@ -102,41 +103,32 @@ async def fork_session(
             error="session_limit_reached",
         )
     at_sequence = body.get("at_sequence")
-    if (
-        at_sequence is not None
-        and at_sequence > parent.total_messages
-        and not any(m.sequence_number == at_sequence for m in sessions.history(parent.id))
-    ):
+    last = sessions.last_sequence(parent.id)
+    if at_sequence is not None and at_sequence > last:
         raise ValidationFailed(
             f"The session has no message {at_sequence}.",
             details={"body.at_sequence": f"no message with sequence_number {at_sequence}"},
         )
-    session_id = new_id("sess")
-    target = session_files.working_directory(settings.data_dir, session_id)
-    await anyio.to_thread.run_sync(
-        session_files.copy_working_directory,
-        Path(parent.working_directory_path),
-        target,
-        settings.workspace_quota_bytes,
-    )
+    quota = settings.workspace_quota_bytes
+    source = Path(parent.working_directory_path)
+    if quota is not None:
+        used = await anyio.to_thread.run_sync(workspace_size, source, quota)
+        if used > quota:
+            raise quota_refusal(quota, "The session's working directory is over its quota.")
+    upto = last if at_sequence is None else at_sequence
+    child = sessions.branch(parent, upto_sequence=upto, name=body["name"])
     try:
-        return sessions.fork_session(
-            parent,
-            at_sequence,
-            id=session_id,
-            owner=parent.owner_id,
-            name=body["name"],
-            agent_id=parent.agent_id,
-            mode="forked",
-            sdk_options=parent.sdk_options,
-            template_id=parent.template_id,
-            parent_session_id=parent.id,
-            is_fork=True,
-            working_directory_path=str(target),
+        await anyio.to_thread.run_sync(
+            session_files.copy_working_directory,
+            source,
+            Path(child.working_directory_path),
+            None,
         )
     except BaseException:
-        session_files.remove(target)
+        sessions.delete_session(child.id)
+        session_files.remove(Path(child.working_directory_path))
         raise
+    return child
 
 
 def _archive_document(session: sessions.Session) -> dict[str, Any]:

@@ -14,10 +14,12 @@ from typing import Any
 import peewee
 
 from cadre.errors import NotFound
-from storage.db import BaseModel
+from storage import costs, sessions
+from storage.db import BaseModel, database
 from storage.executions import Execution
 from storage.fields import JSONField, UTCDateTimeField
 from storage.ids import new_id, utcnow
+from storage.queries import paginate
 
 
 class Checkpoint(BaseModel):
@@ -40,6 +42,60 @@ def save(execution_id: str, session_id: str | None, step: int, state: dict[str, 
     return Checkpoint.create(
         id=new_id("ckpt"), execution=execution_id, session_id=session_id, step=step, state=state
     )
+
+
+def save_step(
+    execution: Execution,
+    step: int | None,
+    state: dict[str, Any],
+    *,
+    bill: dict[str, Any] | None = None,
+    totals: dict[str, Any] | None = None,
+    session_messages: list[dict[str, Any]] | None = None,
+    tool_call: dict[str, Any] | None = None,
+) -> Checkpoint | None:
+    """One step, all or nothing: the provider call's cost record and the execution's new
+    totals (``bill``: ``prompt_tokens``, ``completion_tokens``, ``cost_usd``, ``priced``),
+    for a session turn its new messages, tool call and running totals, and the checkpoint.
+    ``state["session_seq"]`` becomes the session's last message after the step. With
+    ``step`` None only the bill is stored (a call cut short: no step to continue from)."""
+    session_id = execution.session_id
+    with database.atomic():
+        if bill is not None:
+            costs.bill_execution(execution, totals=totals or {}, **bill)
+        elif totals:
+            Execution.update(**totals).where(Execution.id == execution.id).execute()
+        if session_id is not None:
+            if session_messages:
+                sessions.append_messages(session_id, session_messages)
+            if tool_call is not None:
+                sessions.record_tool_call(session_id, run_id=execution.id, **tool_call)
+            if bill is not None:
+                sessions.add_usage(
+                    session_id, bill["prompt_tokens"], bill["completion_tokens"], bill["cost_usd"]
+                )
+            state = {**state, "session_seq": sessions.last_sequence(session_id)}
+        if step is None:
+            return None
+        return save(execution.id, session_id, step, state)
+
+
+def decide(checkpoint: Checkpoint, awaiting: dict[str, Any]) -> bool:
+    """Record the decision on the call a run awaits (in its last checkpoint) and queue the
+    run again, together; False when the run was not awaiting any more (decided, cancelled)."""
+    from storage.executions import leave_awaiting
+
+    with database.atomic():
+        if not leave_awaiting(checkpoint.execution_id, "queued"):
+            return False
+        state = {**checkpoint.state, "awaiting": awaiting}
+        Checkpoint.update(state=state).where(Checkpoint.id == checkpoint.id).execute()
+    return True
+
+
+def list_checkpoints(execution_id: str, limit: int, offset: int) -> tuple[list[Checkpoint], int]:
+    query = Checkpoint.select().where(Checkpoint.execution == execution_id)
+    return paginate(query.order_by(Checkpoint.step), limit, offset)
 
 
 def latest(execution_id: str) -> Checkpoint | None:

@@ -169,10 +169,11 @@ def touch_heartbeats(execution_ids: list[str]) -> None:
 
 
 def stale_unfinished(older_than: datetime) -> list[Execution]:
-    """Executions nobody is running any more: unfinished, with a heartbeat older than that."""
+    """Executions nobody is running any more: unfinished (and not awaiting an approval,
+    which no worker holds), with a heartbeat older than that."""
     return list(
         Execution.select().where(
-            Execution.status.not_in(list(TERMINAL))
+            Execution.status.not_in(list(TERMINAL | AWAITING))
             & (Execution.heartbeat_at.is_null() | (Execution.heartbeat_at < older_than))
         )
     )
@@ -184,3 +185,27 @@ def requested_control(execution_id: str) -> str | None:
 
 def get_status(execution_id: str) -> str | None:
     return Execution.select(Execution.status).where(Execution.id == execution_id).scalar()
+
+
+def adopt(execution_id: str, older_than: datetime) -> bool:
+    """Take over a stale execution; of several workers trying at once, exactly one wins."""
+    updated = (
+        Execution.update(heartbeat_at=utcnow())
+        .where(
+            (Execution.id == execution_id)
+            & Execution.status.not_in(list(TERMINAL | AWAITING))
+            & (Execution.heartbeat_at.is_null() | (Execution.heartbeat_at < older_than))
+        )
+        .execute()
+    )
+    return updated == 1
+
+
+def leave_awaiting(execution_id: str, status: str) -> bool:
+    """Move an execution out of ``requires_action``; False when it was not (any more)."""
+    updated = (
+        Execution.update(status=status, heartbeat_at=utcnow(), control=None)
+        .where((Execution.id == execution_id) & (Execution.status.in_(list(AWAITING))))
+        .execute()
+    )
+    return updated == 1

@@ -8,6 +8,7 @@ claims exactly one wins, on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
 import peewee
@@ -146,17 +147,86 @@ def append_messages(session_id: str, messages: list[dict[str, Any]]) -> list[Ses
     return rows
 
 
+def last_sequence(session_id: str) -> int:
+    return (
+        SessionMessage.select(peewee.fn.MAX(SessionMessage.sequence_number))
+        .where(SessionMessage.session == session_id)
+        .scalar()
+    ) or 0
+
+
+def record_tool_call(session_id: str, **fields: Any) -> SessionToolCall:
+    """One tool call of a turn (``run_id``, ``call_id``, ``tool_name``, ``tool_input``,
+    ``tool_output``, ``status``, ``duration_ms``), counted in the session's totals."""
+    with database.atomic():
+        row = SessionToolCall.create(id=new_id("tc"), session=session_id, **fields)
+        Session.update(
+            total_tool_calls=Session.total_tool_calls + 1, last_activity_at=utcnow()
+        ).where(Session.id == session_id).execute()
+    return row
+
+
+def add_usage(session_id: str, prompt_tokens: int, completion_tokens: int, cost_usd: float) -> None:
+    """One provider call of a turn, in the session's running totals."""
+    Session.update(
+        api_input_tokens=Session.api_input_tokens + prompt_tokens,
+        api_output_tokens=Session.api_output_tokens + completion_tokens,
+        total_cost_usd=Session.total_cost_usd + cost_usd,
+        last_activity_at=utcnow(),
+    ).where(Session.id == session_id).execute()
+
+
+def _holder_gone():
+    """Turns that hold a session but ended without letting go (their worker died)."""
+    from storage.executions import TERMINAL, Execution
+
+    return Execution.select(Execution.id).where(Execution.status.in_(list(TERMINAL)))
+
+
 def claim_turn(session_id: str, run_id: str) -> bool:
     """Let ``run_id`` hold the session if no other turn does; True when it now holds it."""
     updated = (
         Session.update(current_run_id=run_id)
         .where(
             (Session.id == session_id)
-            & (Session.current_run_id.is_null() | (Session.current_run_id == run_id))
+            & (
+                Session.current_run_id.is_null()
+                | (Session.current_run_id == run_id)
+                | Session.current_run_id.in_(_holder_gone())
+            )
         )
         .execute()
     )
     return updated == 1
+
+
+def take_turn(session_id: str, run_id: str) -> bool:
+    """Claim the session for ``run_id`` if it is the session's oldest queued turn (or holds
+    it already): turns run one at a time, in the order they were asked. The session
+    becomes ``active``; True when ``run_id`` now holds it."""
+    from storage.executions import Execution
+
+    holder = Session.select(Session.current_run_id).where(Session.id == session_id).scalar()
+    if holder != run_id:
+        first = (
+            Execution.select(Execution.id)
+            .where((Execution.session_id == session_id) & (Execution.status == "queued"))
+            .order_by(Execution.created_at, Execution.id)
+            .scalar()
+        )
+        if first is not None and first != run_id:
+            return False
+    if not claim_turn(session_id, run_id):
+        return False
+    now = utcnow()
+    Session.update(
+        status="active",
+        started_at=peewee.fn.COALESCE(Session.started_at, now),
+        last_activity_at=now,
+    ).where(
+        (Session.id == session_id) & Session.status.in_(["created", "active", "completed"])
+    ).execute()
+    return True
 
 
 def release_turn(session_id: str, run_id: str) -> None:
@@ -228,7 +298,9 @@ def create_turn(
             status="active",
             started_at=peewee.fn.COALESCE(Session.started_at, now),
             last_activity_at=now,
-        ).where(Session.id == session_id).execute()
+        ).where(
+            (Session.id == session_id) & Session.status.in_(["created", "active", "completed"])
+        ).execute()
     return execution
 
 
@@ -253,18 +325,6 @@ def unfinished_turns(session_id: str) -> list[Execution]:
     )
 
 
-def turn_ended(session_id: str, run_id: str) -> None:
-    """After a turn: the session no longer held by it, ``completed`` unless another turn
-    runs (or it was archived meanwhile)."""
-    with database.atomic():
-        release_turn(session_id, run_id)
-        Session.update(status="completed", completed_at=utcnow()).where(
-            (Session.id == session_id)
-            & (Session.status == "active")
-            & Session.current_run_id.is_null()
-        ).execute()
-
-
 def discard_run(session_id: str, run_id: str) -> None:
     """Forget a rolled-back turn: its messages and tool calls, and the counts they made."""
     with database.atomic():
@@ -283,33 +343,6 @@ def discard_run(session_id: str, run_id: str) -> None:
             total_messages=max(0, session.total_messages - messages),
             total_tool_calls=max(0, session.total_tool_calls - calls),
         ).where(Session.id == session_id).execute()
-
-
-def fork_session(parent: Session, at_sequence: int | None, **fields: Any) -> Session:
-    """A new session with ``parent``'s history up to ``at_sequence`` (all of it: None) and
-    the tool calls of the runs that history holds."""
-    with database.atomic():
-        messages = SessionMessage.select().where(SessionMessage.session == parent.id)
-        if at_sequence is not None:
-            messages = messages.where(SessionMessage.sequence_number <= at_sequence)
-        messages = list(messages.order_by(SessionMessage.sequence_number))
-        runs = {m.run_id for m in messages if m.run_id}
-        calls = list(
-            SessionToolCall.select()
-            .where((SessionToolCall.session == parent.id) & SessionToolCall.run_id.in_(runs))
-            .order_by(SessionToolCall.created_at, SessionToolCall.id)
-        )
-        child = create_session(
-            total_messages=len(messages),
-            total_tool_calls=len(calls),
-            last_activity_at=messages[-1].created_at if messages else None,
-            **fields,
-        )
-        for message in messages:
-            SessionMessage.create(**{**message.__data__, "id": new_id("msg"), "session": child.id})
-        for call in calls:
-            SessionToolCall.create(**{**call.__data__, "id": new_id("tc"), "session": child.id})
-    return child
 
 
 def delete_session(session_id: str) -> None:
@@ -371,3 +404,111 @@ def update_template(template: SessionTemplate, fields: dict[str, Any]) -> Sessio
 
 def delete_template(template: SessionTemplate) -> None:
     template.delete_instance()
+
+
+def end_turn(session_id: str, run_id: str) -> None:
+    """The turn is over: the session is free, and ``completed`` unless another turn holds
+    it already or it was archived meanwhile."""
+    with database.atomic():
+        released = (
+            Session.update(current_run_id=None, status="completed", completed_at=utcnow())
+            .where(
+                (Session.id == session_id)
+                & (Session.current_run_id == run_id)
+                & (Session.status == "active")
+            )
+            .execute()
+        )
+        if not released:
+            release_turn(session_id, run_id)
+
+
+def branch(source: Session, *, upto_sequence: int, **fields: Any) -> Session:
+    """A new session with ``source``'s history up to ``upto_sequence`` (its messages and
+    the tool calls they answer); ``fields`` set the rest (name, sdk_options, ...). Its
+    working directory is, unless given, a sibling of the source's named after its id
+    (the caller copies the files)."""
+    session_id = new_id("sess")
+    sibling = str(PurePath(source.working_directory_path).parent / session_id)
+    with database.atomic():
+        values = {
+            "owner": source.owner_id,
+            "name": source.name,
+            "agent_id": source.agent_id,
+            "sdk_options": source.sdk_options,
+            "template_id": source.template_id,
+            "parent_session_id": source.id,
+            "is_fork": True,
+            "mode": "forked",
+            "working_directory_path": sibling,
+            **fields,
+        }
+        session = Session.create(id=session_id, **values)
+        messages = [m for m in history(source.id) if m.sequence_number <= upto_sequence]
+        for message in messages:
+            SessionMessage.create(
+                id=new_id("msg"),
+                session=session.id,
+                sequence_number=message.sequence_number,
+                message_type=message.message_type,
+                content=message.content,
+                model=message.model,
+                run_id=message.run_id,
+                created_at=message.created_at,
+            )
+        answered = _answered_calls(messages)
+        calls = [
+            c
+            for c in SessionToolCall.select()
+            .where(SessionToolCall.session == source.id)
+            .order_by(SessionToolCall.created_at)
+            if (c.run_id, c.call_id) in answered
+        ]
+        for call in calls:
+            SessionToolCall.create(
+                id=new_id("tc"),
+                session=session.id,
+                run_id=call.run_id,
+                call_id=call.call_id,
+                tool_name=call.tool_name,
+                tool_input=call.tool_input,
+                tool_output=call.tool_output,
+                status=call.status,
+                duration_ms=call.duration_ms,
+                created_at=call.created_at,
+            )
+        Session.update(total_messages=len(messages), total_tool_calls=len(calls)).where(
+            Session.id == session.id
+        ).execute()
+    return Session.get_by_id(session.id)
+
+
+def _answered_calls(messages: list[SessionMessage]) -> set[tuple[str | None, str | None]]:
+    return {(m.run_id, m.content.get("tool_call_id")) for m in messages if m.message_type == "tool"}
+
+
+def rewind(session_id: str, upto_sequence: int) -> None:
+    """Discard the session's messages after ``upto_sequence`` and the tool calls they
+    answered; its counters follow (costs stay: they were spent)."""
+    with database.atomic():
+        later = list(
+            SessionMessage.select().where(
+                (SessionMessage.session == session_id)
+                & (SessionMessage.sequence_number > upto_sequence)
+            )
+        )
+        for run_id, call_id in _answered_calls(later):
+            SessionToolCall.delete().where(
+                (SessionToolCall.session == session_id)
+                & (SessionToolCall.run_id == run_id)
+                & (SessionToolCall.call_id == call_id)
+            ).execute()
+        SessionMessage.delete().where(
+            (SessionMessage.session == session_id)
+            & (SessionMessage.sequence_number > upto_sequence)
+        ).execute()
+        messages = SessionMessage.select().where(SessionMessage.session == session_id).count()
+        calls = SessionToolCall.select().where(SessionToolCall.session == session_id).count()
+        Session.update(
+            total_messages=messages, total_tool_calls=calls, last_activity_at=utcnow()
+        ).where(Session.id == session_id).execute()

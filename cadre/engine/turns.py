@@ -40,7 +40,6 @@ log = logging.getLogger("cadre.engine")
 
 DEFAULT_AGENT = "echo"  # the agent id and name of turns of a session without an agent
 STOP_WAIT_SECONDS = 10.0
-_watchers: set[asyncio.Task[None]] = set()
 
 try:  # the seed's tool names (Read, Bash, …) as Cadre's
     from cadre.engine.tools.permissions import canonical_tool
@@ -134,9 +133,6 @@ async def start_turn(
     else:
         execution = sessions.create_turn(session.id, claim=True, **fields)
     executor.submit(execution)
-    watcher = asyncio.create_task(_end_turn_when_done(executor.bus, session.id, execution.id))
-    _watchers.add(watcher)
-    watcher.add_done_callback(_watchers.discard)
     return execution
 
 
@@ -159,15 +155,6 @@ async def stop_turn(executor: Executor, run_id: str) -> None:
     deadline = time.monotonic() + STOP_WAIT_SECONDS
     while store.get_status(run_id) not in TERMINAL and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-
-
-async def _end_turn_when_done(bus: EventBus, session_id: str, run_id: str) -> None:
-    try:
-        async for _ in bus.subscribe(run_id):
-            pass
-        sessions.turn_ended(session_id, run_id)
-    except Exception:  # a watcher must never take the loop down
-        log.exception("ending turn %s of session %s failed", run_id, session_id)
 
 
 async def events_until_done(bus: EventBus, run_id: str, after: int = 0) -> AsyncIterator[Event]:

@@ -1,0 +1,59 @@
+"""Checkpoints: a run's steps, and new runs restored or forked from one."""
+
+from __future__ import annotations
+
+from cadre.connexion.binding import Reply
+from cadre.engine.executor import Executor
+from cadre.engine.restore import restart
+from models_gen.api import Checkpoint as CheckpointReply
+from models_gen.api import CheckpointList, RestoredRun
+from storage import checkpoints
+from storage import executions as store
+
+
+def _reply(checkpoint: checkpoints.Checkpoint) -> CheckpointReply:
+    return CheckpointReply.model_validate(checkpoint, from_attributes=True)
+
+
+def _started(execution: store.Execution) -> RestoredRun:
+    return RestoredRun(
+        run_id=execution.id,
+        session_id=execution.session_id,
+        checkpoint_id=execution.restored_from,
+        status=store.get_status(execution.id),
+    )
+
+
+async def list_run_checkpoints(user: str, run_id: str, limit: int, offset: int) -> Reply:
+    store.get_execution(run_id, user)
+    rows, total = checkpoints.list_checkpoints(run_id, limit, offset)
+    page = CheckpointList(
+        checkpoints=[_reply(r) for r in rows], total=total, limit=limit, offset=offset
+    )
+    return page, 200
+
+
+async def get_checkpoint(user: str, checkpoint_id: str) -> Reply:
+    return _reply(checkpoints.get_checkpoint(checkpoint_id, user)), 200
+
+
+async def restore_checkpoint(
+    user: str, checkpoint_id: str, body: dict, executor: Executor
+) -> Reply:
+    modifications = body.get("modifications") or {}
+    execution = await restart(
+        executor,
+        user,
+        checkpoint_id,
+        create_new_run=body.get("create_new_run", True),
+        modified_query=modifications.get("modified_query"),
+    )
+    return _started(execution), 201
+
+
+async def fork_checkpoint(user: str, checkpoint_id: str, body: dict, executor: Executor) -> Reply:
+    modifications = body.get("modifications") or {}
+    execution = await restart(
+        executor, user, checkpoint_id, system_prompt=modifications.get("system_prompt")
+    )
+    return _started(execution), 201
