@@ -3,14 +3,17 @@ history, fork, archive, delete, and isolation between users."""
 
 from __future__ import annotations
 
+import io
 import json
 import stat
+import tarfile
 import threading
 import time
 from pathlib import Path
 
+from storage.costs import CostRecord
 from storage.executions import Execution
-from storage.sessions import Session
+from storage.sessions import Session, SessionMessage, SessionToolCall
 from tests.asyncapi_check import check_server_message
 from tests.conftest import Account, assert_problem
 
@@ -371,3 +374,331 @@ class TestMultitask:
         holder.join()
         runs_after = Execution.select().where(Execution.session_id == session_id).count()
         assert runs_after == runs_before + 1
+
+    def test_enqueued_turns_run_in_the_order_asked(self, client, alice: Account):
+        session_id = new_session(client, alice)["id"]
+        holder = threading.Thread(
+            target=query, args=(client, alice, session_id, "first"), kwargs={"inputs": slow(30)}
+        )
+        holder.start()
+        wait_until(lambda: Session.get_by_id(session_id).current_run_id is not None)
+        replies: dict[str, dict] = {}
+
+        def enqueue(message: str) -> None:
+            reply = query(client, alice, session_id, message, multitask_strategy="enqueue")
+            replies[message] = reply.json()
+
+        threads = []
+        for number, message in enumerate(("second", "third"), start=2):
+            thread = threading.Thread(target=enqueue, args=(message,))
+            thread.start()
+            threads.append(thread)
+            wait_until(
+                lambda n=number: (
+                    Execution.select().where(Execution.session_id == session_id).count() == n
+                )
+            )
+        for thread in (holder, *threads):
+            thread.join()
+        assert replies["second"]["status"] == replies["third"]["status"] == "completed"
+        assert replies["third"]["content"]["text"] == "third"
+        messages = history(client, alice, session_id)
+        users = [m["content"]["content"] for m in messages if m["message_type"] == "user"]
+        assert users == ["first", "second", "third"]
+        runs = [Execution.get_by_id(r["run_id"]) for r in replies.values()]
+        assert runs[0].started_at < runs[1].started_at
+
+    def test_interrupt_cancels_the_running_turn_and_keeps_what_it_said(
+        self, client, alice: Account
+    ):
+        session_id = new_session(client, alice)["id"]
+        first: dict = {}
+        holder = threading.Thread(
+            target=lambda: first.update(
+                query(client, alice, session_id, "alpha beta", inputs=slow(400, 10)).json()
+            )
+        )
+        holder.start()
+        wait_until(lambda: Session.get_by_id(session_id).current_run_id is not None)
+        run_id = Session.get_by_id(session_id).current_run_id
+        wait_until(lambda: Execution.get_by_id(run_id).completion_tokens >= 3)
+        second = query(client, alice, session_id, "gamma", multitask_strategy="interrupt")
+        holder.join()
+        assert second.status_code == 200, second.text
+        assert first["status"] == "cancelled"
+        assert second.json()["status"] == "completed"
+        messages = history(client, alice, session_id)
+        kinds = [(m["message_type"], m["run_id"]) for m in messages]
+        assert kinds[:2] == [("user", run_id), ("assistant", run_id)]
+        assert messages[1]["content"]["content"].startswith("alpha beta alpha")
+        assert [m["content"]["content"] for m in messages[2:]] == ["gamma", "gamma"]
+
+    def test_rollback_cancels_the_running_turn_and_discards_its_messages(
+        self, client, alice: Account
+    ):
+        session_id = new_session(client, alice)["id"]
+        assert query(client, alice, session_id, "kept").status_code == 200
+        holder = threading.Thread(
+            target=query,
+            args=(client, alice, session_id, "dropped words"),
+            kwargs={"inputs": slow(400, 10)},
+        )
+        holder.start()
+        wait_until(lambda: Session.get_by_id(session_id).current_run_id is not None)
+        run_id = Session.get_by_id(session_id).current_run_id
+        wait_until(lambda: Execution.get_by_id(run_id).completion_tokens >= 3)
+        reply = query(client, alice, session_id, "instead", multitask_strategy="rollback")
+        holder.join()
+        assert reply.status_code == 200, reply.text
+        messages = history(client, alice, session_id)
+        assert [m["content"]["content"] for m in messages] == ["kept", "kept", "instead", "instead"]
+        assert all(m["run_id"] != run_id for m in messages)
+        session = client.get(f"/api/v1/sessions/{session_id}", headers=alice.headers).json()
+        assert session["total_messages"] == 4
+        assert Execution.get_by_id(run_id).status == "cancelled"
+
+
+def history(client, account: Account, session_id: str) -> list[dict]:
+    reply = client.get(f"/api/v1/sessions/{session_id}/messages", headers=account.headers)
+    assert reply.status_code == 200, reply.text
+    return reply.json()["messages"]
+
+
+class TestHistory:
+    def test_turns_see_and_extend_the_history(self, client, alice: Account):
+        session_id = new_session(client, alice)["id"]
+        first = query(client, alice, session_id, "hello there").json()
+        query(client, alice, session_id, "again")
+        page = client.get(
+            f"/api/v1/sessions/{session_id}/messages?limit=3", headers=alice.headers
+        ).json()
+        assert set(page) == {"messages", "total", "limit", "offset"}
+        assert page["total"] == 4
+        messages = page["messages"]
+        assert [m["sequence_number"] for m in messages] == [1, 2, 3]
+        assert [m["message_type"] for m in messages] == ["user", "assistant", "user"]
+        assert messages[1]["content"] == {"content": "hello there"}
+        assert messages[1]["model"] == "echo"
+        assert messages[1]["id"] == first["message_id"]
+        assert messages[0]["run_id"] == first["run_id"]
+        rest = client.get(
+            f"/api/v1/sessions/{session_id}/messages?offset=3", headers=alice.headers
+        ).json()
+        assert [m["sequence_number"] for m in rest["messages"]] == [4]
+        session = client.get(f"/api/v1/sessions/{session_id}", headers=alice.headers).json()
+        assert session["total_messages"] == 4
+        assert session["api_output_tokens"] == 3
+        assert session["api_input_tokens"] > 0
+
+    def test_tool_calls_are_listed_oldest_first(self, client, alice: Account):
+        session_id = new_session(
+            client,
+            alice,
+            sdk_options={"allowed_tools": ["calculator"], "permission_mode": "bypassPermissions"},
+        )["id"]
+        calls = [
+            {"tool": "calculator", "args": {"expression": "1+1"}},
+            {"tool": "calculator", "args": {"expression": "2*3"}},
+        ]
+        query(client, alice, session_id, "compute", inputs={"echo": {"tool_calls": calls}})
+        page = client.get(f"/api/v1/sessions/{session_id}/tool-calls", headers=alice.headers).json()
+        assert set(page) == {"tool_calls", "total", "limit", "offset"}
+        assert page["total"] == 2
+        first = page["tool_calls"][0]
+        assert first["tool_name"] == "calculator"
+        assert first["tool_input"] == {"expression": "1+1"}
+        assert first["status"] == "success"
+        assert first["tool_output"] is not None
+        assert [c["tool_input"]["expression"] for c in page["tool_calls"]] == ["1+1", "2*3"]
+        session = client.get(f"/api/v1/sessions/{session_id}", headers=alice.headers).json()
+        assert session["total_tool_calls"] == 2
+
+
+class TestFork:
+    def test_fork_copies_history_and_files(self, client, alice: Account):
+        parent = new_session(client, alice)
+        query(client, alice, parent["id"], "one")
+        query(client, alice, parent["id"], "two")
+        notes = Path(parent["working_directory_path"]) / "notes.txt"
+        notes.write_text("from the parent")
+        reply = client.post(
+            f"/api/v1/sessions/{parent['id']}/fork",
+            json={"name": "Forked Session"},
+            headers=alice.headers,
+        )
+        assert reply.status_code == 201, reply.text
+        child = reply.json()
+        assert child["parent_session_id"] == parent["id"]
+        assert child["is_fork"] is True and child["mode"] == "forked"
+        assert child["status"] == "created" and child["name"] == "Forked Session"
+        assert child["working_directory_path"] != parent["working_directory_path"]
+        copied = Path(child["working_directory_path"]) / "notes.txt"
+        assert copied.read_text() == "from the parent"
+        assert [m["content"]["content"] for m in history(client, alice, child["id"])] == [
+            "one",
+            "one",
+            "two",
+            "two",
+        ]
+        # The branches go their own ways.
+        query(client, alice, child["id"], "three")
+        copied.write_text("changed in the fork")
+        assert len(history(client, alice, parent["id"])) == 4
+        assert notes.read_text() == "from the parent"
+        listed = client.get("/api/v1/sessions?mode=forked", headers=alice.headers).json()
+        assert [s["id"] for s in listed["sessions"]] == [child["id"]]
+
+    def test_fork_at_a_sequence_keeps_the_history_up_to_it(self, client, alice: Account):
+        parent = new_session(client, alice)
+        query(client, alice, parent["id"], "one")
+        query(client, alice, parent["id"], "two")
+        child = client.post(
+            f"/api/v1/sessions/{parent['id']}/fork",
+            json={"name": "early", "at_sequence": 2},
+            headers=alice.headers,
+        ).json()
+        assert [m["content"]["content"] for m in history(client, alice, child["id"])] == [
+            "one",
+            "one",
+        ]
+        assert child["total_messages"] == 2
+        reply = query(client, alice, child["id"], "other")
+        assert reply.json()["status"] == "completed"
+        kinds = [m["content"]["content"] for m in history(client, alice, child["id"])]
+        assert kinds == ["one", "one", "other", "other"]
+
+    def test_fork_past_the_last_message_is_a_422(self, client, alice: Account):
+        parent = new_session(client, alice)
+        reply = client.post(
+            f"/api/v1/sessions/{parent['id']}/fork",
+            json={"name": "x", "at_sequence": 5},
+            headers=alice.headers,
+        )
+        assert_problem(reply, 422, "validation_error")
+
+    def test_fork_of_a_working_directory_over_the_quota_is_a_413(self, make_client):
+        from tests.conftest import register
+
+        client = make_client(workspace_quota_mb=1)
+        alice = register(client, "alice")
+        parent = new_session(client, alice)
+        big = Path(parent["working_directory_path"]) / "big.bin"
+        big.write_bytes(b"x" * (2 * 1024 * 1024))
+        reply = client.post(
+            f"/api/v1/sessions/{parent['id']}/fork", json={"name": "x"}, headers=alice.headers
+        )
+        assert_problem(reply, 413, "workspace_quota_exceeded")
+        assert client.get("/api/v1/sessions", headers=alice.headers).json()["total"] == 1
+
+
+class TestArchive:
+    def test_archive_is_a_real_tar_gz_with_files_and_history(self, client, alice: Account):
+        session = new_session(client, alice)
+        query(client, alice, session["id"], "remember this")
+        work = Path(session["working_directory_path"])
+        (work / "src").mkdir()
+        (work / "src" / "main.py").write_text("print('hi')\n")
+        (work / "README").write_text("notes")
+        reply = client.post(
+            f"/api/v1/sessions/{session['id']}/archive",
+            json={"compression": "gzip"},
+            headers=alice.headers,
+        )
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert set(body) == {"archive_id", "archive_path", "archive_size_bytes", "file_count"}
+        assert body["file_count"] == 3
+        assert body["archive_path"].endswith(".tar.gz")
+        download = client.get(f"/api/v1/sessions/{session['id']}/archive", headers=alice.headers)
+        assert download.status_code == 200
+        assert download.headers["content-type"] == "application/gzip"
+        assert len(download.content) == body["archive_size_bytes"]
+        with tarfile.open(fileobj=io.BytesIO(download.content), mode="r:gz") as archive:
+            names = sorted(archive.getnames())
+            assert names == ["session.json", "workspace/README", "workspace/src/main.py"]
+            main = archive.extractfile("workspace/src/main.py").read()
+            document = json.load(archive.extractfile("session.json"))
+        assert main == b"print('hi')\n"
+        assert document["session"]["id"] == session["id"]
+        assert [m["content"]["content"] for m in document["messages"]] == [
+            "remember this",
+            "remember this",
+        ]
+        archived = client.get(f"/api/v1/sessions/{session['id']}", headers=alice.headers).json()
+        assert archived["status"] == "archived"
+        assert archived["archive_id"] == body["archive_id"]
+        assert len(history(client, alice, session["id"])) == 2  # still readable
+
+    def test_archive_without_a_body_and_again_replaces_it(self, client, alice: Account):
+        session = new_session(client, alice)
+        first = client.post(f"/api/v1/sessions/{session['id']}/archive", headers=alice.headers)
+        assert first.status_code == 200, first.text
+        second = client.post(
+            f"/api/v1/sessions/{session['id']}/archive", json={}, headers=alice.headers
+        ).json()
+        assert second["archive_id"] != first.json()["archive_id"]
+        assert not Path(first.json()["archive_path"]).exists()
+        assert Path(second["archive_path"]).exists()
+        assert second["file_count"] == 1
+
+    def test_no_archive_yet_is_a_404(self, client, alice: Account):
+        session = new_session(client, alice)
+        reply = client.get(f"/api/v1/sessions/{session['id']}/archive", headers=alice.headers)
+        assert_problem(reply, 404, "archive_not_found")
+
+    def test_other_compressions_are_a_422(self, client, alice: Account):
+        session = new_session(client, alice)
+        reply = client.post(
+            f"/api/v1/sessions/{session['id']}/archive",
+            json={"compression": "zip"},
+            headers=alice.headers,
+        )
+        assert_problem(reply, 422, "validation_error")
+
+    def test_an_archived_session_can_be_forked_and_continued(self, client, alice: Account):
+        session = new_session(client, alice)
+        query(client, alice, session["id"], "before")
+        client.post(f"/api/v1/sessions/{session['id']}/archive", json={}, headers=alice.headers)
+        child = client.post(
+            f"/api/v1/sessions/{session['id']}/fork", json={"name": "on"}, headers=alice.headers
+        ).json()
+        assert query(client, alice, child["id"], "after").json()["status"] == "completed"
+
+
+class TestDelete:
+    def test_delete_removes_directory_archive_and_history_but_keeps_costs(
+        self, client, alice: Account
+    ):
+        session = new_session(client, alice)
+        run_id = query(client, alice, session["id"], "spend a little").json()["run_id"]
+        archive = client.post(
+            f"/api/v1/sessions/{session['id']}/archive", json={}, headers=alice.headers
+        ).json()
+        reply = client.delete(f"/api/v1/sessions/{session['id']}", headers=alice.headers)
+        assert reply.status_code == 204
+        assert not Path(session["working_directory_path"]).exists()
+        assert not Path(archive["archive_path"]).exists()
+        assert_problem(
+            client.get(f"/api/v1/sessions/{session['id']}", headers=alice.headers),
+            404,
+            "session_not_found",
+        )
+        assert SessionMessage.select().where(SessionMessage.session == session["id"]).count() == 0
+        assert CostRecord.select().where(CostRecord.execution_id == run_id).count() == 1
+        assert Execution.get_by_id(run_id).status == "completed"
+
+    def test_delete_cancels_a_running_turn(self, client, alice: Account):
+        session = new_session(client, alice)
+        holder = threading.Thread(
+            target=query,
+            args=(client, alice, session["id"], "long"),
+            kwargs={"inputs": slow(400, 10)},
+        )
+        holder.start()
+        wait_until(lambda: Session.get_by_id(session["id"]).current_run_id is not None)
+        run_id = Session.get_by_id(session["id"]).current_run_id
+        reply = client.delete(f"/api/v1/sessions/{session['id']}", headers=alice.headers)
+        assert reply.status_code == 204
+        holder.join()
+        assert Execution.get_by_id(run_id).status == "cancelled"
+        assert SessionToolCall.select().where(SessionToolCall.session == session["id"]).count() == 0
