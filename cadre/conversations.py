@@ -71,9 +71,7 @@ def create_session(settings: Settings, owner_id: str, body: dict[str, Any]) -> s
     agent = None
     if body.get("agent_id") is not None:
         agent = resolve_agent(owner_id, body["agent_id"])
-    if "allowed_tools" not in (body.get("sdk_options") or {}) and not (
-        template and "allowed_tools" in template.sdk_options
-    ):
+    if "allowed_tools" not in options:  # neither the request nor the template names them
         options["allowed_tools"] = agents.resolve([agent])[0].values["tools"] if agent else []
     options.setdefault("permission_mode", "default")
     session_id = new_id("sess")

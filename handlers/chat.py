@@ -9,6 +9,7 @@ from cadre.connexion.binding import Reply
 from cadre.engine import turns
 from cadre.engine.events import EventBus
 from cadre.engine.executor import Executor
+from cadre.errors import CadreError
 from cadre.settings import Settings
 from models_gen.api import ChatReply
 from storage import executions, sessions
@@ -19,21 +20,27 @@ NAME_CHARS = 64  # a new session is named after the start of its first message
 async def chat(
     user: str, body: dict, executor: Executor, bus: EventBus, settings: Settings
 ) -> Reply | StreamingResponse:
-    if body.get("session_id") is not None:
-        session = sessions.get_session(body["session_id"], user)
-        conversations.check_agent(session, user, body["agent_id"])
-    else:
+    new = body.get("session_id") is None
+    if new:
         name = " ".join(body["message"].split())[:NAME_CHARS] or "chat"
         session = conversations.create_session(
             settings, user, {"name": name, "agent_id": body["agent_id"]}
         )
-    execution = await turns.start_turn(
-        executor,
-        session,
-        body["message"],
-        body.get("inputs"),
-        body.get("multitask_strategy", "reject"),
-    )
+    else:
+        session = sessions.get_session(body["session_id"], user)
+        conversations.check_agent(session, user, body["agent_id"])
+    try:
+        execution = await turns.start_turn(
+            executor,
+            session,
+            body["message"],
+            body.get("inputs"),
+            body.get("multitask_strategy", "reject"),
+        )
+    except CadreError:
+        if new:  # a chat that could not start leaves no empty session behind
+            await conversations.delete_session(settings, executor, session)
+        raise
     if body.get("stream", False):
         translate = streams.chat_translator(session.id)
         return streams.sse_response(

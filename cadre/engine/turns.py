@@ -59,8 +59,10 @@ except ImportError:  # before the permissions module: the names Cadre's tools al
 
 def canonical_options(options: dict[str, Any], field: str) -> dict[str, Any]:
     """``sdk_options`` with each allowed tool under Cadre's name; 422 naming an unknown one."""
+    if "allowed_tools" not in options:
+        return dict(options)
     tools = []
-    for name in options.get("allowed_tools", []):
+    for name in options["allowed_tools"]:
         try:
             canonical = canonical_tool(name)
         except ValidationFailed as exc:
