@@ -11,8 +11,19 @@ from storage import checkpoints
 from storage import executions as store
 
 
-def _reply(checkpoint: checkpoints.Checkpoint) -> CheckpointReply:
-    return CheckpointReply.model_validate(checkpoint, from_attributes=True)
+def _reply(checkpoint: checkpoints.Checkpoint) -> dict:
+    """The checkpoint as the spec has it; members a state leaves out stay out (not null)."""
+    reply = CheckpointReply.model_validate(
+        {
+            "id": checkpoint.id,
+            "run_id": checkpoint.execution_id,
+            "session_id": checkpoint.session_id,
+            "step": checkpoint.step,
+            "created_at": checkpoint.created_at,
+            "state": checkpoint.state,
+        }
+    )
+    return reply.model_dump(mode="json", exclude_unset=True)
 
 
 def _started(execution: store.Execution) -> RestoredRun:
@@ -27,10 +38,10 @@ def _started(execution: store.Execution) -> RestoredRun:
 async def list_run_checkpoints(user: str, run_id: str, limit: int, offset: int) -> Reply:
     store.get_execution(run_id, user)
     rows, total = checkpoints.list_checkpoints(run_id, limit, offset)
-    page = CheckpointList(
-        checkpoints=[_reply(r) for r in rows], total=total, limit=limit, offset=offset
+    page = CheckpointList.model_validate(
+        {"checkpoints": [_reply(r) for r in rows], "total": total, "limit": limit, "offset": offset}
     )
-    return page, 200
+    return page.model_dump(mode="json", exclude_unset=True), 200
 
 
 async def get_checkpoint(user: str, checkpoint_id: str) -> Reply:

@@ -157,6 +157,9 @@ class ProviderName(StrEnum):
 
 class ToolName(StrEnum):
     calculator = 'calculator'
+    filesystem_edit = 'filesystem_edit'
+    filesystem_glob = 'filesystem_glob'
+    filesystem_grep = 'filesystem_grep'
     filesystem_list = 'filesystem_list'
     filesystem_read = 'filesystem_read'
     filesystem_write = 'filesystem_write'

@@ -209,3 +209,13 @@ def leave_awaiting(execution_id: str, status: str) -> bool:
         .execute()
     )
     return updated == 1
+
+
+def awaiting_of_disabled() -> list[str]:
+    """Runs awaiting an approval whose account is disabled (no worker holds them to notice)."""
+    query = (
+        Execution.select(Execution.id)
+        .join(User)
+        .where(Execution.status.in_(list(AWAITING)) & (User.is_active == False))  # noqa: E712
+    )
+    return [row.id for row in query]

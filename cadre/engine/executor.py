@@ -7,8 +7,8 @@ slot back and queues again when resumed. Every run ends ``timeout`` after
 ``max_execution_seconds`` at most, paused time included. Control requests reach
 a local run directly; one run by another worker gets them through the ``control``
 column, which every worker reads on its heartbeat. On the same beat each worker
-cancels the runs (running, queued or paused) of accounts that were disabled or
-deleted, however that happened (a direct database update included).
+cancels the runs (running, queued, paused, or awaiting an approval) of accounts that
+were disabled or deleted, however that happened (a direct database update included).
 
 Runs continue from their checkpoints (``AgentRun``). A run whose worker stopped
 beating (killed, crashed) is taken over by whichever worker notices first: the
@@ -172,6 +172,9 @@ class Executor:
                         store.update_execution(execution_id, control=None)
                         await self.control(execution_id, control)
                 self._cancel_disabled()
+                for execution_id in store.awaiting_of_disabled():
+                    if store.leave_awaiting(execution_id, "cancelled"):
+                        self._finish_awaiting(execution_id)
                 self.recover()
                 self._turns_changed()  # turns of other workers may have ended
             except Exception:  # the heartbeat must outlive a database hiccup

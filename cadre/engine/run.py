@@ -481,8 +481,6 @@ class AgentRun:
 
     def _decision(self, call: ToolCall) -> tuple[str, str | None, str | None]:
         """``(allow|ask|deny, refusal, its code)`` for a tool call about to run."""
-        from cadre.engine.tools.permissions import decide
-
         awaiting = self.awaiting
         if awaiting and awaiting.get("call_id") == call.id and awaiting.get("decision"):
             if awaiting["decision"] == "allow":
@@ -492,6 +490,8 @@ class AgentRun:
             return "deny", refusal, "tool_denied"
         if self.permission_mode is None or call.tool not in self.tool_names:
             return "allow", None, None
+        from cadre.engine.tools.permissions import decide
+
         decision = decide(call.tool, self.permission_mode)
         if decision == "deny":
             refusal = (

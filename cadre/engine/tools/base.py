@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 from cadre.errors import Forbidden, NotFound, PayloadTooLarge, ValidationFailed
 
 Mode = Literal["safe", "sandbox", "full"]
+Kind = Literal["read", "edit", "execute"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Tool(ABC):
     description: ClassVar[str]
     category: ClassVar[str]
     parameters: ClassVar[dict[str, Any]]  # JSON Schema of the arguments
+    kind: ClassVar[Kind]  # what a permission mode weighs (cadre.engine.tools.permissions)
     writes: ClassVar[bool] = False  # writes or runs things: refused in safe mode
 
     @abstractmethod

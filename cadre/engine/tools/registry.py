@@ -12,8 +12,14 @@ from jsonschema.protocols import Validator
 
 from cadre.engine.tools.base import Tool, ToolContext, ToolNotFound, ToolRefused
 from cadre.engine.tools.calculator import Calculator
-from cadre.engine.tools.filesystem import FilesystemList, FilesystemRead, FilesystemWrite
+from cadre.engine.tools.filesystem import (
+    FilesystemEdit,
+    FilesystemList,
+    FilesystemRead,
+    FilesystemWrite,
+)
 from cadre.engine.tools.python_ast import PythonAstParser
+from cadre.engine.tools.search import FilesystemGlob, FilesystemGrep
 from cadre.errors import ValidationFailed
 
 TOOLS: dict[str, Tool] = {
@@ -22,6 +28,9 @@ TOOLS: dict[str, Tool] = {
         FilesystemRead(),
         FilesystemWrite(),
         FilesystemList(),
+        FilesystemEdit(),
+        FilesystemGlob(),
+        FilesystemGrep(),
         PythonAstParser(),
         Calculator(),
     )
