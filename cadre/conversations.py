@@ -208,7 +208,7 @@ def turn_tool_calls(events: list[Event]) -> list[dict[str, Any]]:
     """The turn's tool calls, from its events, with how each ended."""
     calls: dict[str, dict[str, Any]] = {}
     for event in events:
-        if event["type"] == "tool_call":
+        if event["type"] in ("tool_call", "approval_required"):
             calls[event["call_id"]] = {
                 "call_id": event["call_id"],
                 "tool_name": event["tool"],

@@ -15,7 +15,7 @@ from storage.costs import CostRecord
 from storage.executions import Execution
 from storage.sessions import Session, SessionMessage, SessionToolCall
 from tests.asyncapi_check import check_server_message
-from tests.conftest import Account, assert_problem
+from tests.conftest import Account, assert_problem, wait_for_status
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -702,3 +702,40 @@ class TestDelete:
         holder.join()
         assert Execution.get_by_id(run_id).status == "cancelled"
         assert SessionToolCall.select().where(SessionToolCall.session == session["id"]).count() == 0
+
+
+class TestApproval:
+    WRITE = {"tool": "filesystem_write", "args": {"path": "note.txt", "content": "approved"}}
+
+    def test_a_query_stops_for_approval_and_the_turn_goes_on_when_allowed(
+        self, client, alice: Account
+    ):
+        session = new_session(
+            client,
+            alice,
+            sdk_options={"allowed_tools": ["Write"], "permission_mode": "default"},
+        )
+        reply = query(
+            client, alice, session["id"], "write it", inputs={"echo": {"tool_calls": [self.WRITE]}}
+        )
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["status"] == "requires_action"
+        assert [(c["tool_name"], c["status"]) for c in body["tool_calls"]] == [
+            ("filesystem_write", "pending")
+        ]
+        busy = query(client, alice, session["id"], "meanwhile")
+        assert_problem(busy, 409, "session_busy")
+        decision = client.post(
+            f"/api/v1/runs/{body['run_id']}/approve",
+            json={"tool_call_id": body["tool_calls"][0]["call_id"], "decision": "allow"},
+            headers=alice.headers,
+        )
+        assert decision.status_code == 200, decision.text
+        wait_for_status(client, alice, body["run_id"], TERMINAL)
+        note = Path(session["working_directory_path"]) / "note.txt"
+        assert note.read_text() == "approved"
+        calls = client.get(
+            f"/api/v1/sessions/{session['id']}/tool-calls", headers=alice.headers
+        ).json()["tool_calls"]
+        assert [(c["tool_name"], c["status"]) for c in calls] == [("filesystem_write", "success")]

@@ -167,8 +167,14 @@ async def events_until_done(bus: EventBus, run_id: str, after: int = 0) -> Async
 
 
 async def wait_turn(bus: EventBus, run_id: str) -> list[Event]:
-    """Every event of the turn, once it is over."""
-    return [event async for event in events_until_done(bus, run_id)]
+    """The turn's events once it is over, or once it stops to wait for a tool approval
+    (its status then ``requires_action``: ``POST /api/v1/runs/{run_id}/approve`` goes on)."""
+    events = []
+    async for event in events_until_done(bus, run_id):
+        events.append(event)
+        if event["type"] == "status" and event.get("status") == "requires_action":
+            break
+    return events
 
 
 async def cancel_all(executor: Executor, session_id: str) -> None:
