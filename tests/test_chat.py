@@ -9,11 +9,11 @@ import threading
 import httpx
 import pytest
 
-from scripts.live_server import live_server, login_token
+from scripts.live_server import live_server, login_token, reset_postgres
 from storage.executions import Execution
 from storage.sessions import Session
 from tests.asyncapi_check import check_server_message
-from tests.conftest import Account, assert_problem
+from tests.conftest import TEST_DATABASE_URL, Account, assert_problem
 from tests.test_sessions import sse_events
 
 
@@ -175,7 +175,11 @@ class TestChatStream:
 
 @pytest.fixture
 def live(tmp_path):
-    with live_server(tmp_path / "data", CADRE_RATE_LIMIT_ENABLED="false") as server:
+    env = {"CADRE_RATE_LIMIT_ENABLED": "false"}
+    if TEST_DATABASE_URL:  # the concurrency to prove is PostgreSQL's too
+        reset_postgres(TEST_DATABASE_URL)
+        env["CADRE_DATABASE_URL"] = TEST_DATABASE_URL
+    with live_server(tmp_path / "data", **env) as server:
         token = login_token(server.url, "chatter", "chat-pass-1")
         yield server.url, {"Authorization": f"Bearer {token}"}
 
