@@ -100,7 +100,7 @@ class TestChatStream:
         ) as reply:
             assert reply.status_code == 200
             assert reply.headers["content-type"].startswith("text/event-stream")
-            events = sse_events(reply.iter_lines())
+            events = list(sse_events(reply.iter_lines()))
         names = [e["event"] for e in events]
         assert names == ["run_started"] + ["content_delta"] * 4 + ["run_completed"]
         started = events[0]["data"]
@@ -132,7 +132,7 @@ class TestChatStream:
             },
             headers=alice.headers,
         ) as reply:
-            events = sse_events(reply.iter_lines())
+            events = list(sse_events(reply.iter_lines()))
         names = [e["event"] for e in events]
         assert names[:3] == ["run_started", "tool_call", "tool_result"]
         assert names[-1] == "run_completed"
@@ -149,10 +149,45 @@ class TestChatStream:
             },
             headers=alice.headers,
         ) as reply:
-            events = sse_events(reply.iter_lines())
+            events = list(sse_events(reply.iter_lines()))
         assert [e["event"] for e in events] == ["run_started", "run_failed"]
         failed = check_server_message(events[-1]["data"])
         assert failed["error"] == "provider down" and failed["stop_reason"] == "provider_error"
+
+    def test_stream_stops_for_approval_and_goes_on_once_allowed(self, client, alice):
+        session = client.post(
+            "/api/v1/sessions",
+            json={
+                "name": "asks",
+                "sdk_options": {"allowed_tools": ["Write"], "permission_mode": "default"},
+            },
+            headers=alice.headers,
+        ).json()
+        write = {"tool": "filesystem_write", "args": {"path": "a.txt", "content": "yes"}}
+        body = {
+            "agent_id": "echo",
+            "session_id": session["id"],
+            "message": "write",
+            "stream": True,
+            "inputs": {"echo": {"tool_calls": [write]}},
+        }
+        events: list[dict] = []
+        with client.stream("POST", "/api/v1/chat", json=body, headers=alice.headers) as reply:
+            lines = reply.iter_lines()
+            for event in sse_events(lines):
+                events.append(event)
+                if event["event"] == "approval_required":
+                    decision = client.post(
+                        f"/api/v1/runs/{event['data']['run_id']}/approve",
+                        json={"tool_call_id": event["data"]["call_id"], "decision": "allow"},
+                        headers=alice.headers,
+                    )
+                    assert decision.status_code == 200, decision.text
+        names = [e["event"] for e in events]
+        assert names[:2] == ["run_started", "approval_required"]
+        assert "tool_result" in names and names[-1] == "run_completed"
+        for event in events:
+            check_server_message(event["data"])
 
     def test_frame_ids_resume_on_the_execution_stream(self, client, alice):
         with client.stream(
@@ -161,7 +196,7 @@ class TestChatStream:
             json={"agent_id": "echo", "message": "a b c d", "stream": True},
             headers=alice.headers,
         ) as reply:
-            events = sse_events(reply.iter_lines())
+            events = list(sse_events(reply.iter_lines()))
         run_id = events[0]["data"]["run_id"]
         second = events[2]
         with client.stream(
@@ -169,7 +204,7 @@ class TestChatStream:
             f"/api/v1/executions/{run_id}/events/stream",
             headers={**alice.headers, "Last-Event-ID": second["id"]},
         ) as reply:
-            rest = sse_events(reply.iter_lines())
+            rest = list(sse_events(reply.iter_lines()))
         assert "".join(e["data"]["content"] for e in rest if e["event"] == "token") == " c d"
 
 

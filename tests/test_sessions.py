@@ -9,6 +9,7 @@ import stat
 import tarfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from storage.costs import CostRecord
@@ -40,19 +41,19 @@ def slow(tokens: int = 200, delay_ms: int = 20) -> dict:
     return {"echo": {"tokens": tokens, "delay_ms": delay_ms}}
 
 
-def sse_events(lines) -> list[dict]:
-    """Parse a text/event-stream into ``{id, event, data}`` dicts (data decoded as JSON)."""
-    events, current = [], {}
+def sse_events(lines) -> Iterator[dict]:
+    """Parse a text/event-stream into ``{id, event, data}`` dicts (data decoded as JSON),
+    each as soon as its frame is complete."""
+    current: dict = {}
     for line in lines:
         if not line:
             if "data" in current:
                 current["data"] = json.loads(current["data"])
-                events.append(current)
+                yield current
             current = {}
         elif not line.startswith(":"):
             field, _, value = line.partition(":")
             current[field] = value[1:] if value.startswith(" ") else value
-    return events
 
 
 def wait_until(predicate, timeout: float = 10.0) -> None:
@@ -338,7 +339,7 @@ class TestQuery:
         ) as reply:
             assert reply.status_code == 200
             assert reply.headers["content-type"].startswith("text/event-stream")
-            events = sse_events(reply.iter_lines())
+            events = list(sse_events(reply.iter_lines()))
         names = [e["event"] for e in events]
         assert names[0] == "run_started" and names[-1] == "run_completed"
         assert names[1:-1] == ["content_delta"] * 3
