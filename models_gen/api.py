@@ -164,6 +164,7 @@ class ToolName(StrEnum):
     filesystem_read = 'filesystem_read'
     filesystem_write = 'filesystem_write'
     python_ast_parser = 'python_ast_parser'
+    shell = 'shell'
 
 
 class AgentTag(RootModel[str]):

@@ -44,8 +44,10 @@ from cadre.engine.scheduler import Scheduler
 from cadre.engine.tools.base import (
     DEFAULT_AST_LIMITS,
     DEFAULT_PATH_LIMITS,
+    DEFAULT_SHELL_LIMITS,
     AstLimits,
     PathLimits,
+    ShellLimits,
     WorkspaceQuotaExceeded,
 )
 from cadre.engine.tools.workspace import sandbox_copy, user_workspace
@@ -72,6 +74,7 @@ class EngineConfig:
     path_limits: PathLimits = DEFAULT_PATH_LIMITS
     ast_limits: AstLimits = DEFAULT_AST_LIMITS
     workspace_quota_bytes: int | None = None
+    shell_limits: ShellLimits = DEFAULT_SHELL_LIMITS
     heartbeat_seconds: float = 1.0
 
 
@@ -410,6 +413,7 @@ class Executor:
                         gate=lambda: self._gate(handle),
                         state=None if last is None else last.state,
                         step=0 if last is None else last.step,
+                        shell_limits=self.config.shell_limits,
                     )
                     result = await run.run()
             self._release(handle)

@@ -64,8 +64,10 @@ from cadre.engine.providers.base import (
 from cadre.engine.tools.base import (
     DEFAULT_AST_LIMITS,
     DEFAULT_PATH_LIMITS,
+    DEFAULT_SHELL_LIMITS,
     AstLimits,
     PathLimits,
+    ShellLimits,
     ToolContext,
 )
 from cadre.engine.tools.registry import TOOLS, execute_tool
@@ -202,6 +204,7 @@ class AgentRun:
         path_limits: PathLimits = DEFAULT_PATH_LIMITS,
         ast_limits: AstLimits = DEFAULT_AST_LIMITS,
         quota_bytes: int | None = None,
+        shell_limits: ShellLimits = DEFAULT_SHELL_LIMITS,
     ) -> None:
         self.execution = execution
         self.bus = bus
@@ -214,6 +217,7 @@ class AgentRun:
         self.ast_limits = ast_limits
         self.quota_bytes = quota_bytes
         self.gate = gate
+        self.shell_limits = shell_limits
         self.tally = Tally()
         config = execution.config
         self.tool_names: list[str] = [name for name in config["tools"] if name in TOOLS]
@@ -283,6 +287,7 @@ class AgentRun:
             path_limits=self.path_limits,
             ast_limits=self.ast_limits,
             quota_bytes=self.quota_bytes,
+            shell_limits=self.shell_limits,
         )
         specs = tuple(
             ToolSpec(name=t.name, description=t.description, parameters=t.parameters)

@@ -30,6 +30,7 @@ from typing import Any
 
 from cadre.engine.events import Event, EventBus
 from cadre.engine.executor import Executor
+from cadre.engine.tools.permissions import canonical_tool
 from cadre.errors import CadreError, Conflict, ValidationFailed
 from cadre.json_limits import check_size
 from storage import agents, sessions
@@ -40,21 +41,6 @@ log = logging.getLogger("cadre.engine")
 
 DEFAULT_AGENT = "echo"  # the agent id and name of turns of a session without an agent
 STOP_WAIT_SECONDS = 10.0
-
-try:  # the seed's tool names (Read, Bash, …) as Cadre's
-    from cadre.engine.tools.permissions import canonical_tool
-except ImportError:  # before the permissions module: the names Cadre's tools already have
-    from cadre.engine.tools.registry import TOOLS
-
-    _SEED_NAMES = {"Read": "filesystem_read", "Write": "filesystem_write"}
-
-    def canonical_tool(name: str) -> str:
-        canonical = _SEED_NAMES.get(name, name)
-        if canonical not in TOOLS:
-            raise ValidationFailed(
-                f"Unknown tool '{name}'.", details={"tool": f"'{name}' is not a known tool"}
-            )
-        return canonical
 
 
 def canonical_options(options: dict[str, Any], field: str) -> dict[str, Any]:

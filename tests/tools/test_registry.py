@@ -24,13 +24,14 @@ def test_builtins_are_registered_by_name() -> None:
         "filesystem_read",
         "filesystem_write",
         "python_ast_parser",
+        "shell",
     ]
     assert all(name == tool.name for name, tool in TOOLS.items())
 
 
 def test_only_edit_and_execute_tools_write() -> None:
     writers = [tool.name for tool in list_tools() if tool.writes]
-    assert writers == ["filesystem_edit", "filesystem_write"]
+    assert writers == ["filesystem_edit", "filesystem_write", "shell"]
     assert writers == [tool.name for tool in list_tools() if tool.kind != "read"]
 
 
@@ -53,6 +54,7 @@ def test_list_tools_is_sorted_and_filters_by_category() -> None:
         "filesystem_read",
         "filesystem_write",
     ]
+    assert [tool.name for tool in list_tools("shell")] == ["shell"]
     assert [tool.name for tool in list_tools("math")] == ["calculator"]
     assert [tool.name for tool in list_tools("code")] == ["python_ast_parser"]
     assert list_tools("nonexistent") == []

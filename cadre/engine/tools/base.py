@@ -41,6 +41,24 @@ DEFAULT_AST_LIMITS = AstLimits()
 
 
 @dataclass(frozen=True)
+class ShellLimits:
+    """What one ``shell`` command may use (``CADRE_SHELL_*``); ``enabled`` is off by default."""
+
+    enabled: bool = False
+    timeout_seconds: float = 30.0
+    max_timeout_seconds: float = 120.0
+    output_bytes: int = 64 * 1024  # per stream
+    memory_mb: int = 1024  # address space, per process
+    cpu_seconds: int = 60  # per process
+    file_size_mb: int = 64
+    max_processes: int = 64
+    max_concurrent: int = 4
+
+
+DEFAULT_SHELL_LIMITS = ShellLimits()
+
+
+@dataclass(frozen=True)
 class ToolContext:
     """Where a tool may act: ``workspace`` is the user's workspace or a sandbox copy of it.
 
@@ -53,6 +71,7 @@ class ToolContext:
     path_limits: PathLimits = DEFAULT_PATH_LIMITS
     ast_limits: AstLimits = DEFAULT_AST_LIMITS
     quota_bytes: int | None = None
+    shell_limits: ShellLimits = DEFAULT_SHELL_LIMITS
 
 
 class Tool(ABC):

@@ -20,6 +20,7 @@ from cadre.engine.tools.filesystem import (
 )
 from cadre.engine.tools.python_ast import PythonAstParser
 from cadre.engine.tools.search import FilesystemGlob, FilesystemGrep
+from cadre.engine.tools.shell import Shell
 from cadre.errors import ValidationFailed
 
 TOOLS: dict[str, Tool] = {
@@ -33,6 +34,7 @@ TOOLS: dict[str, Tool] = {
         FilesystemGrep(),
         PythonAstParser(),
         Calculator(),
+        Shell(),
     )
 }
 
