@@ -740,3 +740,33 @@ class TestApproval:
             f"/api/v1/sessions/{session['id']}/tool-calls", headers=alice.headers
         ).json()["tool_calls"]
         assert [(c["tool_name"], c["status"]) for c in calls] == [("filesystem_write", "success")]
+
+
+class TestWorkingDirectory:
+    def test_tools_run_in_the_sessions_working_directory(self, make_client):
+        from tests.conftest import register
+
+        client = make_client(shell_enabled=True)
+        alice = register(client, "alice")
+        session = new_session(
+            client,
+            alice,
+            sdk_options={
+                "allowed_tools": ["Bash", "Write"],
+                "permission_mode": "bypassPermissions",
+            },
+        )
+        calls = [
+            {"tool": "filesystem_write", "args": {"path": "made.txt", "content": "here"}},
+            {"tool": "shell", "args": {"command": "pwd; cat made.txt"}},
+        ]
+        body = query(
+            client, alice, session["id"], "look", inputs={"echo": {"tool_calls": calls}}
+        ).json()
+        assert body["status"] == "completed", body
+        work = Path(session["working_directory_path"])
+        assert (work / "made.txt").read_text() == "here"
+        output = client.get(
+            f"/api/v1/sessions/{session['id']}/tool-calls", headers=alice.headers
+        ).json()["tool_calls"][1]["tool_output"]
+        assert output["stdout"].split() == [str(work.resolve()), "here"], output
