@@ -5,6 +5,7 @@ from __future__ import annotations
 from cadre.connexion.binding import Reply
 from cadre.conversations import columns
 from cadre.engine.turns import canonical_options
+from cadre.pagination import next_link
 from models_gen.api import SessionTemplate as TemplateReply
 from models_gen.api import SessionTemplateList
 from storage import sessions
@@ -21,15 +22,27 @@ def _fields(body: dict) -> dict:
 
 
 async def list_session_templates(
-    user: str, limit: int, offset: int, category: str | None = None, is_public: bool | None = None
+    user: str,
+    limit: int,
+    offset: int,
+    category: str | None = None,
+    is_public: bool | None = None,
+    after: str | None = None,
 ) -> Reply:
-    rows, total = sessions.list_templates(
-        user, category=category, is_public=is_public, limit=limit, offset=offset
+    page = sessions.list_templates(
+        user, category=category, is_public=is_public, limit=limit, offset=offset, after=after
     )
-    page = SessionTemplateList(
-        templates=[_reply(r) for r in rows], total=total, limit=limit, offset=offset
+    link = next_link(
+        "/api/v1/session-templates", page, limit, category=category, is_public=is_public
     )
-    return page, 200
+    reply = SessionTemplateList(
+        templates=[_reply(r) for r in page.rows],
+        total=page.total,
+        limit=limit,
+        offset=offset,
+        next=link,
+    )
+    return reply, 200
 
 
 async def create_session_template(user: str, body: dict) -> Reply:

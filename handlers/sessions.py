@@ -10,6 +10,7 @@ from cadre.connexion.binding import Reply
 from cadre.engine import turns
 from cadre.engine.events import EventBus
 from cadre.engine.executor import Executor
+from cadre.pagination import next_link
 from cadre.settings import Settings
 from models_gen.api import (
     SessionArchive,
@@ -22,16 +23,24 @@ from storage import executions, sessions
 
 
 async def list_sessions(
-    user: str, limit: int, offset: int, status: str | None = None, mode: str | None = None
+    user: str,
+    limit: int,
+    offset: int,
+    status: str | None = None,
+    mode: str | None = None,
+    after: str | None = None,
 ) -> Reply:
-    rows, total = sessions.list_sessions(user, status=status, mode=mode, limit=limit, offset=offset)
-    page = SessionList(
-        sessions=[conversations.session_reply(r) for r in rows],
-        total=total,
+    page = sessions.list_sessions(
+        user, status=status, mode=mode, limit=limit, offset=offset, after=after
+    )
+    reply = SessionList(
+        sessions=[conversations.session_reply(r) for r in page.rows],
+        total=page.total,
         limit=limit,
         offset=offset,
+        next=next_link("/api/v1/sessions", page, limit, status=status, mode=mode),
     )
-    return page, 200
+    return reply, 200
 
 
 async def create_session(user: str, body: dict, settings: Settings) -> Reply:
@@ -100,16 +109,20 @@ async def list_session_messages(user: str, session_id: str, limit: int, offset: 
     return page, 200
 
 
-async def list_session_tool_calls(user: str, session_id: str, limit: int, offset: int) -> Reply:
+async def list_session_tool_calls(
+    user: str, session_id: str, limit: int, offset: int, after: str | None = None
+) -> Reply:
     session = sessions.get_session(session_id, user)
-    rows, total = sessions.list_tool_calls(session.id, limit, offset)
-    page = SessionToolCallList(
-        tool_calls=[conversations.tool_call_reply(r) for r in rows],
-        total=total,
+    page = sessions.list_tool_calls(session.id, limit, offset, after)
+    path = f"/api/v1/sessions/{session.id}/tool-calls"
+    reply = SessionToolCallList(
+        tool_calls=[conversations.tool_call_reply(r) for r in page.rows],
+        total=page.total,
         limit=limit,
         offset=offset,
+        next=next_link(path, page, limit),
     )
-    return page, 200
+    return reply, 200
 
 
 async def fork_session(user: str, session_id: str, body: dict, settings: Settings) -> Reply:

@@ -269,6 +269,12 @@ class AgentList(BaseModel):
     total: int
     limit: int
     offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]
 
 
 class ExecutionMode(StrEnum):
@@ -388,6 +394,12 @@ class ExecutionList(BaseModel):
     total: int
     limit: int
     offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]
 
 
 class Decision(StrEnum):
@@ -700,6 +712,12 @@ class SessionList(BaseModel):
     total: int
     limit: int
     offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]
 
 
 class MessageType(StrEnum):
@@ -753,6 +771,12 @@ class SessionToolCallList(BaseModel):
     total: int
     limit: int
     offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]
 
 
 class SessionFork(BaseModel):
@@ -946,6 +970,12 @@ class SessionTemplateList(BaseModel):
     total: int
     limit: int
     offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]
 
 
 class OpenapiJsonGetResponse(BaseModel):
@@ -975,6 +1005,9 @@ class ApiV1AgentsGetParametersQuery(BaseModel):
     ] = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
     all: bool = False
 
 
@@ -983,6 +1016,9 @@ class ApiV1ExecutionsGetParametersQuery(BaseModel):
     status: ExecutionStatus | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
 
 
 class ApiV1ExecutionsExecutionIdEventsGetParametersQuery(BaseModel):
@@ -1042,6 +1078,9 @@ class ApiV1SessionsGetParametersQuery(BaseModel):
     mode: SessionMode | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
 
 
 class ApiV1SessionsSessionIdMessagesGetParametersQuery(BaseModel):
@@ -1052,6 +1091,9 @@ class ApiV1SessionsSessionIdMessagesGetParametersQuery(BaseModel):
 class ApiV1SessionsSessionIdToolCallsGetParametersQuery(BaseModel):
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
 
 
 class ApiV1SessionTemplatesGetParametersQuery(BaseModel):
@@ -1062,6 +1104,9 @@ class ApiV1SessionTemplatesGetParametersQuery(BaseModel):
     is_public: bool | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
 
 
 class CheckpointMessage(BaseModel):

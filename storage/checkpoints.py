@@ -19,7 +19,7 @@ from storage.db import BaseModel, database
 from storage.executions import Execution
 from storage.fields import JSONField, UTCDateTimeField
 from storage.ids import new_id, utcnow
-from storage.queries import paginate
+from storage.queries import offset_page
 
 
 class Checkpoint(BaseModel):
@@ -95,7 +95,7 @@ def decide(checkpoint: Checkpoint, awaiting: dict[str, Any]) -> bool:
 
 def list_checkpoints(execution_id: str, limit: int, offset: int) -> tuple[list[Checkpoint], int]:
     query = Checkpoint.select().where(Checkpoint.execution == execution_id)
-    return paginate(query.order_by(Checkpoint.step), limit, offset)
+    return offset_page(query.order_by(Checkpoint.step), limit, offset)
 
 
 def latest(execution_id: str) -> Checkpoint | None:

@@ -8,10 +8,11 @@ from typing import Any
 import peewee
 
 from cadre.errors import Conflict, NotFound
+from storage import counts
 from storage.db import BaseModel, database
 from storage.fields import JSONField, UTCDateTimeField
 from storage.ids import new_id, utcnow
-from storage.queries import owned, paginate
+from storage.queries import Page, owned, paginate
 from storage.users import User
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
@@ -54,7 +55,7 @@ class Execution(BaseModel):
     completed_at = UTCDateTimeField(null=True)
 
     class Meta:
-        indexes = ((("owner", "idempotency_key"), True),)
+        indexes = ((("owner", "idempotency_key"), True), (("owner", "created_at", "id"), False))
 
     @property
     def usage(self) -> dict[str, Any]:
@@ -85,7 +86,9 @@ def create_execution(**fields: Any) -> Execution:
     """Insert a queued execution; a concurrent duplicate Idempotency-Key is a 409."""
     try:
         with database.atomic():
-            return Execution.create(id=new_id("exec"), heartbeat_at=utcnow(), **fields)
+            execution = Execution.create(id=new_id("exec"), heartbeat_at=utcnow(), **fields)
+            counts.bump(execution.owner_id, "execution")
+            return execution
     except peewee.IntegrityError as exc:
         raise Conflict(
             "An execution with this Idempotency-Key is being created.", error="idempotency_conflict"
@@ -105,14 +108,31 @@ def get_execution(execution_id: str, owner_id: str | None) -> Execution:
 
 
 def list_executions(
-    owner_id: str, *, agent_ref: str | None, status: str | None, limit: int, offset: int
-) -> tuple[list[Execution], int]:
+    owner_id: str,
+    *,
+    agent_ref: str | None,
+    status: str | None,
+    limit: int,
+    offset: int,
+    after: str | None = None,
+) -> Page:
+    """Newest first."""
     query = owned(Execution.select(), Execution, owner_id)
+    unfiltered = agent_ref is None and status is None
     if agent_ref is not None:  # an agent's id, or its name when the execution started
         query = query.where((Execution.agent_id == agent_ref) | (Execution.agent_name == agent_ref))
     if status is not None:
         query = query.where(Execution.status == status)
-    return paginate(query.order_by(Execution.created_at.desc(), Execution.id.desc()), limit, offset)
+    return paginate(
+        query,
+        (Execution.created_at, Execution.id),
+        limit=limit,
+        offset=offset,
+        after=after,
+        descending=True,
+        count=(lambda: counts.count(owner_id, "execution")) if unfiltered else None,
+        from_row=Execution.from_row,
+    )
 
 
 def update_execution(execution_id: str, **fields: Any) -> None:

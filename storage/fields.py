@@ -9,6 +9,14 @@ from typing import Any
 import peewee
 
 
+def as_utc(value: datetime | str | None) -> datetime | None:
+    """A stored timestamp as the driver returns it (SQLite: ISO text; PostgreSQL: a naive
+    datetime), as an aware UTC datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+
+
 class UTCDateTimeField(peewee.DateTimeField):
     """An instant: stored as naive UTC (the columns' existing format, so no migration),
     read back as an aware UTC datetime, written from aware or naive-UTC values.

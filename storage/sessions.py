@@ -18,7 +18,7 @@ from storage.db import BaseModel, database
 from storage.executions import TERMINAL, Execution
 from storage.fields import JSONField, UTCDateTimeField
 from storage.ids import new_id, utcnow
-from storage.queries import owned, paginate
+from storage.queries import Page, offset_page, owned, paginate
 from storage.users import User
 
 
@@ -243,24 +243,32 @@ def count_sessions(owner_id: str) -> int:
 
 
 def list_sessions(
-    owner_id: str, *, status: str | None, mode: str | None, limit: int, offset: int
-) -> tuple[list[Session], int]:
+    owner_id: str,
+    *,
+    status: str | None,
+    mode: str | None,
+    limit: int,
+    offset: int,
+    after: str | None = None,
+) -> Page:
     query = owned(Session.select(), Session, owner_id)
     if status is not None:
         query = query.where(Session.status == status)
     if mode is not None:
         query = query.where(Session.mode == mode)
-    return paginate(query.order_by(Session.created_at.desc(), Session.id.desc()), limit, offset)
+    keys = (Session.created_at, Session.id)
+    return paginate(query, keys, limit=limit, offset=offset, after=after, descending=True)
 
 
 def list_messages(session_id: str, limit: int, offset: int) -> tuple[list[SessionMessage], int]:
     query = SessionMessage.select().where(SessionMessage.session == session_id)
-    return paginate(query.order_by(SessionMessage.sequence_number), limit, offset)
+    return offset_page(query.order_by(SessionMessage.sequence_number), limit, offset)
 
 
-def list_tool_calls(session_id: str, limit: int, offset: int) -> tuple[list[SessionToolCall], int]:
+def list_tool_calls(session_id: str, limit: int, offset: int, after: str | None = None) -> Page:
     query = SessionToolCall.select().where(SessionToolCall.session == session_id)
-    return paginate(query.order_by(SessionToolCall.created_at, SessionToolCall.id), limit, offset)
+    keys = (SessionToolCall.created_at, SessionToolCall.id)
+    return paginate(query, keys, limit=limit, offset=offset, after=after)
 
 
 def run_messages(run_id: str) -> list[SessionMessage]:
@@ -383,15 +391,21 @@ def get_own_template(template_id: str, owner_id: str) -> SessionTemplate:
 
 
 def list_templates(
-    owner_id: str, *, category: str | None, is_public: bool | None, limit: int, offset: int
-) -> tuple[list[SessionTemplate], int]:
+    owner_id: str,
+    *,
+    category: str | None,
+    is_public: bool | None,
+    limit: int,
+    offset: int,
+    after: str | None = None,
+) -> Page:
     query = _visible_templates(owner_id)
     if category is not None:
         query = query.where(SessionTemplate.category == category)
     if is_public is not None:
         query = query.where(SessionTemplate.is_public == is_public)
-    order = (SessionTemplate.created_at.desc(), SessionTemplate.id.desc())
-    return paginate(query.order_by(*order), limit, offset)
+    keys = (SessionTemplate.created_at, SessionTemplate.id)
+    return paginate(query, keys, limit=limit, offset=offset, after=after, descending=True)
 
 
 def update_template(template: SessionTemplate, fields: dict[str, Any]) -> SessionTemplate:

@@ -71,7 +71,7 @@ class TestListAndGetTemplates:
         shared = create(client, bob, name="shared", is_public=True, category="OPS")
         create(client, bob, name="bobs secret")
         page = client.get("/api/v1/session-templates", headers=alice.headers).json()
-        assert set(page) == {"templates", "total", "limit", "offset"}
+        assert set(page) == {"templates", "total", "limit", "offset", "next"}
         assert {t["id"] for t in page["templates"]} == {mine["id"], shared["id"]}
         public = client.get(
             "/api/v1/session-templates?is_public=true", headers=alice.headers

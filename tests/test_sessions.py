@@ -191,9 +191,11 @@ class TestListAndGetSessions:
     def test_list_is_paginated_and_filtered(self, client, alice: Account):
         ids = [new_session(client, alice, name=f"s{i}")["id"] for i in range(3)]
         page = client.get("/api/v1/sessions?limit=2", headers=alice.headers).json()
-        assert set(page) == {"sessions", "total", "limit", "offset"}
+        assert set(page) == {"sessions", "total", "limit", "offset", "next"}
         assert page["total"] == 3 and page["limit"] == 2 and page["offset"] == 0
         assert [s["id"] for s in page["sessions"]] == ids[::-1][:2]
+        rest = client.get(page["next"], headers=alice.headers).json()
+        assert [s["id"] for s in rest["sessions"]] == ids[:1] and rest["next"] is None
         created = client.get("/api/v1/sessions?status=created", headers=alice.headers).json()
         assert created["total"] == 3
         forked = client.get("/api/v1/sessions?mode=forked", headers=alice.headers).json()
@@ -503,7 +505,7 @@ class TestHistory:
         ]
         query(client, alice, session_id, "compute", inputs={"echo": {"tool_calls": calls}})
         page = client.get(f"/api/v1/sessions/{session_id}/tool-calls", headers=alice.headers).json()
-        assert set(page) == {"tool_calls", "total", "limit", "offset"}
+        assert set(page) == {"tool_calls", "total", "limit", "offset", "next"}
         assert page["total"] == 2
         first = page["tool_calls"][0]
         assert first["tool_name"] == "calculator"

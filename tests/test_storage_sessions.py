@@ -139,8 +139,8 @@ class TestQueryCounts:
         for number in range(3):
             add_session(alice, f"s{number}")
         with count_queries() as counter:
-            rows, total = sessions.list_sessions(alice, status=None, mode=None, limit=10, offset=0)
-        assert (len(rows), total, counter.count) == (3, 3, 1)
+            page = sessions.list_sessions(alice, status=None, mode=None, limit=10, offset=0)
+        assert (len(page.rows), page.total, page.after, counter.count) == (3, 3, None, 1)
 
     async def test_list_handler_adds_no_query_per_session(self, alice: str):
         for number in range(20):
