@@ -145,9 +145,9 @@ def _archive_document(session: sessions.Session) -> dict[str, Any]:
 
 
 async def archive_session(settings: Settings, session: sessions.Session) -> sessions.Session:
-    if session.current_run_id is not None:
+    if session.current_run_id is not None or sessions.unfinished_turns(session.id):
         raise Conflict(
-            "A turn of this session is running: archive it once the turn is over.",
+            "A turn of this session is running or waiting: archive it once they are over.",
             error="session_busy",
         )
     archive_id = new_id("arch")

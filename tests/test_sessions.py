@@ -270,6 +270,15 @@ class TestQuery:
         reply = client.get(f"/api/v1/executions/{run_id}", headers=alice.headers)
         assert reply.status_code == 200
 
+    def test_a_deleted_or_disabled_agent_stops_the_session(self, client, alice: Account):
+        client.post("/api/v1/agents", json={"name": "coder"}, headers=alice.headers)
+        session_id = new_session(client, alice, agent_id="coder")["id"]
+        client.patch("/api/v1/agents/coder", json={"status": "disabled"}, headers=alice.headers)
+        assert_problem(query(client, alice, session_id, "hi"), 409, "agent_disabled")
+        client.delete("/api/v1/agents/coder", headers=alice.headers)
+        assert_problem(query(client, alice, session_id, "hi"), 409, "session_agent_deleted")
+        assert Execution.select().where(Execution.session_id == session_id).count() == 0
+
     def test_plan_mode_turns_run_in_safe_mode(self, client, alice: Account):
         session_id = new_session(client, alice, sdk_options={"permission_mode": "plan"})["id"]
         run_id = query(client, alice, session_id, "hi").json()["run_id"]
@@ -657,6 +666,22 @@ class TestArchive:
             headers=alice.headers,
         )
         assert_problem(reply, 422, "validation_error")
+
+    def test_archiving_while_a_turn_runs_is_a_409(self, client, alice: Account):
+        session = new_session(client, alice)
+        holder = threading.Thread(
+            target=query,
+            args=(client, alice, session["id"], "long"),
+            kwargs={"inputs": slow(50, 20)},
+        )
+        holder.start()
+        wait_until(lambda: Session.get_by_id(session["id"]).current_run_id is not None)
+        reply = client.post(
+            f"/api/v1/sessions/{session['id']}/archive", json={}, headers=alice.headers
+        )
+        assert_problem(reply, 409, "session_busy")
+        holder.join()
+        assert Session.get_by_id(session["id"]).status == "completed"
 
     def test_an_archived_session_can_be_forked_and_continued(self, client, alice: Account):
         session = new_session(client, alice)
