@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     login_lockout_seconds: int = Field(300, ge=1, le=86_400)
     trusted_proxies: str = ""
     max_concurrent_password_hashes: int = Field(2, ge=1, le=64)
+    # argon2id cost, OWASP's recommended minimum by default; raise it as hardware allows.
+    argon2_memory_kib: int = Field(19 * 1024, ge=8 * 1024, le=1024 * 1024)
+    argon2_time_cost: int = Field(2, ge=1, le=20)
+    argon2_parallelism: int = Field(1, ge=1, le=16)
     shell_enabled: bool = False
     shell_timeout_seconds: float = Field(30.0, gt=0, le=3600)
     shell_max_timeout_seconds: float = Field(120.0, gt=0, le=3600)
@@ -84,10 +88,6 @@ class Settings(BaseSettings):
     shell_file_size_mb: int = Field(64, ge=1, le=1024 * 1024)
     shell_max_processes: int = Field(64, ge=1, le=10_000)
     shell_max_concurrent: int = Field(4, ge=1, le=256)
-    # argon2id cost, OWASP's recommended minimum by default; raise it as hardware allows.
-    argon2_memory_kib: int = Field(19 * 1024, ge=8 * 1024, le=1024 * 1024)
-    argon2_time_cost: int = Field(2, ge=1, le=20)
-    argon2_parallelism: int = Field(1, ge=1, le=16)
 
     @property
     def path_limits(self) -> PathLimits:

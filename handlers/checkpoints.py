@@ -5,6 +5,7 @@ from __future__ import annotations
 from cadre.connexion.binding import Reply
 from cadre.engine.executor import Executor
 from cadre.engine.restore import restart
+from cadre.pagination import next_link
 from models_gen.api import Checkpoint as CheckpointReply
 from models_gen.api import CheckpointList, RestoredRun
 from storage import checkpoints
@@ -35,13 +36,21 @@ def _started(execution: store.Execution) -> RestoredRun:
     )
 
 
-async def list_run_checkpoints(user: str, run_id: str, limit: int, offset: int) -> Reply:
+async def list_run_checkpoints(
+    user: str, run_id: str, limit: int, offset: int, after: str | None = None
+) -> Reply:
     store.get_execution(run_id, user)
-    rows, total = checkpoints.list_checkpoints(run_id, limit, offset)
-    page = CheckpointList.model_validate(
-        {"checkpoints": [_reply(r) for r in rows], "total": total, "limit": limit, "offset": offset}
+    page = checkpoints.list_checkpoints(run_id, limit, offset, after)
+    reply = CheckpointList.model_validate(
+        {
+            "checkpoints": [_reply(r) for r in page.rows],
+            "total": page.total,
+            "limit": limit,
+            "offset": offset,
+            "next": next_link(f"/api/v1/checkpoints/runs/{run_id}/checkpoints", page, limit),
+        }
     )
-    return page.model_dump(mode="json", exclude_unset=True), 200
+    return reply.model_dump(mode="json", exclude_unset=True), 200
 
 
 async def get_checkpoint(user: str, checkpoint_id: str) -> Reply:

@@ -97,16 +97,19 @@ async def query_session(
     return reply, 200
 
 
-async def list_session_messages(user: str, session_id: str, limit: int, offset: int) -> Reply:
+async def list_session_messages(
+    user: str, session_id: str, limit: int, offset: int, after: str | None = None
+) -> Reply:
     session = sessions.get_session(session_id, user)
-    rows, total = sessions.list_messages(session.id, limit, offset)
-    page = SessionMessageList(
-        messages=[conversations.message_reply(r) for r in rows],
-        total=total,
+    page = sessions.list_messages(session.id, limit, offset, after)
+    reply = SessionMessageList(
+        messages=[conversations.message_reply(r) for r in page.rows],
+        total=page.total,
         limit=limit,
         offset=offset,
+        next=next_link(f"/api/v1/sessions/{session.id}/messages", page, limit),
     )
-    return page, 200
+    return reply, 200
 
 
 async def list_session_tool_calls(

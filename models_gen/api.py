@@ -746,6 +746,12 @@ class SessionMessageList(BaseModel):
     total: int
     limit: int
     offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]
 
 
 class Status1(StrEnum):
@@ -1055,6 +1061,9 @@ class ApiV1ExecutionsExecutionIdEventsStreamGetResponse(BaseModel):
 class ApiV1CheckpointsRunsRunIdCheckpointsGetParametersQuery(BaseModel):
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
 
 
 class ApiV1ToolsGetParametersQuery(BaseModel):
@@ -1086,6 +1095,9 @@ class ApiV1SessionsGetParametersQuery(BaseModel):
 class ApiV1SessionsSessionIdMessagesGetParametersQuery(BaseModel):
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
 
 
 class ApiV1SessionsSessionIdToolCallsGetParametersQuery(BaseModel):
@@ -1162,3 +1174,9 @@ class CheckpointList(BaseModel):
     total: int
     limit: int
     offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]

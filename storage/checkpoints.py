@@ -19,7 +19,7 @@ from storage.db import BaseModel, database
 from storage.executions import Execution
 from storage.fields import JSONField, UTCDateTimeField
 from storage.ids import new_id, utcnow
-from storage.queries import offset_page
+from storage.queries import Page, paginate
 
 
 class Checkpoint(BaseModel):
@@ -93,9 +93,11 @@ def decide(checkpoint: Checkpoint, awaiting: dict[str, Any]) -> bool:
     return True
 
 
-def list_checkpoints(execution_id: str, limit: int, offset: int) -> tuple[list[Checkpoint], int]:
+def list_checkpoints(execution_id: str, limit: int, offset: int, after: str | None = None) -> Page:
+    """A run's checkpoints, oldest (step 0) first."""
     query = Checkpoint.select().where(Checkpoint.execution == execution_id)
-    return offset_page(query.order_by(Checkpoint.step), limit, offset)
+    keys = (Checkpoint.step, Checkpoint.id)
+    return paginate(query, keys, limit=limit, offset=offset, after=after)
 
 
 def latest(execution_id: str) -> Checkpoint | None:

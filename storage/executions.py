@@ -74,7 +74,7 @@ class Execution(BaseModel):
 class ExecutionEvent(BaseModel):
     execution = peewee.ForeignKeyField(Execution, backref="events", on_delete="CASCADE")
     seq = peewee.IntegerField()
-    type = peewee.CharField(max_length=16)
+    type = peewee.CharField(max_length=32)
     data = JSONField()
     created_at = UTCDateTimeField(default=utcnow)
 

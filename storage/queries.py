@@ -53,7 +53,7 @@ def paginate(
     first, second = keys
     whole = query
     if after is not None:
-        at, row_id = _decode(after)
+        at, row_id = _decode(after, first)
         # A row-value comparison: the (owner, time, id) index seeks straight to it.
         mark = peewee.Tuple(first.db_value(at), second.db_value(row_id))
         position = peewee.Tuple(first, second)
@@ -78,26 +78,22 @@ def paginate(
     return Page(rows, total, cursor)
 
 
-def offset_page(query: peewee.ModelSelect, limit: int, offset: int) -> tuple[list[Any], int]:
-    """One page of ``query`` (ordered by the caller) and its total, by offset alone: for
-    short lists in a sequence within one parent (a session's messages, a run's
-    checkpoints), whose order no timestamp cursor could keep."""
-    rows = [row for row in query.limit(limit).offset(offset)]
-    if 0 < len(rows) < limit or (offset == 0 and not rows):
-        return rows, offset + len(rows)
-    return rows, query.order_by().count()
-
-
-def _encode(at: datetime, row_id: str) -> str:
-    raw = json.dumps([at.isoformat(), row_id], separators=(",", ":")).encode()
+def _encode(at: datetime | int, row_id: str) -> str:
+    value = at.isoformat() if isinstance(at, datetime) else at
+    raw = json.dumps([value, row_id], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode(cursor: str) -> tuple[datetime, str]:
+def _decode(cursor: str, first: peewee.Field) -> tuple[datetime | int, str]:
+    """The key values a cursor marks, the first typed as its column (a time or a number)."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         at, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(at), str(row_id)
+        if isinstance(first, peewee.DateTimeField):
+            return datetime.fromisoformat(at), str(row_id)
+        if type(at) is not int:
+            raise TypeError("not a number")
+        return at, str(row_id)
     except (ValueError, TypeError, binascii.Error) as exc:
         raise ValidationFailed(
             "The cursor is not one this API gave out.",

@@ -18,7 +18,7 @@ from storage.db import BaseModel, database
 from storage.executions import TERMINAL, Execution
 from storage.fields import JSONField, UTCDateTimeField
 from storage.ids import new_id, utcnow
-from storage.queries import Page, offset_page, owned, paginate
+from storage.queries import Page, owned, paginate
 from storage.users import User
 
 
@@ -260,9 +260,10 @@ def list_sessions(
     return paginate(query, keys, limit=limit, offset=offset, after=after, descending=True)
 
 
-def list_messages(session_id: str, limit: int, offset: int) -> tuple[list[SessionMessage], int]:
+def list_messages(session_id: str, limit: int, offset: int, after: str | None = None) -> Page:
     query = SessionMessage.select().where(SessionMessage.session == session_id)
-    return offset_page(query.order_by(SessionMessage.sequence_number), limit, offset)
+    keys = (SessionMessage.sequence_number, SessionMessage.id)
+    return paginate(query, keys, limit=limit, offset=offset, after=after)
 
 
 def list_tool_calls(session_id: str, limit: int, offset: int, after: str | None = None) -> Page:

@@ -107,8 +107,10 @@ def test_runs_of_a_killed_server_resume_from_their_checkpoints(serve):
             assert [e["seq"] for e in stream] == list(range(1, len(stream) + 1))
             assert len([e for e in stream if e["type"] == "tool_result"]) == 1
         costs = httpx.get(f"{server.url}/api/v1/costs?limit=1000", headers=headers).json()
+    cut_short = 0
     for run_id, state in zip(ids, states, strict=True):
         records = [r for r in costs["costs"] if r["execution_id"] == run_id]
+        cut_short += len(records) == 3
         # the call that asked for the tool (1 completion token) and the full answer (60)
         # once each; at most one more: the answer the kill cut short, billed once
         assert sorted(r["completion_tokens"] for r in records)[0] == 1
@@ -116,6 +118,7 @@ def test_runs_of_a_killed_server_resume_from_their_checkpoints(serve):
         assert [r["completion_tokens"] for r in records].count(60) == 1
         assert len(records) in (2, 3)
         assert state["usage"]["completion_tokens"] == sum(r["completion_tokens"] for r in records)
+    assert cut_short  # the kill did cut an answer short, and recovery billed it
 
 
 def test_a_run_awaiting_approval_survives_a_kill_and_continues_when_approved(serve, tmp_path):

@@ -484,7 +484,7 @@ class TestHistory:
         page = client.get(
             f"/api/v1/sessions/{session_id}/messages?limit=3", headers=alice.headers
         ).json()
-        assert set(page) == {"messages", "total", "limit", "offset"}
+        assert set(page) == {"messages", "total", "limit", "offset", "next"}
         assert page["total"] == 4
         messages = page["messages"]
         assert [m["sequence_number"] for m in messages] == [1, 2, 3]
@@ -497,6 +497,9 @@ class TestHistory:
             f"/api/v1/sessions/{session_id}/messages?offset=3", headers=alice.headers
         ).json()
         assert [m["sequence_number"] for m in rest["messages"]] == [4]
+        following = client.get(page["next"], headers=alice.headers).json()
+        assert [m["sequence_number"] for m in following["messages"]] == [4]
+        assert following["next"] is None
         session = client.get(f"/api/v1/sessions/{session_id}", headers=alice.headers).json()
         assert session["total_messages"] == 4
         assert session["api_output_tokens"] == 3

@@ -12,7 +12,7 @@ A checkpoint of a session turn belongs to a history, which stays consistent:
   to the checkpoint and a copy of the working directory; the original is untouched;
 - ``restore`` without ``create_new_run`` rewinds the SAME session to that point (its
   later messages and tool calls are deleted) and continues there: 409 while another
-  turn holds the session.
+  turn holds the session, or once it is archived.
 
 A checkpoint of a run outside any session restores as a new run outside any session;
 rewinding one (``create_new_run: false``) is a 409, there is no history to rewind.
@@ -175,6 +175,11 @@ async def restart(
             checkpoints.save(execution.id, branched.id, 0, state)
     else:
         session_id = checkpoint.session_id
+        if sessions.get_session(session_id, None).status == "archived":
+            raise Conflict(
+                "This session is archived: restore the checkpoint as a new run instead.",
+                error="session_archived",
+            )
         upto = _history_point(checkpoint, modified_query)
         with database.atomic():
             execution = _new_run(

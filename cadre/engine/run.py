@@ -70,6 +70,7 @@ from cadre.engine.tools.base import (
     ShellLimits,
     ToolContext,
 )
+from cadre.engine.tools.permissions import decide
 from cadre.engine.tools.registry import TOOLS, execute_tool
 from cadre.errors import CadreError
 from storage import checkpoints, costs, sessions
@@ -495,8 +496,6 @@ class AgentRun:
             return "deny", refusal, "tool_denied"
         if self.permission_mode is None or call.tool not in self.tool_names:
             return "allow", None, None
-        from cadre.engine.tools.permissions import decide
-
         decision = decide(call.tool, self.permission_mode)
         if decision == "deny":
             refusal = (

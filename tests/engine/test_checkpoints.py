@@ -275,6 +275,21 @@ class TestSessionTurns:
             "turn 2",
         ]
 
+    async def test_turns_on_two_workers_still_take_the_session_in_turn(
+        self, make_executor, owner, agent, tmp_path
+    ):
+        first, _ = make_executor(heartbeat_seconds=0.1)
+        second, _ = make_executor(heartbeat_seconds=0.1)
+        session = new_session(owner, tmp_path)
+        earlier = turn(first, owner, agent, session.id, "earlier", tokens=20, delay_ms=10)
+        later = turn(second, owner, agent, session.id, "later")
+        assert await second.wait_finished(later) == "completed"
+
+        assert store.get_status(earlier) == "completed"  # it was over before the later began
+        ended = store.get_execution(earlier, None).completed_at
+        assert store.get_execution(later, None).started_at >= ended
+        assert [t for kind, t in texts(session.id) if kind == "user"] == ["earlier", "later"]
+
     async def test_a_cancelled_turn_keeps_what_the_model_had_said(
         self, make_executor, owner, agent, tmp_path
     ):
@@ -364,6 +379,20 @@ class TestRestoreAndFork:
         assert caught.value.error == "session_busy"
         await executor.cancel(busy)
 
+    async def test_rewinding_an_archived_session_is_a_conflict(
+        self, make_executor, owner, agent, tmp_path
+    ):
+        executor, _ = make_executor()
+        session, second = await self._two_turns(executor, owner, agent, tmp_path)
+        sessions.Session.update(status="archived").where(
+            sessions.Session.id == session.id
+        ).execute()
+        with pytest.raises(Conflict) as caught:
+            await restart(executor, owner, steps_of(second)[0].id, create_new_run=False)
+        assert caught.value.error == "session_archived"
+        branched = await restart(executor, owner, steps_of(second)[0].id)  # a new session is fine
+        assert await executor.wait_finished(branched.id) == "completed"
+
     async def test_fork_replaces_the_system_prompt_from_there_on(
         self, make_executor, owner, agent, tmp_path
     ):
@@ -396,3 +425,46 @@ class TestRestoreAndFork:
         assert costs.count_records(restored.id) == 1  # only the answer was asked again
         with pytest.raises(Conflict):
             await restart(executor, owner, asked.id, create_new_run=False)
+
+
+class TestApproval:
+    async def test_a_run_waits_in_its_checkpoint_until_a_decision(self, make_executor, owner):
+        agent = agents.create_agent(owner, {"name": "w", "tools": ["filesystem_write"]})
+        resolved = agents.resolve([agent])[0]
+        write = {"tool": "filesystem_write", "args": {"path": "a.txt", "content": "x"}}
+        execution = store.create_execution(
+            owner=owner,
+            agent_id=agent.id,
+            agent_name=agent.name,
+            task="write",
+            mode="full",
+            inputs={"echo": {"tool_calls": [write]}},
+            config={**resolved.values, "permission_mode": "default"},
+            provider="echo",
+            model=resolved.values["model"],
+        )
+        executor, bus = make_executor()
+        executor.submit(execution)
+        assert await executor.wait_finished(execution.id) == "requires_action"
+        assert execution.id not in executor.handles  # held by no worker
+        waiting = checkpoints.latest(execution.id)
+        assert waiting.state["awaiting"] == {
+            "call_id": "call_1",
+            **{k: write[k] for k in ("tool", "args")},
+        }
+        assert waiting.state["pending"][0]["id"] == "call_1"
+        assert bus.of(execution.id)[-2:] == [
+            ("approval_required", None),
+            ("status", "requires_action"),
+        ]
+
+        executor.approve(execution.id, "call_1", "deny", "not now")
+        assert checkpoints.latest(execution.id).state["awaiting"]["decision"] == "deny"
+        with pytest.raises(Conflict):
+            executor.approve(execution.id, "call_1", "allow", None)  # decided already
+        assert await executor.wait_finished(execution.id) == "completed"
+        done = store.get_execution(execution.id, None)
+        assert done.result["output"].startswith(
+            "Tool filesystem_write returned error: The user denied this tool call: not now"
+        )
+        assert costs.count_records(execution.id) == 2  # the asking call was not made again

@@ -96,3 +96,11 @@ def test_match_parts_handles_double_star_without_blowing_up() -> None:
     assert not match_parts(["a", "b"], ["a"])
     parts = ["a"] * 200
     assert not match_parts(parts, ["**"] * 50 + ["b"])  # linear, not exponential
+
+
+async def test_names_that_are_not_utf8_are_shown_with_replacement_characters(
+    workspace: Path,
+) -> None:
+    (workspace / os.fsdecode(b"caf\xe9.py")).write_text("x")
+    result = await glob(workspace, pattern="caf*.py")
+    assert result == {"matches": ["caf\ufffd.py"], "truncated": False}

@@ -122,3 +122,11 @@ async def test_symlinks_are_not_followed(workspace: Path, tmp_path: Path) -> Non
 async def test_a_missing_path_is_404(workspace: Path) -> None:
     with pytest.raises(FileNotFound):
         await grep(workspace, pattern="x", path="nope")
+
+
+async def test_names_that_are_not_utf8_are_shown_with_replacement_characters(
+    workspace: Path,
+) -> None:
+    (workspace / os.fsdecode(b"caf\xe9.txt")).write_text("needle\n")
+    result = await grep(workspace, pattern="needle")
+    assert result["matches"] == [{"path": "caf\ufffd.txt", "line_number": 1, "line": "needle"}]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cadre.engine.tools import pids_cgroup
+from cadre.engine.tools import pids_cgroup, shell_worker
 from cadre.engine.tools.base import (
     ShellLimits,
     ToolContext,
@@ -94,6 +94,12 @@ async def test_the_environment_is_scrubbed(workspace: Path, monkeypatch) -> None
     assert names - {"home"} <= {"PATH", "HOME", "LANG", "TMPDIR", "PWD", "SHLVL", "_"}
     assert f"home={workspace}\n" in result["stdout"]
     assert "PATH=/usr/local/bin:/usr/bin:/bin\n" in result["stdout"]
+
+
+async def test_a_relative_workspace_gives_an_absolute_home(workspace: Path, monkeypatch) -> None:
+    monkeypatch.chdir(workspace.parent)  # CADRE_DATA_DIR defaults to the relative "data"
+    result = await shell(Path(workspace.name), 'echo "$HOME"; pwd')
+    assert result["stdout"] == f"{os.path.realpath(workspace)}\n" * 2
 
 
 async def test_tmpdir_is_private_and_removed_afterwards(workspace: Path) -> None:
@@ -268,3 +274,20 @@ def test_a_busy_cgroup_is_removed_by_a_later_create() -> None:
     assert not os.path.exists(busy)
     pids_cgroup.remove(fresh)
     assert not os.path.exists(fresh)
+
+
+def test_the_worker_never_asks_above_a_hard_limit_in_force() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, sys; sys.path.insert(0, sys.argv[1]); import shell_worker as w;"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000));"
+        "w.lower(resource.RLIMIT_FSIZE, 10**9); w.lower(resource.RLIMIT_CPU, 50, 51);"
+        "print(resource.getrlimit(resource.RLIMIT_FSIZE), resource.getrlimit(resource.RLIMIT_CPU))"
+    )
+    folder = str(Path(shell_worker.__file__).parent)
+    printed = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", script, folder], capture_output=True, text=True
+    )
+    assert printed.stdout.split("\n")[0] == "(1000, 1000) (50, 51)", printed.stderr

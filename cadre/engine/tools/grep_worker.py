@@ -40,6 +40,13 @@ def match_parts(parts: list[str], segments: list[str]) -> bool:
     return len(parts) in states
 
 
+def display_path(path: str, root: str) -> str:
+    """``path`` relative to ``root``, as text a JSON reply can carry: bytes of a name that
+    are not UTF-8 (held as surrogates by ``os.fsdecode``) become U+FFFD."""
+    relative = os.path.relpath(path, root)
+    return relative.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def walk(start: str, max_entries: int) -> Iterator[tuple[str, os.stat_result] | None]:
     """Regular files under ``start`` in name order, ``None`` once ``max_entries`` were visited.
 
@@ -102,13 +109,13 @@ def search(request: dict[str, Any]) -> dict[str, Any]:
         if data is None or b"\x00" in data[:8192]:  # unreadable, or binary
             continue
         scanned += len(data)
-        shown = os.path.relpath(path, root)
+        where = display_path(path, root)
         for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
             if pattern.search(line):
                 if len(matches) == request["max_matches"]:
                     return {"matches": matches, "truncated": True}
                 line = line[: request["max_line_chars"]]
-                matches.append({"path": shown, "line_number": number, "line": line})
+                matches.append({"path": where, "line_number": number, "line": line})
     return {"matches": matches, "truncated": truncated}
 
 
@@ -130,9 +137,15 @@ def _read(path: str, most: int) -> bytes | None:
 
 
 def limit(memory_bytes: int, cpu_seconds: int) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    for kind, soft, hard in [
+        (resource.RLIMIT_AS, memory_bytes, memory_bytes),
+        (resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + 1),
+        (resource.RLIMIT_CORE, 0, 0),
+    ]:
+        _, current = resource.getrlimit(kind)
+        if current != resource.RLIM_INFINITY:  # lowered, never raised past a hard limit
+            soft, hard = min(soft, current), min(hard, current)
+        resource.setrlimit(kind, (soft, hard))
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from cadre.engine.tools.base import (
     ToolFailed,
 )
 from cadre.engine.tools.filesystem import PATH, _in_thread
-from cadre.engine.tools.grep_worker import match_parts
+from cadre.engine.tools.grep_worker import display_path, match_parts
 from cadre.engine.tools.workspace import resolve_inside
 
 MAX_PATTERN_CHARS = 1024
@@ -108,7 +108,7 @@ def _glob(workspace: Path, shown: str, segments: list[str], limits: PathLimits) 
                 break
             named = [*parts, entry.name]
             if match_parts(named, segments):
-                matches.append(Path(os.path.relpath(entry.path, root)).as_posix())
+                matches.append(display_path(entry.path, root))
             # symlinks are matched by name but never followed
             if entry.is_dir(follow_symlinks=False) and (deep or len(named) < len(segments)):
                 subdirectories.append((entry.path, named))

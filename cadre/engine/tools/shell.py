@@ -28,7 +28,7 @@ import anyio
 import anyio.to_thread
 
 from cadre.engine.tools import pids_cgroup, shell_worker
-from cadre.engine.tools.base import ShellLimits, Tool, ToolContext, ToolRefused
+from cadre.engine.tools.base import ShellLimits, Tool, ToolContext, ToolFailed, ToolRefused
 from cadre.engine.tools.workspace import quota_refusal, workspace_size
 from cadre.errors import ValidationFailed
 
@@ -105,28 +105,27 @@ async def run_command(
     """Run ``command``; at most ``limits.max_concurrent`` at once, the rest wait."""
     async with _slot(limits.max_concurrent):
         file_bytes = await _file_size_allowed(workspace, limits, quota_bytes)
+        home = os.path.realpath(workspace)  # CADRE_DATA_DIR may be relative
         private_tmp = await anyio.to_thread.run_sync(tempfile.mkdtemp, "", "cadre-shell-")
-        # The kernel's cap where the server can have one: one more task than allowed, so
-        # that going past the limit is seen (and the command stopped) rather than only refused.
-        cgroup = await anyio.to_thread.run_sync(pids_cgroup.create, limits.max_processes + 1)
-        environment = {
-            "PATH": PATH,
-            "HOME": str(workspace),
-            "LANG": "C.UTF-8",
-            "TMPDIR": private_tmp,
-        }
+        cgroup: str | None = None
         try:
-            process = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-I", "-S", str(WORKER)),
-                *(str(limits.memory_mb * MIB), str(limits.cpu_seconds), str(file_bytes)),
-                *(str(limits.max_processes), cgroup or "", command),
-                cwd=workspace,
-                env=environment,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-            )
+            # The kernel's cap where the server can have one: one more task than allowed, so
+            # that going past the limit is seen (and the command stopped), not only refused.
+            cgroup = await anyio.to_thread.run_sync(pids_cgroup.create, limits.max_processes + 1)
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *(sys.executable, "-I", "-S", str(WORKER)),
+                    *(str(limits.memory_mb * MIB), str(limits.cpu_seconds), str(file_bytes)),
+                    *(str(limits.max_processes), cgroup or "", command),
+                    cwd=home,
+                    env={"PATH": PATH, "HOME": home, "LANG": "C.UTF-8", "TMPDIR": private_tmp},
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise ToolFailed(f"The command could not be started: {exc}.") from exc
             return await _supervise(process, _Group(process.pid, cgroup), timeout, limits)
         finally:
             with anyio.CancelScope(shield=True):

@@ -45,20 +45,32 @@ def tasks_of_this_user() -> int:
     return count
 
 
+def lower(kind: int, soft: int, hard: int | None = None) -> None:
+    """Set a limit, never above the hard limit already in force (raising it would fail)."""
+    hard = soft if hard is None else hard
+    _, current = resource.getrlimit(kind)
+    if current != resource.RLIM_INFINITY:
+        soft, hard = min(soft, current), min(hard, current)
+    resource.setrlimit(kind, (soft, hard))
+
+
 def limit(memory_bytes: int, cpu_seconds: int, file_bytes: int, processes: int) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    lower(resource.RLIMIT_AS, memory_bytes)
+    lower(resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + 1)
+    lower(resource.RLIMIT_FSIZE, file_bytes)
+    lower(resource.RLIMIT_CORE, 0)
     # Counts every task of the user, not only this command's (and never applies to root,
     # whom the server's process watch bounds instead).
-    allowed = tasks_of_this_user() + processes
-    resource.setrlimit(resource.RLIMIT_NPROC, (allowed, allowed))
+    lower(resource.RLIMIT_NPROC, tasks_of_this_user() + processes)
 
 
 def join_cgroup(path: str) -> None:
-    with open(os.path.join(path, "cgroup.procs"), "w") as handle:
-        handle.write(str(os.getpid()))
+    """Join the command's pids cgroup; failing that, the server's count still holds."""
+    try:
+        with open(os.path.join(path, "cgroup.procs"), "w") as handle:
+            handle.write(str(os.getpid()))
+    except OSError:
+        pass
 
 
 def main() -> None:
