@@ -15,7 +15,7 @@ from cadre.engine.events import Event
 from cadre.engine.executor import Executor
 from cadre.engine.tools.workspace import quota_refusal, workspace_size
 from cadre.engine.turns import DEFAULT_AGENT, cancel_all, canonical_options
-from cadre.errors import CadreError, Conflict, NotFound, ValidationFailed
+from cadre.errors import Conflict, NotFound, ValidationFailed
 from cadre.settings import Settings
 from models_gen.api import Session as SessionReply
 from models_gen.api import SessionMessage as MessageReply
@@ -236,9 +236,10 @@ def check_agent(session: sessions.Session, owner_id: str, agent_ref: str) -> Non
     """Chat on an existing session: ``agent_ref`` must name the session's agent."""
     try:
         agent = resolve_agent(owner_id, agent_ref)
-    except CadreError:
-        agent = False  # type: ignore[assignment]
-    if agent is False or (agent.id if agent else None) != session.agent_id:
+        matches = (agent.id if agent else None) == session.agent_id
+    except NotFound:
+        matches = False
+    if not matches:
         raise Conflict(
             f"Session '{session.id}' talks to another agent than '{agent_ref}'.",
             error="session_agent_mismatch",
