@@ -9,18 +9,20 @@ from typing import Any
 
 import anyio.to_thread
 import peewee
+from starlette.responses import StreamingResponse
 
+from cadre import streams
 from cadre.engine import session_files
-from cadre.engine.events import Event
+from cadre.engine.events import Event, EventBus
 from cadre.engine.executor import Executor
 from cadre.engine.tools.workspace import quota_refusal, workspace_size
-from cadre.engine.turns import DEFAULT_AGENT, cancel_all, canonical_options
+from cadre.engine.turns import DEFAULT_AGENT, cancel_all, canonical_options, wait_turn
 from cadre.errors import Conflict, NotFound, ValidationFailed
 from cadre.settings import Settings
+from models_gen.api import ChatReply, SessionQueryReply, TurnMetrics
 from models_gen.api import Session as SessionReply
 from models_gen.api import SessionMessage as MessageReply
 from models_gen.api import SessionToolCall as ToolCallReply
-from models_gen.api import TurnMetrics
 from storage import agents, sessions
 from storage.executions import Execution
 from storage.ids import new_id
@@ -189,7 +191,45 @@ async def delete_session(settings: Settings, executor: Executor, session: sessio
     )
 
 
-# -- what a finished turn answers -------------------------------------------------------
+# -- what a turn answers ----------------------------------------------------------------
+
+
+def turn_stream(
+    bus: EventBus, settings: Settings, session_id: str, run_id: str
+) -> StreamingResponse:
+    """The turn as chat events (Server-Sent Events), from its first event."""
+    translate = streams.chat_translator(session_id)
+    return streams.sse_response(bus, run_id, 0, settings.stream_keepalive_seconds, translate)
+
+
+async def finished_turn(bus: EventBus, run_id: str) -> tuple[Execution, list[Event]]:
+    """The turn's execution and events once it is over (or waits for an approval)."""
+    events = await wait_turn(bus, run_id)
+    return Execution.get_by_id(run_id), events
+
+
+def query_reply(session_id: str, run: Execution, events: list[Event]) -> SessionQueryReply:
+    return SessionQueryReply(
+        session_id=session_id,
+        message_id=last_assistant_message(run.id),
+        run_id=run.id,
+        status=run.status,
+        content={"type": "text", "text": turn_text(run)},
+        tool_calls=turn_tool_calls(events),
+        metrics=metrics(run),
+        error=run.error,
+    )
+
+
+def chat_reply(session_id: str, run: Execution) -> ChatReply:
+    return ChatReply(
+        run_id=run.id,
+        session_id=session_id,
+        response=turn_text(run),
+        status=run.status,
+        error=run.error,
+        metrics=metrics(run),
+    )
 
 
 def metrics(execution: Execution) -> TurnMetrics:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from starlette.responses import StreamingResponse
 
-from cadre import conversations, streams
+from cadre import conversations
 from cadre.connexion.binding import Reply
 from cadre.engine import turns
 from cadre.engine.events import EventBus
 from cadre.engine.executor import Executor
 from cadre.errors import CadreError
 from cadre.settings import Settings
-from models_gen.api import ChatReply
-from storage import executions, sessions
+from storage import sessions
 
 NAME_CHARS = 64  # a new session is named after the start of its first message
 
@@ -42,18 +41,6 @@ async def chat(
             await conversations.delete_session(settings, executor, session)
         raise
     if body.get("stream", False):
-        translate = streams.chat_translator(session.id)
-        return streams.sse_response(
-            bus, execution.id, 0, settings.stream_keepalive_seconds, translate
-        )
-    await turns.wait_turn(bus, execution.id)
-    done = executions.Execution.get_by_id(execution.id)
-    reply = ChatReply(
-        run_id=done.id,
-        session_id=session.id,
-        response=conversations.turn_text(done),
-        status=done.status,
-        error=done.error,
-        metrics=conversations.metrics(done),
-    )
-    return reply, 200
+        return conversations.turn_stream(bus, settings, session.id, execution.id)
+    run, _ = await conversations.finished_turn(bus, execution.id)
+    return conversations.chat_reply(session.id, run), 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from starlette.responses import FileResponse, StreamingResponse
 
-from cadre import conversations, streams
+from cadre import conversations
 from cadre.connexion.binding import Reply
 from cadre.engine import turns
 from cadre.engine.events import EventBus
@@ -16,10 +16,9 @@ from models_gen.api import (
     SessionArchive,
     SessionList,
     SessionMessageList,
-    SessionQueryReply,
     SessionToolCallList,
 )
-from storage import executions, sessions
+from storage import sessions
 
 
 async def list_sessions(
@@ -78,23 +77,9 @@ async def query_session(
         body.get("multitask_strategy", "reject"),
     )
     if "text/event-stream" in accept:
-        translate = streams.chat_translator(session.id)
-        return streams.sse_response(
-            bus, execution.id, 0, settings.stream_keepalive_seconds, translate
-        )
-    events = await turns.wait_turn(bus, execution.id)
-    done = executions.Execution.get_by_id(execution.id)
-    reply = SessionQueryReply(
-        session_id=session.id,
-        message_id=conversations.last_assistant_message(done.id),
-        run_id=done.id,
-        status=done.status,
-        content={"type": "text", "text": conversations.turn_text(done)},
-        tool_calls=conversations.turn_tool_calls(events),
-        metrics=conversations.metrics(done),
-        error=done.error,
-    )
-    return reply, 200
+        return conversations.turn_stream(bus, settings, session.id, execution.id)
+    run, events = await conversations.finished_turn(bus, execution.id)
+    return conversations.query_reply(session.id, run, events), 200
 
 
 async def list_session_messages(
