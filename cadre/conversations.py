@@ -177,7 +177,10 @@ async def archive_session(settings: Settings, session: sessions.Session) -> sess
 
 def archive_file(session: sessions.Session) -> Path:
     if session.archive_path is None or not Path(session.archive_path).is_file():
-        raise NotFound("This session has no archive.", error="archive_not_found")
+        raise Conflict(
+            "This session has not been archived: POST its /archive first.",
+            error="session_not_archived",
+        )
     return Path(session.archive_path)
 
 

@@ -656,10 +656,10 @@ class TestArchive:
         assert Path(second["archive_path"]).exists()
         assert second["file_count"] == 1
 
-    def test_no_archive_yet_is_a_404(self, client, alice: Account):
+    def test_no_archive_yet_is_a_409(self, client, alice: Account):
         session = new_session(client, alice)
         reply = client.get(f"/api/v1/sessions/{session['id']}/archive", headers=alice.headers)
-        assert_problem(reply, 404, "archive_not_found")
+        assert_problem(reply, 409, "session_not_archived")
 
     def test_other_compressions_are_a_422(self, client, alice: Account):
         session = new_session(client, alice)
