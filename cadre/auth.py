@@ -53,6 +53,8 @@ USER_SCOPES = (
     "tools:read",
     "tools:execute",
     "costs:read",
+    "sessions:read",
+    "sessions:write",
     # seed 002's
     "supervisor:read",
     "supervisor:write",

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     max_ast_source_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_ast_workers: int = Field(2, ge=1, le=64)
     workspace_quota_mb: int = Field(100, ge=0, le=1024 * 1024)
+    max_sessions_per_user: int = Field(1000, ge=1, le=1_000_000)
     login_max_failures: int = Field(5, ge=0, le=1000)
     login_lockout_seconds: int = Field(300, ge=1, le=86_400)
     trusted_proxies: str = ""
