@@ -8,6 +8,7 @@ claims exactly one wins, on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import PurePath
 from typing import Any
 
@@ -218,7 +219,12 @@ def take_turn(session_id: str, run_id: str) -> bool:
             return False
     if not claim_turn(session_id, run_id):
         return False
-    now = utcnow()
+    _mark_active(session_id, utcnow())
+    return True
+
+
+def _mark_active(session_id: str, now: datetime) -> None:
+    """A turn runs: ``active`` (unless archived), ``started_at`` set the first time."""
     Session.update(
         status="active",
         started_at=peewee.fn.COALESCE(Session.started_at, now),
@@ -226,7 +232,6 @@ def take_turn(session_id: str, run_id: str) -> bool:
     ).where(
         (Session.id == session_id) & Session.status.in_(["created", "active", "completed"])
     ).execute()
-    return True
 
 
 def release_turn(session_id: str, run_id: str) -> None:
@@ -303,13 +308,7 @@ def create_turn(
         execution = Execution.create(
             id=execution_id, session_id=session_id, heartbeat_at=now, **fields
         )
-        Session.update(
-            status="active",
-            started_at=peewee.fn.COALESCE(Session.started_at, now),
-            last_activity_at=now,
-        ).where(
-            (Session.id == session_id) & Session.status.in_(["created", "active", "completed"])
-        ).execute()
+        _mark_active(session_id, now)
     return execution
 
 
