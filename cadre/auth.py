@@ -29,6 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -272,16 +273,22 @@ class TokenService:
 
         The throttle counts per account (the username and the email share a count); an
         unknown name gets a count of its own and the same replies, so nothing shows
-        whether it exists.
+        whether it exists. Only wrong passwords count: simultaneous right ones all succeed.
         """
         user = users.find_login(identifier)
         account = user.id if user is not None else "unknown:" + identifier.strip().lower()
-        await self.throttle.attempt(account)
-        if user is None:
+        await self.throttle.reserve(account)
+        try:
             # the same work for unknown users: no timing oracle
-            await self.verify_password(_DUMMY_HASH, password)
-            raise _bad_credentials()
-        if not await self.verify_password(user.password_hash, password):
+            right = await self.verify_password(
+                _DUMMY_HASH if user is None else user.password_hash, password
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True):  # a cancelled check counts as a failure
+                await self.throttle.failed(account)
+            raise
+        if user is None or not right:
+            await self.throttle.failed(account)
             raise _bad_credentials()
         await self.throttle.succeeded(account)
         if not user.is_active:
