@@ -203,6 +203,18 @@ class TokenService:
         self._cache[token] = claims
         return claims
 
+    def recheck(self, claims: dict[str, Any], *, fresh: bool = False) -> None:
+        """For an open stream: 401 once its token expired, its account was disabled or its
+        login revoked (the last two read as ``decode`` reads them, cached a few seconds).
+
+        WebSocket and Server-Sent Event streams call it every ``TOKEN_RECHECK_SECONDS``
+        with the claims they were opened with (``cadre.streams.token_problem``).
+        """
+        if claims["exp"] <= time.time():
+            raise Unauthorized("The access token has expired.", error="token_expired")
+        self._check_active(claims["sub"], fresh)
+        self._check_family(claims.get("fam"), fresh)
+
     def _check_active(self, user_id: str, fresh: bool = False) -> None:
         """401 once the account is disabled or gone; checked every few seconds, not per request."""
         now = time.monotonic()

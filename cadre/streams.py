@@ -3,14 +3,16 @@
 Connexion does not serve WebSockets, so these routes sit on the outer Starlette
 app and check the JWT themselves: ``?token=``, an ``Authorization`` header, or a
 first ``{"type": "auth", "token": …}`` message. A bad token closes with 1008, and so
-does a stream whose token stops being good while it is open (account disabled, login
-revoked): the token is checked again every second, cheaply (``TokenService.decode``).
+does a stream whose token stops being good while it is open (expired, account disabled,
+login revoked): the token is checked again every second, cheaply (``token_problem``).
+Server-Sent Event streams are held to the same rule: they end with an ``error`` event.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +23,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from cadre import json_limits
+from cadre.auth import TokenService
 from cadre.connexion.validation import RequestValidator
 from cadre.engine.events import EventBus
 from cadre.engine.launch import launch
@@ -41,15 +44,66 @@ def _sse_frame(event: dict[str, Any]) -> bytes:
     return f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
 
 
+def token_problem(
+    tokens: TokenService, claims: dict[str, Any], *, fresh: bool
+) -> Unauthorized | None:
+    """Why an open stream's token is no longer good (expired, account disabled, login
+    revoked), or None: the one rule every stream, WebSocket or SSE, is held to."""
+    try:
+        tokens.recheck(claims, fresh=fresh)
+    except Unauthorized as exc:
+        return exc
+    return None
+
+
+def _sse_problem(error: Unauthorized) -> bytes:
+    """The last frame of a stream whose token stopped being good: an ``error`` event whose
+    data is the WebSockets' ``protocol_error`` message (``error``, ``message``, ``details``),
+    without an ``id:``, so that a client resuming with ``Last-Event-ID`` misses nothing."""
+    body = json.dumps(_protocol_body(error), separators=(",", ":"))
+    return f"event: error\ndata: {body}\n\n".encode()
+
+
 def sse_response(
-    bus: EventBus, execution_id: str, after: int, keepalive: float
+    bus: EventBus,
+    execution_id: str,
+    after: int,
+    keepalive: float,
+    *,
+    tokens: TokenService,
+    claims: dict[str, Any],
 ) -> StreamingResponse:
-    """Replay after ``after``, then live, with comment lines to keep proxies from hanging up."""
+    """Replay after ``after``, then live, with comment lines to keep proxies from hanging up.
+
+    The token (its ``claims``) is checked again every ``TOKEN_RECHECK_SECONDS`` between
+    events, as on the WebSockets: once it is no longer good the stream sends an ``error``
+    event with the problem and ends (after ``complete`` too, if the run was cancelled
+    because its account was disabled).
+    """
+    wake = min(keepalive, TOKEN_RECHECK_SECONDS)
 
     async def frames() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
-        async for event in bus.subscribe(execution_id, after, keepalive=keepalive):
-            yield b": keep-alive\n\n" if event is None else _sse_frame(event)
+        checked = sent = time.monotonic()
+        async for event in bus.subscribe(execution_id, after, keepalive=wake):
+            now = time.monotonic()
+            if now - checked >= TOKEN_RECHECK_SECONDS:
+                checked = now
+                problem = token_problem(tokens, claims, fresh=False)
+                if problem is not None:
+                    yield _sse_problem(problem)
+                    return
+            if event is not None:
+                yield _sse_frame(event)
+                sent = now
+            elif now - sent >= keepalive:
+                yield b": keep-alive\n\n"
+                sent = now
+        # The run may have ended because its account was disabled (the executor cancels
+        # such runs): then the stream ends with the problem too, as the WebSockets close.
+        problem = token_problem(tokens, claims, fresh=True)
+        if problem is not None:
+            yield _sse_problem(problem)
 
     return StreamingResponse(
         frames(),
@@ -90,8 +144,7 @@ async def _authenticate(websocket: WebSocket, scope: str) -> str | None:
     if scope not in claims["scopes"]:
         await _refuse(websocket, f"The token lacks the '{scope}' scope.")
         return None
-    websocket.state.claims = claims
-    websocket.state.token = token  # checked again while the stream is open (``_relay``)
+    websocket.state.claims = claims  # checked again while the stream is open (``_relay``)
     if not await _within_rate_limit(websocket):
         return None
     return claims["sub"]
@@ -133,7 +186,8 @@ async def _receive_json(websocket: WebSocket) -> dict[str, Any] | None:
     return message if isinstance(message, dict) else None
 
 
-async def _protocol_error(websocket: WebSocket, error: CadreError | str, code: int) -> None:
+def _protocol_body(error: CadreError | str) -> dict[str, Any]:
+    """A ``protocol_error`` message of asyncapi.yaml."""
     if isinstance(error, CadreError):
         details = {
             key: excerpt(value) if isinstance(value, str) else value
@@ -142,7 +196,12 @@ async def _protocol_error(websocket: WebSocket, error: CadreError | str, code: i
         body = {"error": error.error, "message": error.message, "details": details}
     else:
         body = {"error": "invalid_message", "message": error, "details": {}}
-    await websocket.send_json({"type": "protocol_error", **body})
+    return {"type": "protocol_error", **body}
+
+
+async def _protocol_error(websocket: WebSocket, error: CadreError | str, code: int) -> None:
+    body = _protocol_body(error)
+    await websocket.send_json(body)
     reason = body["message"].encode()[:120].decode(errors="ignore")  # a close reason is short
     await websocket.close(code, reason=reason)
 
@@ -194,10 +253,8 @@ async def _relay(websocket: WebSocket, execution_id: str, after: int) -> None:
                     )
 
         async def recheck_token() -> None:
-            """Close with 1008 once the account is disabled or the login revoked.
-
-            An access token that merely expires mid-stream does not close it.
-            """
+            """Close with 1008 once the token expires, the account is disabled or the
+            login revoked (``token_problem``)."""
             while True:
                 await anyio.sleep(TOKEN_RECHECK_SECONDS)
                 if await _closed_for_token(websocket, fresh=False):
@@ -221,16 +278,13 @@ async def _relay(websocket: WebSocket, execution_id: str, after: int) -> None:
 
 
 async def _closed_for_token(websocket: WebSocket, *, fresh: bool) -> bool:
-    """Close with 1008 if the stream's token is no longer good (expiry aside); True if so."""
-    try:
-        _services(websocket).tokens.decode(websocket.state.token, fresh=fresh)
-    except Unauthorized as exc:
-        if exc.error == "token_expired":
-            return False
-        with contextlib.suppress(Exception):  # the client may be gone already
-            await _protocol_error(websocket, exc, POLICY_VIOLATION)
-        return True
-    return False
+    """Close with 1008 if the stream's token is no longer good; True if so."""
+    problem = token_problem(_services(websocket).tokens, websocket.state.claims, fresh=fresh)
+    if problem is None:
+        return False
+    with contextlib.suppress(Exception):  # the client may be gone already
+        await _protocol_error(websocket, problem, POLICY_VIOLATION)
+    return True
 
 
 async def agent_stream(websocket: WebSocket, validator: jsonschema.Validator) -> None:

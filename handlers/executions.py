@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cadre import streams
+from cadre.auth import TokenService
 from cadre.connexion.binding import Reply
 from cadre.engine.events import EventBus
 from cadre.engine.executor import Executor
@@ -82,31 +83,49 @@ def _resume_point(after: int, last_event_id: str | None) -> int:
 
 async def stream_execution_events(
     user: str,
+    token_info: dict,
     execution_id: str,
     after: int,
     bus: EventBus,
     settings: Settings,
+    tokens: TokenService,
     last_event_id: str | None = None,
 ):
     store.get_execution(execution_id, user)
     after = _resume_point(after, last_event_id)
-    return streams.sse_response(bus, execution_id, after, settings.stream_keepalive_seconds)
+    return streams.sse_response(
+        bus,
+        execution_id,
+        after,
+        settings.stream_keepalive_seconds,
+        tokens=tokens,
+        claims=token_info,
+    )
 
 
 async def list_execution_events(
     user: str,
+    token_info: dict,
     execution_id: str,
     after: int,
     limit: int,
     bus: EventBus,
     settings: Settings,
+    tokens: TokenService,
     accept: str = "",
     last_event_id: str | None = None,
 ):
     store.get_execution(execution_id, user)
     after = _resume_point(after, last_event_id)
     if "text/event-stream" in accept:  # as before /events/stream existed
-        return streams.sse_response(bus, execution_id, after, settings.stream_keepalive_seconds)
+        return streams.sse_response(
+            bus,
+            execution_id,
+            after,
+            settings.stream_keepalive_seconds,
+            tokens=tokens,
+            claims=token_info,
+        )
     bus.flush()  # the newest events may still be on their way to the database
     events = [
         shown(row.data, keep=EVENT_ENVELOPE)
