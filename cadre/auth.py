@@ -34,6 +34,7 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from cadre.db_calls import DatabaseCalls
 from cadre.errors import (
     AccountDisabled,
     Forbidden,
@@ -122,6 +123,7 @@ class TokenService:
         self._active: dict[str, float] = {}  # user id -> when it was last seen active
         self._live: dict[str, float] = {}  # token family -> when it was last seen unrevoked
         self._revoked: dict[str, None] = {}  # families known revoked (never undone), bounded
+        self.db = DatabaseCalls(settings.effective_database_url)
         self._hashing = ThreadPoolExecutor(
             settings.max_concurrent_password_hashes, thread_name_prefix="cadre-argon2"
         )
@@ -287,7 +289,7 @@ class TokenService:
         unknown name gets a count of its own and the same replies, so nothing shows
         whether it exists. Only wrong passwords count: simultaneous right ones all succeed.
         """
-        user = users.find_login(identifier)
+        user = await self.db(users.find_login, identifier)
         account = user.id if user is not None else "unknown:" + identifier.strip().lower()
         await self.throttle.reserve(account)
         try:
@@ -314,8 +316,8 @@ class TokenService:
                 error="invalid_scope",
                 details={"scopes": f"not grantable: {', '.join(unknown)}"},
             )
-        users.touch_login(user)
-        return self.issue_pair(user, granted)
+        await self.db(users.touch_login, user)
+        return await self.db(self.issue_pair, user, granted)
 
     def refresh(self, raw: str) -> dict[str, Any]:
         token = users.find_refresh_token(_digest(raw))

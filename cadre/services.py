@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from prometheus_client import CollectorRegistry
 
 from cadre.auth import TokenService
+from cadre.db_calls import DatabaseCalls
 from cadre.engine.events import EventBus
 from cadre.engine.executor import Executor
 from cadre.middleware.rate_limit import RateLimiter
@@ -26,6 +27,7 @@ class Services:
     executor: Executor
     bus: EventBus
     metrics: CollectorRegistry
+    db: DatabaseCalls  # blocking storage calls of async handlers: ``await db(fn, *args)``
     rate_limiter: RateLimiter | None = None  # None when CADRE_RATE_LIMIT_ENABLED=false
 
 

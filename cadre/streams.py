@@ -26,7 +26,7 @@ from cadre import json_limits
 from cadre.auth import TokenService
 from cadre.connexion.validation import RequestValidator
 from cadre.engine.events import EventBus
-from cadre.engine.launch import launch
+from cadre.engine.launch import launch_async
 from cadre.errors import CadreError, RateLimited, Unauthorized, excerpt
 from cadre.services import Services
 from storage import executions as store
@@ -314,9 +314,10 @@ async def agent_stream(websocket: WebSocket, validator: jsonschema.Validator) ->
         return
     if not await _within_rate_limit(websocket):  # the execution counts as a request too
         return
+    current = _services(websocket)
     try:
-        execution = launch(
-            _services(websocket).executor, user, websocket.path_params["agent_id"], message, None
+        execution = await launch_async(
+            current.executor, user, websocket.path_params["agent_id"], message, None, db=current.db
         )
     except CadreError as exc:
         await _protocol_error(websocket, exc, NOT_FOUND if exc.status == 404 else INVALID_PAYLOAD)
@@ -333,7 +334,10 @@ async def execution_stream(websocket: WebSocket) -> None:
         after = int(websocket.query_params.get("after", "0"))
         if not 0 <= after <= 1_000_000_000:
             raise ValueError
-        execution = store.get_execution(websocket.path_params["execution_id"], user)
+        current = _services(websocket)
+        execution = await current.db(
+            store.get_execution, websocket.path_params["execution_id"], user
+        )
     except ValueError:
         await _protocol_error(websocket, "'after' must be a whole number >= 0.", INVALID_PAYLOAD)
         return
