@@ -22,6 +22,7 @@ import asyncio
 import functools
 import gzip
 import hashlib
+import math
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -204,6 +205,27 @@ class TokenService:
             self._cache.clear()
         self._cache[token] = claims
         return claims
+
+    async def authenticate(self, token: str) -> dict[str, Any]:
+        """``decode`` for a request, on the event loop unless it must read the database (a
+        token not seen yet, an account or login not read for a few seconds): then, on
+        PostgreSQL, in a worker thread (``cadre.db_calls``)."""
+        if self.db.inline or not self._reads_due(token):
+            return self.decode(token)
+        return await self.db(self.decode, token)
+
+    def _reads_due(self, token: str) -> bool:
+        """Whether ``decode(token)`` would read the database now."""
+        claims = self._cache.get(token)
+        if claims is None:
+            return True
+        now = time.monotonic()
+        if now - self._active.get(claims["sub"], -math.inf) >= ACTIVE_RECHECK_SECONDS:
+            return True
+        family = claims.get("fam")
+        if family is None or family in self._revoked:
+            return False
+        return now - self._live.get(family, -math.inf) >= ACTIVE_RECHECK_SECONDS
 
     def recheck(self, claims: dict[str, Any], *, fresh: bool = False) -> None:
         """For an open stream: 401 once its token expired, its account was disabled or its

@@ -19,8 +19,9 @@ their storage calls through the same ``DatabaseCalls`` (the ``db`` service):
 ``await db(store.get_execution, execution_id, user)``. A worker thread gives its
 pooled connection back when each call ends (``storage.db.release``).
 
-The engine (executor, event bus) still calls storage on the event loop; so does the
-token check's read of revocations (once per account or login every few seconds).
+The token check of each request reads the database in a worker thread as well when a
+read is due (``TokenService.authenticate``). The engine (executor, event bus) still calls
+storage on the event loop, and so do open streams' token re-checks.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ import anyio
 import peewee
 import pytest
 
+from cadre.auth import USER_SCOPES, TokenService
 from cadre.db_calls import DatabaseCalls
-from storage import db
+from storage import db, users
 
 
 @pytest.mark.parametrize(
@@ -54,3 +55,26 @@ def test_postgresql_is_opened_pooled_with_the_urls_own_pool_settings(
         "stale_timeout": 300,
         "timeout": 30,
     }
+
+
+@pytest.mark.parametrize("url", ["sqlite:///data/cadre.db", "postgresql://cadre@db.example/c"])
+def test_the_token_check_reads_the_database_off_the_loop_only_on_postgresql(
+    url: str, make_settings, monkeypatch: pytest.MonkeyPatch
+):
+    tokens = TokenService(make_settings(database_url=url))
+    monkeypatch.setattr(db, "release", lambda: None)
+    reads: list[int] = []
+    monkeypatch.setattr(users, "is_active", lambda _: reads.append(threading.get_ident()) or True)
+    monkeypatch.setattr(
+        users, "family_revoked", lambda _: reads.append(threading.get_ident()) or False
+    )
+    token = tokens.issue_access("usr_1", "user", USER_SCOPES, "fam_1")
+
+    async def twice() -> list[dict]:
+        return [await tokens.authenticate(token) for _ in range(2)]  # the second is cached
+
+    first, second = anyio.run(twice)
+    assert first["sub"] == second["sub"] == "usr_1"
+    assert len(reads) == 2  # the account and the login, read once
+    on_the_loop = threading.get_ident() in reads
+    assert on_the_loop is url.startswith("sqlite")
