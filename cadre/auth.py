@@ -210,15 +210,14 @@ class TokenService:
         """``decode`` for a request, on the event loop unless it must read the database (a
         token not seen yet, an account or login not read for a few seconds): then, on
         PostgreSQL, in a worker thread (``cadre.db_calls``)."""
-        if self.db.inline or not self._reads_due(token):
+        claims = self._cache.get(token)
+        if self.db.inline or (claims is not None and not self._reads_due(claims)):
             return self.decode(token)
         return await self.db(self.decode, token)
 
-    def _reads_due(self, token: str) -> bool:
-        """Whether ``decode(token)`` would read the database now."""
-        claims = self._cache.get(token)
-        if claims is None:
-            return True
+    def _reads_due(self, claims: dict[str, Any]) -> bool:
+        """Whether checking ``claims`` would read the database now (``_check_active``,
+        ``_check_family``)."""
         now = time.monotonic()
         if now - self._active.get(claims["sub"], -math.inf) >= ACTIVE_RECHECK_SECONDS:
             return True
@@ -227,13 +226,20 @@ class TokenService:
             return False
         return now - self._live.get(family, -math.inf) >= ACTIVE_RECHECK_SECONDS
 
-    def recheck(self, claims: dict[str, Any], *, fresh: bool = False) -> None:
+    async def recheck(self, claims: dict[str, Any], *, fresh: bool = False) -> None:
         """For an open stream: 401 once its token expired, its account was disabled or its
-        login revoked (the last two read as ``decode`` reads them, cached a few seconds).
+        login revoked (the last two read as ``decode`` reads them, cached a few seconds, or
+        now if ``fresh``; on PostgreSQL in a worker thread, as ``authenticate`` does).
 
         WebSocket and Server-Sent Event streams call it every ``TOKEN_RECHECK_SECONDS``
         with the claims they were opened with (``cadre.streams.token_problem``).
         """
+        if self.db.inline or not (fresh or self._reads_due(claims)):
+            self._recheck(claims, fresh)
+        else:
+            await self.db(self._recheck, claims, fresh)
+
+    def _recheck(self, claims: dict[str, Any], fresh: bool) -> None:
         if claims["exp"] <= time.time():
             raise Unauthorized("The access token has expired.", error="token_expired")
         self._check_active(claims["sub"], fresh)

@@ -19,9 +19,10 @@ their storage calls through the same ``DatabaseCalls`` (the ``db`` service):
 ``await db(store.get_execution, execution_id, user)``. A worker thread gives its
 pooled connection back when each call ends (``storage.db.release``).
 
-The token check of each request reads the database in a worker thread as well when a
-read is due (``TokenService.authenticate``). The engine (executor, event bus) still calls
-storage on the event loop, and so do open streams' token re-checks.
+The token check of each request, and of each open stream every second, reads the
+database in a worker thread as well when a read is due (``TokenService.authenticate``,
+``TokenService.recheck``). The engine (executor, event bus) still calls storage on the
+event loop.
 """
 
 from __future__ import annotations

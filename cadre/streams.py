@@ -44,13 +44,13 @@ def _sse_frame(event: dict[str, Any]) -> bytes:
     return f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
 
 
-def token_problem(
+async def token_problem(
     tokens: TokenService, claims: dict[str, Any], *, fresh: bool
 ) -> Unauthorized | None:
     """Why an open stream's token is no longer good (expired, account disabled, login
     revoked), or None: the one rule every stream, WebSocket or SSE, is held to."""
     try:
-        tokens.recheck(claims, fresh=fresh)
+        await tokens.recheck(claims, fresh=fresh)
     except Unauthorized as exc:
         return exc
     return None
@@ -89,7 +89,7 @@ def sse_response(
             now = time.monotonic()
             if now - checked >= TOKEN_RECHECK_SECONDS:
                 checked = now
-                problem = token_problem(tokens, claims, fresh=False)
+                problem = await token_problem(tokens, claims, fresh=False)
                 if problem is not None:
                     yield _sse_problem(problem)
                     return
@@ -101,7 +101,7 @@ def sse_response(
                 sent = now
         # The run may have ended because its account was disabled (the executor cancels
         # such runs): then the stream ends with the problem too, as the WebSockets close.
-        problem = token_problem(tokens, claims, fresh=True)
+        problem = await token_problem(tokens, claims, fresh=True)
         if problem is not None:
             yield _sse_problem(problem)
 
@@ -279,7 +279,8 @@ async def _relay(websocket: WebSocket, execution_id: str, after: int) -> None:
 
 async def _closed_for_token(websocket: WebSocket, *, fresh: bool) -> bool:
     """Close with 1008 if the stream's token is no longer good; True if so."""
-    problem = token_problem(_services(websocket).tokens, websocket.state.claims, fresh=fresh)
+    tokens, claims = _services(websocket).tokens, websocket.state.claims
+    problem = await token_problem(tokens, claims, fresh=fresh)
     if problem is None:
         return False
     with contextlib.suppress(Exception):  # the client may be gone already

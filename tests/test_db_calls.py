@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import anyio
@@ -58,7 +59,7 @@ def test_postgresql_is_opened_pooled_with_the_urls_own_pool_settings(
 
 
 @pytest.mark.parametrize("url", ["sqlite:///data/cadre.db", "postgresql://cadre@db.example/c"])
-def test_the_token_check_reads_the_database_off_the_loop_only_on_postgresql(
+def test_token_checks_read_the_database_off_the_loop_only_on_postgresql(
     url: str, make_settings, monkeypatch: pytest.MonkeyPatch
 ):
     tokens = TokenService(make_settings(database_url=url))
@@ -76,5 +77,9 @@ def test_the_token_check_reads_the_database_off_the_loop_only_on_postgresql(
     first, second = anyio.run(twice)
     assert first["sub"] == second["sub"] == "usr_1"
     assert len(reads) == 2  # the account and the login, read once
+    anyio.run(tokens.recheck, first)  # an open stream's re-check, within the 5 s: no read
+    assert len(reads) == 2
+    anyio.run(functools.partial(tokens.recheck, first, fresh=True))
+    assert len(reads) == 4
     on_the_loop = threading.get_ident() in reads
     assert on_the_loop is url.startswith("sqlite")
