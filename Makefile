@@ -50,6 +50,7 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
 	$(BIN)/python scripts/bench_executions.py
+	$(BIN)/python scripts/bench_lists.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache $(NODE_DIR)/node_modules $(NODE_DIR)/generated

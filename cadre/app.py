@@ -112,6 +112,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         path_limits=settings.path_limits,
         ast_limits=settings.ast_limits,
         workspace_quota_bytes=settings.workspace_quota_bytes,
+        shell_limits=settings.shell_limits,
     )
 
 

@@ -64,17 +64,28 @@ ACTIVE_RECHECK_SECONDS = 5.0  # how long a disabled account's or revoked login's
 # 20,000 common passwords (lower case), as Django ships them: see cadre/wordlists/README.
 COMMON_PASSWORDS_FILE = Path(__file__).parent / "wordlists" / "common-passwords.txt.gz"
 
-_hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash("cadre-timing-equaliser")
+
+def password_hasher(settings: Settings) -> PasswordHasher:
+    """argon2id with the settings' cost (default: OWASP's minimum, 19 MiB, t=2, p=1).
+
+    A stored hash carries its own parameters, so changing them never locks anyone
+    out: older hashes still verify and are upgraded at the next login.
+    """
+    return PasswordHasher(
+        time_cost=settings.argon2_time_cost,
+        memory_cost=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+    )
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+def hash_password(password: str, hasher: PasswordHasher) -> str:
+    return hasher.hash(password)
 
 
 def verify_password(password_hash: str, password: str) -> bool:
+    """Whether ``password`` matches; the parameters are read from the hash itself."""
     try:
-        return _hasher.verify(password_hash, password)
+        return PasswordHasher().verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -125,6 +136,9 @@ class TokenService:
         self._live: dict[str, float] = {}  # token family -> when it was last seen unrevoked
         self._revoked: dict[str, None] = {}  # families known revoked (never undone), bounded
         self.db = DatabaseCalls(settings.effective_database_url)
+        self.hasher = password_hasher(settings)
+        # An unknown user's login costs what a real one does: no timing oracle.
+        self._dummy_hash = hash_password("cadre-timing-equaliser", self.hasher)
         self._hashing = ThreadPoolExecutor(
             settings.max_concurrent_password_hashes, thread_name_prefix="cadre-argon2"
         )
@@ -141,7 +155,9 @@ class TokenService:
     async def hash_password(self, password: str) -> str:
         """``hash_password`` off the event loop, in the capped pool."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._hashing, lambda: hash_password(password))
+        return await loop.run_in_executor(
+            self._hashing, lambda: hash_password(password, self.hasher)
+        )
 
     async def verify_password(self, password_hash: str, password: str) -> bool:
         """``verify_password`` off the event loop, in the capped pool."""
@@ -323,7 +339,7 @@ class TokenService:
         try:
             # the same work for unknown users: no timing oracle
             right = await self.verify_password(
-                _DUMMY_HASH if user is None else user.password_hash, password
+                self._dummy_hash if user is None else user.password_hash, password
             )
         except BaseException:
             with anyio.CancelScope(shield=True):  # a cancelled check counts as a failure
@@ -344,6 +360,8 @@ class TokenService:
                 error="invalid_scope",
                 details={"scopes": f"not grantable: {', '.join(unknown)}"},
             )
+        if self.hasher.check_needs_rehash(user.password_hash):  # cost settings changed
+            await self.db(users.set_password_hash, user, await self.hash_password(password))
         await self.db(users.touch_login, user)
         return await self.db(self.issue_pair, user, granted)
 

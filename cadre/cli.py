@@ -61,7 +61,7 @@ def _create_user(args: argparse.Namespace, settings: Settings) -> int:
         email=args.email,
         username=args.username,
         full_name=args.full_name,
-        password_hash=auth.hash_password(password),
+        password_hash=auth.hash_password(password, auth.password_hasher(settings)),
         role=role,
     )
     print(f"created {role} {user.username} ({user.id})")

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cadre.engine.tools.base import AstLimits, PathLimits
+from cadre.engine.tools.base import AstLimits, PathLimits, ShellLimits
 
 SECRET_KEY_FILE = "secret_key"
 MIN_SECRET_KEY_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
@@ -74,6 +74,19 @@ class Settings(BaseSettings):
     login_lockout_seconds: int = Field(300, ge=1, le=86_400)
     trusted_proxies: str = ""
     max_concurrent_password_hashes: int = Field(2, ge=1, le=64)
+    # argon2id cost, OWASP's recommended minimum by default; raise it as hardware allows.
+    argon2_memory_kib: int = Field(19 * 1024, ge=8 * 1024, le=1024 * 1024)
+    argon2_time_cost: int = Field(2, ge=1, le=20)
+    argon2_parallelism: int = Field(1, ge=1, le=16)
+    shell_enabled: bool = False
+    shell_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    shell_max_timeout_seconds: float = Field(120.0, gt=0, le=3600)
+    shell_output_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    shell_memory_mb: int = Field(1024, ge=64, le=1024 * 1024)
+    shell_cpu_seconds: int = Field(60, ge=1, le=86_400)
+    shell_file_size_mb: int = Field(64, ge=1, le=1024 * 1024)
+    shell_max_processes: int = Field(64, ge=1, le=10_000)
+    shell_max_concurrent: int = Field(4, ge=1, le=256)
 
     @property
     def path_limits(self) -> PathLimits:
@@ -82,6 +95,20 @@ class Settings(BaseSettings):
     @property
     def ast_limits(self) -> AstLimits:
         return AstLimits(self.max_ast_source_bytes, self.max_ast_workers)
+
+    @property
+    def shell_limits(self) -> ShellLimits:
+        return ShellLimits(
+            enabled=self.shell_enabled,
+            timeout_seconds=min(self.shell_timeout_seconds, self.shell_max_timeout_seconds),
+            max_timeout_seconds=self.shell_max_timeout_seconds,
+            output_bytes=self.shell_output_bytes,
+            memory_mb=self.shell_memory_mb,
+            cpu_seconds=self.shell_cpu_seconds,
+            file_size_mb=self.shell_file_size_mb,
+            max_processes=self.shell_max_processes,
+            max_concurrent=self.shell_max_concurrent,
+        )
 
     @property
     def workspace_quota_bytes(self) -> int | None:

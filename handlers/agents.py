@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from cadre.auth import owner_scope
 from cadre.connexion.binding import Reply
+from cadre.pagination import next_link
 from models_gen.api import Agent as AgentReply
 from models_gen.api import AgentList
 from storage import agents
 
 
-def agent_reply(resolved: agents.Resolved) -> AgentReply:
+def agent_fields(resolved: agents.Resolved) -> dict[str, Any]:
     """The row's columns, overlaid with the values it runs with and where they came from."""
     agent = resolved.agent
-    return AgentReply.model_validate(
-        {
-            **agent.__data__,
-            "owner_id": agent.owner_id,
-            "parent_id": agent.parent_id,
-            "parent": resolved.parent_name,
-            "inherited": resolved.inherited,
-            "tags": agent.tag_list,
-            **resolved.values,
-        }
-    )
+    return {
+        **agent.__data__,
+        "owner_id": agent.owner_id,
+        "parent_id": agent.parent_id,
+        "parent": resolved.parent_name,
+        "inherited": resolved.inherited,
+        "tags": agent.tag_list,
+        **resolved.values,
+    }
+
+
+def agent_reply(resolved: agents.Resolved) -> AgentReply:
+    return AgentReply.model_validate(agent_fields(resolved))
 
 
 def _one(agent: agents.Agent) -> AgentReply:
@@ -38,18 +43,24 @@ def list_agents(
     status: str | None = None,
     tag: str | None = None,
     all_: bool = False,
+    after: str | None = None,
 ) -> Reply:
     owner = owner_scope(user, token_info, all_)
-    rows, total = agents.list_agents(
-        owner, parent=parent, status=status, tag=tag, limit=limit, offset=offset
+    page = agents.list_agents(
+        owner, parent=parent, status=status, tag=tag, limit=limit, offset=offset, after=after
     )
-    page = AgentList(
-        agents=[agent_reply(r) for r in agents.resolve(rows)],
-        total=total,
-        limit=limit,
-        offset=offset,
+    filters = {"parent": parent, "status": status, "tag": tag, "all": all_ or None}
+    # One validation of the whole page: a model per agent would cost twice as much.
+    reply = AgentList.model_validate(
+        {
+            "agents": [agent_fields(r) for r in agents.resolve(page.rows)],
+            "total": page.total,
+            "limit": limit,
+            "offset": offset,
+            "next": next_link("/api/v1/agents", page, limit, **filters),
+        }
     )
-    return page, 200
+    return reply, 200
 
 
 def create_agent(user: str, body: dict) -> Reply:

@@ -10,6 +10,7 @@ from cadre.engine.events import EventBus
 from cadre.engine.executor import Executor
 from cadre.engine.launch import launch_async
 from cadre.json_limits import shown
+from cadre.pagination import next_link
 from cadre.settings import Settings
 from models_gen.api import EventList, ExecutionCreated, ExecutionList
 from models_gen.api import Execution as ExecutionReply
@@ -53,15 +54,24 @@ def get_agent_execution(user: str, execution_id: str) -> Reply:
 
 
 def list_executions(
-    user: str, limit: int, offset: int, agent_id: str | None = None, status: str | None = None
+    user: str,
+    limit: int,
+    offset: int,
+    agent_id: str | None = None,
+    status: str | None = None,
+    after: str | None = None,
 ) -> Reply:
-    rows, total = store.list_executions(
-        user, agent_ref=agent_id, status=status, limit=limit, offset=offset
+    page = store.list_executions(
+        user, agent_ref=agent_id, status=status, limit=limit, offset=offset, after=after
     )
-    page = ExecutionList(
-        executions=[_reply(r) for r in rows], total=total, limit=limit, offset=offset
+    reply = ExecutionList(
+        executions=[_reply(r) for r in page.rows],
+        total=page.total,
+        limit=limit,
+        offset=offset,
+        next=next_link("/api/v1/executions", page, limit, agent_id=agent_id, status=status),
     )
-    return page, 200
+    return reply, 200
 
 
 async def _control(

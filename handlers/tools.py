@@ -27,7 +27,12 @@ async def list_tools(category: str | None = None) -> Reply:
 async def execute_tool(user: str, tool_name: str, body: dict, settings: Settings) -> Reply:
     workspace = user_workspace(settings.data_dir, user)
     context = ToolContext(
-        workspace, "full", settings.path_limits, settings.ast_limits, settings.workspace_quota_bytes
+        workspace,
+        "full",
+        settings.path_limits,
+        settings.ast_limits,
+        settings.workspace_quota_bytes,
+        settings.shell_limits,
     )
     result = await run_tool(tool_name, body["args"], context)
     return ToolResult(result=result), 200

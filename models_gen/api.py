@@ -157,10 +157,14 @@ class ProviderName(StrEnum):
 
 class ToolName(StrEnum):
     calculator = 'calculator'
+    filesystem_edit = 'filesystem_edit'
+    filesystem_glob = 'filesystem_glob'
+    filesystem_grep = 'filesystem_grep'
     filesystem_list = 'filesystem_list'
     filesystem_read = 'filesystem_read'
     filesystem_write = 'filesystem_write'
     python_ast_parser = 'python_ast_parser'
+    shell = 'shell'
 
 
 class AgentTag(RootModel[str]):
@@ -265,6 +269,12 @@ class AgentList(BaseModel):
     total: int
     limit: int
     offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]
 
 
 class ExecutionMode(StrEnum):
@@ -277,6 +287,7 @@ class ExecutionStatus(StrEnum):
     queued = 'queued'
     running = 'running'
     paused = 'paused'
+    requires_action = 'requires_action'
     completed = 'completed'
     failed = 'failed'
     cancelled = 'cancelled'
@@ -370,6 +381,12 @@ class Execution(BaseModel):
     created_at: AwareDatetime
     started_at: Annotated[AwareDatetime | None, Field(...)]
     completed_at: Annotated[AwareDatetime | None, Field(...)]
+    session_id: Annotated[
+        str | None, Field(description='The session this run is a turn of')
+    ] = None
+    restored_from: Annotated[
+        str | None, Field(description='The checkpoint this run started from')
+    ] = None
 
 
 class ExecutionList(BaseModel):
@@ -377,6 +394,124 @@ class ExecutionList(BaseModel):
     total: int
     limit: int
     offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]
+
+
+class Decision(StrEnum):
+    allow = 'allow'
+    deny = 'deny'
+
+
+class ApprovalDecision(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    tool_call_id: Annotated[
+        str,
+        Field(
+            description='The `call_id` of the `approval_required` event.',
+            max_length=128,
+            min_length=1,
+        ),
+    ]
+    decision: Decision
+    reason: Annotated[
+        str | None,
+        Field(description='Told to the model with a denial.', max_length=4096),
+    ] = None
+
+
+class Modifications(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    modified_query: Annotated[
+        str | None,
+        Field(
+            description="Replaces the run's task (its last user message).",
+            max_length=65536,
+            min_length=1,
+        ),
+    ] = None
+
+
+class RestoreRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    create_new_run: Annotated[
+        bool,
+        Field(
+            description="False rewinds the run's session to the checkpoint instead of branching a new one."
+        ),
+    ] = True
+    modifications: Modifications | None = None
+
+
+class Modifications1(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    system_prompt: Annotated[
+        str | None,
+        Field(
+            description='Replaces the system prompt from the checkpoint on.',
+            max_length=65536,
+        ),
+    ] = None
+
+
+class ForkRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    modifications: Modifications1 | None = None
+
+
+class RestoredRun(BaseModel):
+    run_id: Annotated[str, Field(description='The new run (an execution id)')]
+    session_id: Annotated[
+        str | None,
+        Field(
+            description="The run's session (null when the checkpoint's run had none)."
+        ),
+    ]
+    checkpoint_id: Annotated[str, Field(description='The checkpoint it started from')]
+    status: ExecutionStatus
+
+
+class Role1(StrEnum):
+    system = 'system'
+    user = 'user'
+    assistant = 'assistant'
+    tool = 'tool'
+
+
+class CheckpointToolCall(BaseModel):
+    id: str
+    tool: str
+    args: dict[str, Any]
+
+
+class Tally(BaseModel):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = None
+    steps: int | None = None
+    tool_calls: int | None = None
+
+
+class Awaiting(BaseModel):
+    call_id: str | None = None
+    tool: str | None = None
+    args: dict[str, Any] | None = None
+    decision: Decision | None = None
+    reason: str | None = None
 
 
 class Type(StrEnum):
@@ -384,6 +519,7 @@ class Type(StrEnum):
     token = 'token'
     tool_call = 'tool_call'
     tool_result = 'tool_result'
+    approval_required = 'approval_required'
     usage = 'usage'
     error = 'error'
     complete = 'complete'
@@ -494,6 +630,9 @@ class ApiV1AgentsGetParametersQuery(BaseModel):
     ] = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
     all: bool = False
 
 
@@ -502,6 +641,9 @@ class ApiV1ExecutionsGetParametersQuery(BaseModel):
     status: ExecutionStatus | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
 
 
 class ApiV1ExecutionsExecutionIdEventsGetParametersQuery(BaseModel):
@@ -518,6 +660,7 @@ class Event(StrEnum):
     token = 'token'
     tool_call = 'tool_call'
     tool_result = 'tool_result'
+    approval_required = 'approval_required'
     usage = 'usage'
     error = 'error'
     complete = 'complete'
@@ -531,6 +674,14 @@ class ApiV1ExecutionsExecutionIdEventsStreamGetResponse(BaseModel):
     ] = None
     retry: Annotated[
         int | None, Field(description='Reconnection delay in milliseconds')
+    ] = None
+
+
+class ApiV1CheckpointsRunsRunIdCheckpointsGetParametersQuery(BaseModel):
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
     ] = None
 
 
@@ -548,3 +699,64 @@ class ApiV1CostsGetParametersQuery(BaseModel):
 class ApiV1CostsSummaryGetParametersQuery(BaseModel):
     period: Period = 'day'
     all: bool = False
+
+
+class CheckpointMessage(BaseModel):
+    role: Role1
+    content: str
+    tool_calls: list[CheckpointToolCall] | None = None
+    tool_call_id: Annotated[
+        str | None, Field(description='role tool: the call it answers')
+    ] = None
+    name: Annotated[str | None, Field(description="role tool: the tool's name")] = None
+
+
+class CheckpointState(BaseModel):
+    messages: Annotated[
+        list[CheckpointMessage],
+        Field(description='The conversation as the provider sees it at this step.'),
+    ]
+    pending: Annotated[
+        list[CheckpointToolCall],
+        Field(description='Tool calls of the last assistant turn still to run.'),
+    ]
+    tally: Annotated[Tally, Field(description='Usage of the run up to this step.')]
+    awaiting: Annotated[
+        Awaiting | None,
+        Field(
+            description="The tool call awaiting a person's decision (and the decision, once taken)."
+        ),
+    ] = None
+    session_seq: Annotated[
+        int | None,
+        Field(
+            description="For a session turn, the session's last message at this step."
+        ),
+    ] = None
+
+
+class Checkpoint(BaseModel):
+    id: str
+    run_id: str
+    session_id: Annotated[str | None, Field(...)]
+    step: Annotated[
+        int,
+        Field(
+            description="0: the run's start; then one per provider turn and per tool result"
+        ),
+    ]
+    created_at: AwareDatetime
+    state: CheckpointState
+
+
+class CheckpointList(BaseModel):
+    checkpoints: list[Checkpoint]
+    total: int
+    limit: int
+    offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]

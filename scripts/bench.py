@@ -1,4 +1,5 @@
-"""HTTP benchmark: Cadre against the same two endpoints in FastAPI and in bare Starlette.
+"""HTTP benchmark: Cadre against the same two endpoints in FastAPI, bare Starlette, and a
+raw ASGI floor (sqlite3 + orjson + PyJWT, no framework: scripts/bench_apps/floor_app.py).
 
     python scripts/bench.py [--duration 10] [--connections 32] [--rounds 2] [--json [PATH]]
     python scripts/bench.py --profile [--duration 10] [--profile-out DIR]
@@ -58,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from cadre.auth import TokenService, hash_password  # noqa: E402
+from cadre.auth import TokenService, hash_password, password_hasher  # noqa: E402
 from cadre.settings import Settings  # noqa: E402
 from models_gen.api import Agent, AgentList  # noqa: E402
 from scripts.live_server import free_port, login_token  # noqa: E402
@@ -68,6 +69,7 @@ SERVERS = {
     "cadre": "cadre.app:create_app",
     "fastapi": "scripts.bench_apps.fastapi_app:create_app",
     "starlette": "scripts.bench_apps.starlette_app:create_app",
+    "floor": "scripts.bench_apps.floor_app:create_app",
 }
 # Cadre runs the HTTP protocol ``cadre serve`` runs (httptools with a bounded, timed head:
 # cadre/server.py) and its connection limit; ``--cadre-http httptools`` measures without them.
@@ -75,9 +77,11 @@ SERVER_OPTIONS = {
     "cadre": ["--http", "cadre.server:HttpProtocol", "--limit-concurrency", "1000"],
     "fastapi": ["--http", "httptools"],
     "starlette": ["--http", "httptools"],
+    "floor": ["--http", "httptools"],
 }
 ENDPOINTS = ("GET", "POST")
-LABELS = {"cadre": "Cadre", "fastapi": "FastAPI", "starlette": "Starlette"}
+LABELS = {"cadre": "Cadre", "fastapi": "FastAPI", "starlette": "Starlette", "floor": "Floor"}
+OTHERS = ("fastapi", "starlette", "floor")
 AGENTS_PATH = "/api/v1/agents"
 WRK_SCRIPT = ROOT / "scripts" / "bench_apps" / "wrk_bench.lua"
 SECRET = "bench-secret-key-long-enough-for-every-hs-algorithm-0123456789abcdef"
@@ -190,7 +194,7 @@ def prepare_direct_login(data_dir: Path) -> str:
         email=f"{USERNAME}@example.com",
         username=USERNAME,
         full_name=None,
-        password_hash=hash_password(PASSWORD),
+        password_hash=hash_password(PASSWORD, password_hasher(settings)),
     )
     pair = asyncio.run(TokenService(settings).login(USERNAME, PASSWORD, None))
     token = pair["access_token"]
@@ -471,8 +475,7 @@ def ratios(results: dict[str, dict[str, Measured]], by: str = "rps") -> dict[str
         return cadre.rps / them.rps if by == "rps" else them.cpu_us / cadre.cpu_us
 
     return {
-        method: {f"cadre/{other}": ratio(method, other) for other in ("fastapi", "starlette")}
-        for method in ENDPOINTS
+        method: {f"cadre/{other}": ratio(method, other) for other in OTHERS} for method in ENDPOINTS
     }
 
 
@@ -495,8 +498,9 @@ def print_table(results: dict[str, dict[str, Measured]]) -> None:
         print(
             f"{method:<5} Cadre/FastAPI {by_rps['cadre/fastapi']:.2f}x   "
             f"Cadre/Starlette {by_rps['cadre/starlette']:.2f}x   "
+            f"Cadre/Floor {by_rps['cadre/floor']:.2f}x   "
             f"(by CPU time per request: {by_cpu[method]['cadre/fastapi']:.2f}x, "
-            f"{by_cpu[method]['cadre/starlette']:.2f}x)"
+            f"{by_cpu[method]['cadre/starlette']:.2f}x, {by_cpu[method]['cadre/floor']:.2f}x)"
         )
     print("spread: how far the slowest round fell below the best one")
 

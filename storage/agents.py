@@ -7,13 +7,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import peewee
 
 from cadre.errors import Conflict, NotFound, ValidationFailed
+from storage import counts
 from storage.db import BaseModel, database
 from storage.fields import UTCDateTimeField
 from storage.ids import new_id, utcnow
-from storage.queries import owned, paginate
+from storage.queries import Page, owned, paginate
 from storage.users import User
 
 INHERITABLE = ("provider", "model", "temperature", "instructions", "tools")
@@ -43,15 +45,16 @@ class Agent(BaseModel):
     updated_at = UTCDateTimeField(default=utcnow)
 
     class Meta:
-        indexes = ((("owner", "name"), True),)
+        indexes = ((("owner", "name"), True), (("owner", "created_at", "id"), False))
 
     @property
     def tag_list(self) -> list[str]:
-        return json.loads(self.tags)
+        return orjson.loads(self.tags)
 
     def own(self, field: str) -> Any:
-        value = getattr(self, field if field != "parent" else "parent_id")
-        return json.loads(value) if field == "tools" and value is not None else value
+        """This agent's own value of ``field`` (not inherited); None when unset."""
+        value = self.__data__.get(field)
+        return orjson.loads(value) if field == "tools" and value is not None else value
 
 
 @dataclass(frozen=True)
@@ -78,26 +81,27 @@ def _load_ancestors(agents: Iterable[Agent]) -> dict[str, Agent]:
 
 
 def resolve(agents: list[Agent]) -> list[Resolved]:
+    """Each agent's values: its own, else the nearest ancestor's, else the default."""
     known = _load_ancestors(agents)
     out = []
     for agent in agents:
+        chain = [agent]  # the agent, then its ancestors, nearest first
+        parent_id = agent.__data__.get("parent")
+        while parent_id and parent_id in known and len(chain) < MAX_DEPTH:
+            chain.append(known[parent_id])
+            parent_id = chain[-1].__data__.get("parent")
         values: dict[str, Any] = {}
         inherited = []
         for field in INHERITABLE:
-            node: Agent | None = agent
-            value = None
-            for _ in range(MAX_DEPTH):
-                if node is None:
-                    break
+            for depth, node in enumerate(chain):
                 value = node.own(field)
                 if value is not None:
+                    if depth:  # set by an ancestor, not a default
+                        inherited.append(field)
                     break
-                node = known.get(node.parent_id) if node.parent_id else None
-            if node is not None and node is not agent:  # set by an ancestor, not a default
-                inherited.append(field)
             values[field] = DEFAULTS[field] if value is None else value
-        parent = known.get(agent.parent_id) if agent.parent_id else None
-        out.append(Resolved(agent, parent.name if parent else None, values, tuple(inherited)))
+        parent = chain[1].name if len(chain) > 1 else None
+        out.append(Resolved(agent, parent, values, tuple(inherited)))
     return out
 
 
@@ -130,8 +134,10 @@ def list_agents(
     limit: int,
     offset: int,
     tag: str | None = None,
-) -> tuple[list[Agent], int]:
+    after: str | None = None,
+) -> Page:
     query = owned(Agent.select(), Agent, owner_id)
+    unfiltered = owner_id is not None and tag is None and parent is None and status is None
     if tag is not None:
         query = query.where(_has_tag(tag))
     if parent is not None:
@@ -143,7 +149,15 @@ def list_agents(
         query = query.where(Agent.parent.in_(parents))
     if status is not None:
         query = query.where(Agent.status == status)
-    return paginate(query.order_by(Agent.created_at, Agent.id), limit, offset)
+    return paginate(
+        query,
+        (Agent.created_at, Agent.id),
+        limit=limit,
+        offset=offset,
+        after=after,
+        count=(lambda: counts.count(owner_id, "agent")) if unfiltered else None,
+        from_row=Agent.from_row,
+    )
 
 
 def _parent_for(owner_id: str, ref: str | None, child: Agent | None) -> Agent | None:
@@ -211,7 +225,7 @@ def create_agent(owner_id: str, fields: dict[str, Any]) -> Agent:
         parent = _parent_for(owner_id, fields.get("parent"), None)
         now = utcnow()
         try:  # the (owner, name) unique index answers "is the name taken" in the same statement
-            return Agent.create(
+            agent = Agent.create(
                 id=new_id("agent"),
                 owner=owner_id,
                 parent=parent,
@@ -221,6 +235,8 @@ def create_agent(owner_id: str, fields: dict[str, Any]) -> Agent:
             )
         except peewee.IntegrityError as exc:
             raise _name_conflict(fields["name"]) from exc
+        counts.bump(owner_id, "agent")
+        return agent
 
 
 def update_agent(agent: Agent, changes: dict[str, Any]) -> Agent:
@@ -258,3 +274,4 @@ def delete_agent(agent: Agent) -> None:
                 details={"children": names},
             )
         agent.delete_instance()
+        counts.bump(agent.owner_id, "agent", -1)

@@ -48,6 +48,35 @@ def bill_call(totals: dict[str, Any], **fields: Any) -> CostRecord:
     return record
 
 
+def bill_execution(
+    execution: Any,
+    *,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost_usd: float,
+    priced: bool,
+    totals: dict[str, Any],
+) -> CostRecord:
+    """``bill_call`` for one call of ``execution`` (its owner, agent, provider, model)."""
+    return bill_call(
+        totals,
+        owner=execution.owner_id,
+        agent_id=execution.agent_id,
+        agent_name=execution.agent_name,
+        execution_id=execution.id,
+        provider=execution.provider,
+        model=execution.model,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost_usd=cost_usd,
+        priced=priced,
+    )
+
+
+def count_records(execution_id: str) -> int:
+    return CostRecord.select().where(CostRecord.execution_id == execution_id).count()
+
+
 def billed(execution_id: str) -> tuple[int, int, float]:
     """Prompt tokens, completion tokens and cost recorded for one execution."""
     prompt, completion, cost = (

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from pathlib import Path
+from typing import Any, Self
 
 import peewee
 from playhouse.db_url import connect, parse
@@ -29,11 +31,41 @@ POOLED_SCHEMES = frozenset({"postgres", "postgresql", "postgresext", "postgresql
 # wait up to 30 s for one); idle ones older than 5 minutes are closed rather than reused.
 POOL_DEFAULTS = {"max_connections": 20, "stale_timeout": 300, "timeout": 30}
 
+# Column types whose values the drivers already return as Python wants them.
+_AS_IS = (peewee.CharField, peewee.TextField, peewee.IntegerField, peewee.FloatField)
+
 
 class BaseModel(peewee.Model):
     class Meta:
         database = database
         legacy_table_names = False
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Self:
+        """A model from a raw ``SELECT`` of all its columns in field order, as Peewee
+        would build it at a fraction of the cost: only the columns that need it are
+        converted (timestamps, JSON, booleans), and no per-field setter runs."""
+        names, converters = _row_plan(cls)
+        data = dict(zip(names, row, strict=True))
+        for name, convert in converters:
+            data[name] = convert(data[name])
+        instance = cls.__new__(cls)
+        instance.__data__, instance._dirty, instance.__rel__ = data, set(), {}
+        return instance
+
+
+@functools.cache
+def _row_plan(model: type[BaseModel]) -> tuple[tuple[str, ...], tuple[tuple[str, Any], ...]]:
+    from storage.fields import JSONField, UTCDateTimeField, as_utc
+
+    fields = model._meta.sorted_fields
+    converters = tuple(
+        (f.name, as_utc if isinstance(f, UTCDateTimeField) else f.python_value)
+        for f in fields
+        if isinstance(f, UTCDateTimeField | JSONField)
+        or not isinstance(f, (*_AS_IS, peewee.ForeignKeyField))
+    )
+    return tuple(f.name for f in fields), converters
 
 
 def private_file(path: Path) -> None:

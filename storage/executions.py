@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 import peewee
 
 from cadre.errors import Conflict, NotFound
+from storage import counts
 from storage.db import BaseModel, database
-from storage.fields import UTCDateTimeField
+from storage.fields import JSONField, UTCDateTimeField
 from storage.ids import new_id, utcnow
-from storage.queries import owned, paginate
+from storage.queries import Page, owned, paginate
 from storage.users import User
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
-
-
-class JSONField(peewee.TextField):
-    """JSON in a text column: portable across SQLite and PostgreSQL."""
-
-    def db_value(self, value: Any) -> str | None:
-        return None if value is None else json.dumps(value, separators=(",", ":"))
-
-    def python_value(self, value: str | None) -> Any:
-        if value is None:
-            return None
-        try:
-            return json.loads(value)
-        except RecursionError:  # stored before nesting was bounded; must not break a list
-            return {"_omitted": "this stored value nests too deep to read"}
+# Not terminal, but no worker holds it: a run stopped for a tool approval lives only in
+# its last checkpoint until someone decides.
+AWAITING = frozenset({"requires_action"})
 
 
 class Execution(BaseModel):
@@ -47,6 +35,8 @@ class Execution(BaseModel):
     cost_limit = peewee.FloatField(null=True)
     timeout = peewee.IntegerField(null=True)
     status = peewee.CharField(max_length=16, default="queued", index=True)
+    session_id = peewee.CharField(max_length=40, null=True, index=True)  # a session's turn
+    restored_from = peewee.CharField(max_length=40, null=True)  # the checkpoint it began at
     stop_reason = peewee.CharField(max_length=32, null=True)
     result = JSONField(null=True)
     error = peewee.TextField(null=True)
@@ -65,7 +55,7 @@ class Execution(BaseModel):
     completed_at = UTCDateTimeField(null=True)
 
     class Meta:
-        indexes = ((("owner", "idempotency_key"), True),)
+        indexes = ((("owner", "idempotency_key"), True), (("owner", "created_at", "id"), False))
 
     @property
     def usage(self) -> dict[str, Any]:
@@ -84,7 +74,7 @@ class Execution(BaseModel):
 class ExecutionEvent(BaseModel):
     execution = peewee.ForeignKeyField(Execution, backref="events", on_delete="CASCADE")
     seq = peewee.IntegerField()
-    type = peewee.CharField(max_length=16)
+    type = peewee.CharField(max_length=32)
     data = JSONField()
     created_at = UTCDateTimeField(default=utcnow)
 
@@ -96,7 +86,9 @@ def create_execution(**fields: Any) -> Execution:
     """Insert a queued execution; a concurrent duplicate Idempotency-Key is a 409."""
     try:
         with database.atomic():
-            return Execution.create(id=new_id("exec"), heartbeat_at=utcnow(), **fields)
+            execution = Execution.create(id=new_id("exec"), heartbeat_at=utcnow(), **fields)
+            counts.bump(execution.owner_id, "execution")
+            return execution
     except peewee.IntegrityError as exc:
         raise Conflict(
             "An execution with this Idempotency-Key is being created.", error="idempotency_conflict"
@@ -116,14 +108,31 @@ def get_execution(execution_id: str, owner_id: str | None) -> Execution:
 
 
 def list_executions(
-    owner_id: str, *, agent_ref: str | None, status: str | None, limit: int, offset: int
-) -> tuple[list[Execution], int]:
+    owner_id: str,
+    *,
+    agent_ref: str | None,
+    status: str | None,
+    limit: int,
+    offset: int,
+    after: str | None = None,
+) -> Page:
+    """Newest first."""
     query = owned(Execution.select(), Execution, owner_id)
+    unfiltered = agent_ref is None and status is None
     if agent_ref is not None:  # an agent's id, or its name when the execution started
         query = query.where((Execution.agent_id == agent_ref) | (Execution.agent_name == agent_ref))
     if status is not None:
         query = query.where(Execution.status == status)
-    return paginate(query.order_by(Execution.created_at.desc(), Execution.id.desc()), limit, offset)
+    return paginate(
+        query,
+        (Execution.created_at, Execution.id),
+        limit=limit,
+        offset=offset,
+        after=after,
+        descending=True,
+        count=(lambda: counts.count(owner_id, "execution")) if unfiltered else None,
+        from_row=Execution.from_row,
+    )
 
 
 def update_execution(execution_id: str, **fields: Any) -> None:
@@ -180,10 +189,11 @@ def touch_heartbeats(execution_ids: list[str]) -> None:
 
 
 def stale_unfinished(older_than: datetime) -> list[Execution]:
-    """Executions nobody is running any more: unfinished, with a heartbeat older than that."""
+    """Executions nobody is running any more: unfinished (and not awaiting an approval,
+    which no worker holds), with a heartbeat older than that."""
     return list(
         Execution.select().where(
-            Execution.status.not_in(list(TERMINAL))
+            Execution.status.not_in(list(TERMINAL | AWAITING))
             & (Execution.heartbeat_at.is_null() | (Execution.heartbeat_at < older_than))
         )
     )
@@ -195,3 +205,37 @@ def requested_control(execution_id: str) -> str | None:
 
 def get_status(execution_id: str) -> str | None:
     return Execution.select(Execution.status).where(Execution.id == execution_id).scalar()
+
+
+def adopt(execution_id: str, older_than: datetime) -> bool:
+    """Take over a stale execution; of several workers trying at once, exactly one wins."""
+    updated = (
+        Execution.update(heartbeat_at=utcnow())
+        .where(
+            (Execution.id == execution_id)
+            & Execution.status.not_in(list(TERMINAL | AWAITING))
+            & (Execution.heartbeat_at.is_null() | (Execution.heartbeat_at < older_than))
+        )
+        .execute()
+    )
+    return updated == 1
+
+
+def leave_awaiting(execution_id: str, status: str) -> bool:
+    """Move an execution out of ``requires_action``; False when it was not (any more)."""
+    updated = (
+        Execution.update(status=status, heartbeat_at=utcnow(), control=None)
+        .where((Execution.id == execution_id) & (Execution.status.in_(list(AWAITING))))
+        .execute()
+    )
+    return updated == 1
+
+
+def awaiting_of_disabled() -> list[str]:
+    """Runs awaiting an approval whose account is disabled (no worker holds them to notice)."""
+    query = (
+        Execution.select(Execution.id)
+        .join(User)
+        .where(Execution.status.in_(list(AWAITING)) & (User.is_active == False))  # noqa: E712
+    )
+    return [row.id for row in query]

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import peewee
+
+
+def as_utc(value: datetime | str | None) -> datetime | None:
+    """A stored timestamp as the driver returns it (SQLite: ISO text; PostgreSQL: a naive
+    datetime), as an aware UTC datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class UTCDateTimeField(peewee.DateTimeField):
@@ -25,3 +34,18 @@ class UTCDateTimeField(peewee.DateTimeField):
         if isinstance(value, datetime) and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+class JSONField(peewee.TextField):
+    """JSON in a text column: portable across SQLite and PostgreSQL."""
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value: str | None) -> Any:
+        if value is None:
+            return None
+        try:
+            return json.loads(value)
+        except RecursionError:  # stored before nesting was bounded; must not break a list
+            return {"_omitted": "this stored value nests too deep to read"}

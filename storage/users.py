@@ -97,6 +97,10 @@ def inactive_among(user_ids: set[str]) -> set[str]:
     return set(user_ids) - {user.id for user in active}
 
 
+def set_password_hash(user: User, password_hash: str) -> None:
+    User.update(password_hash=password_hash).where(User.id == user.id).execute()
+
+
 def touch_login(user: User) -> None:
     User.update(last_login_at=utcnow()).where(User.id == user.id).execute()
 

@@ -733,10 +733,12 @@ class TestListAgents:
         create(client, bob, "coder")
         create(client, bob, "spy")
 
-        assert listing(client, alice) == {"agents": mine, "total": 3, "limit": 100, "offset": 0}
+        expected = {"agents": mine, "total": 3, "limit": 100, "offset": 0, "next": None}
+        assert listing(client, alice) == expected
 
     def test_no_agents_is_an_empty_page(self, client, alice: Account):
-        assert listing(client, alice) == {"agents": [], "total": 0, "limit": 100, "offset": 0}
+        empty = {"agents": [], "total": 0, "limit": 100, "offset": 0, "next": None}
+        assert listing(client, alice) == empty
 
     def test_children_are_listed_with_resolved_values(self, client, alice: Account):
         create(client, alice, "coder", model="gpt-4", tools=["filesystem_read"])
@@ -802,7 +804,26 @@ class TestListAgents:
                 "total": 5,
                 "limit": 2,
                 "offset": offset,
+                "next": None,
             }
+
+    def test_next_links_walk_the_list_keeping_its_filters(self, client, alice: Account):
+        for i in range(5):
+            create(client, alice, f"t{i}", tags=["x"])
+        create(client, alice, "untagged")
+        names, url = [], f"{AGENTS}?tag=x&limit=2"
+        while url:
+            page = client.get(url, headers=alice.headers).json()
+            assert page["total"] == 5
+            names += [a["name"] for a in page["agents"]]
+            url = page["next"]
+            assert url is None or ("tag=x" in url and "limit=2" in url and "after=" in url)
+        assert names == [f"t{i}" for i in range(5)]
+
+    def test_a_cursor_not_given_out_by_the_api_is_a_422(self, client, alice: Account):
+        reply = client.get(f"{AGENTS}?after=bm9wZQ", headers=alice.headers)
+        problem = assert_problem(reply, 422, "invalid_cursor")
+        assert list(problem["details"]) == ["query.after"]
 
     @pytest.mark.parametrize(
         ("query", "field"),
@@ -839,7 +860,13 @@ class TestListAgents:
 
         page = listing(client, admin, "?all=true")
 
-        assert page == {"agents": [*everyone, own], "total": 3, "limit": 100, "offset": 0}
+        assert page == {
+            "agents": [*everyone, own],
+            "total": 3,
+            "limit": 100,
+            "offset": 0,
+            "next": None,
+        }
         assert listing(client, admin)["agents"] == [own]
         assert listing(client, admin, "?all=false")["agents"] == [own]
 

@@ -822,3 +822,20 @@ class TestLoginThrottle:
             wrong = client.post(LOGIN, json={"username": "alice", "password": "wrong-pass-1"})
             assert_problem(wrong, 401, "invalid_credentials")
         assert login(client)["access_token"]
+
+
+def test_login_rehashes_a_password_stored_with_other_argon2_costs(client, settings):
+    """A hash made with older (here: heavier) parameters still verifies, and the login
+    stores it again with the configured ones (OWASP's minimum by default)."""
+    from argon2 import PasswordHasher
+
+    account = register(client, "rehash")
+    old = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4).hash(account.password)
+    User.update(password_hash=old).where(User.id == account.id).execute()
+    login = {"username": "rehash", "password": account.password}
+    assert client.post("/api/v1/auth/login", json=login).status_code == 200
+    stored = User.get_by_id(account.id).password_hash
+    assert stored != old and verify_password(stored, account.password)
+    assert "m=19456,t=2,p=1" in stored and "m=65536,t=3,p=4" in old
+    assert client.post("/api/v1/auth/login", json=login).status_code == 200
+    assert User.get_by_id(account.id).password_hash == stored  # already current: kept

@@ -161,7 +161,7 @@ class TestReadExecutions:
             "execution_not_found",
         )
         listed = client.get("/api/v1/executions", headers=bob.headers).json()
-        assert listed == {"executions": [], "total": 0, "limit": 100, "offset": 0}
+        assert listed == {"executions": [], "total": 0, "limit": 100, "offset": 0, "next": None}
 
     def test_list_filters_by_agent_and_status_newest_first(self, client, alice, coder):
         client.post("/api/v1/agents", json={"name": "other"}, headers=alice.headers)
@@ -177,6 +177,19 @@ class TestReadExecutions:
         assert len(done.json()["executions"]) == 2
         none = client.get("/api/v1/executions?status=running", headers=alice.headers)
         assert none.json()["total"] == 0
+
+    def test_next_links_walk_executions_newest_first_keeping_filters(self, client, alice, coder):
+        ids = [execute(client, alice, coder, f"task {i}") for i in range(5)]
+        for execution_id in ids:
+            wait_for_status(client, alice, execution_id, TERMINAL)
+        seen, url = [], "/api/v1/executions?agent_id=coder&limit=2"
+        while url:
+            page = client.get(url, headers=alice.headers).json()
+            assert page["total"] == 5
+            seen += [e["id"] for e in page["executions"]]
+            url = page["next"]
+            assert url is None or "agent_id=coder" in url
+        assert seen == ids[::-1]
 
     def test_events_page_after_and_limit(self, client, alice, coder):
         execution_id = execute(client, alice, coder, "a b c d e")

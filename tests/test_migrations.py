@@ -8,12 +8,26 @@ from playhouse.schema_diff import diff_models
 
 from storage import db
 from storage.agents import Agent
+from storage.checkpoints import Checkpoint
 from storage.costs import CostRecord
 from storage.executions import Execution, ExecutionEvent
+from storage.sessions import Session, SessionMessage, SessionTemplate, SessionToolCall
 from storage.users import RefreshToken, User
 from tests.conftest import TEST_DATABASE_URL
 
-MODELS = [User, RefreshToken, Agent, Execution, ExecutionEvent, CostRecord]
+MODELS = [
+    User,
+    RefreshToken,
+    Agent,
+    Execution,
+    ExecutionEvent,
+    CostRecord,
+    SessionTemplate,
+    Session,
+    SessionMessage,
+    SessionToolCall,
+    Checkpoint,
+]
 
 
 def _database(tmp_path) -> peewee.Database:

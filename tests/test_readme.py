@@ -11,7 +11,7 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
 def test_every_setting_is_documented_in_the_readme_table():
-    documented = set(re.findall(r"^\| `(CADRE_[A-Z_]+)` \|", README, flags=re.MULTILINE))
+    documented = set(re.findall(r"^\| `(CADRE_[A-Z0-9_]+)` \|", README, flags=re.MULTILINE))
     settings = {f"CADRE_{name.upper()}" for name in Settings.model_fields}
     assert documented == settings
 

@@ -126,18 +126,20 @@ class TestPagination:
         for i in range(5):
             add(alice, f"a{i}")
         with count_queries() as counter:
-            rows, total = agents.list_agents(alice, parent=None, status=None, limit=3, offset=3)
+            rows, total, _ = agents.list_agents(alice, parent=None, status=None, limit=3, offset=3)
         assert ([r.name for r in rows], total, counter.count) == (["a3", "a4"], 5, 1)
 
-    @pytest.mark.parametrize(("limit", "offset"), [(5, 0), (2, 2), (3, 9)])
-    def test_full_or_past_the_end_pages_count_the_total(self, alice: str, limit, offset):
+    @pytest.mark.parametrize(("limit", "offset", "queries"), [(5, 0, 1), (2, 2, 2), (3, 9, 2)])
+    def test_only_pages_short_of_the_end_or_past_it_count(self, alice: str, limit, offset, queries):
+        """One row more than the page is read: a page that reaches the end needs no count.
+        Unfiltered, the count is the kept one (a primary-key read), not a scan."""
         for i in range(5):
             add(alice, f"a{i}")
         with count_queries() as counter:
-            rows, total = agents.list_agents(
+            rows, total, _ = agents.list_agents(
                 alice, parent=None, status=None, limit=limit, offset=offset
             )
-        assert (total, counter.count) == (5, 2)
+        assert (total, counter.count) == (5, queries)
         assert len(rows) == max(0, min(limit, 5 - offset))
 
     def test_an_empty_list_is_one_query(self, alice: str):
@@ -145,8 +147,36 @@ class TestPagination:
             assert agents.list_agents(alice, parent=None, status=None, limit=3, offset=0) == (
                 [],
                 0,
+                None,
             )
         assert counter.count == 1
+
+
+class TestCursor:
+    def test_cursor_pages_walk_the_whole_list_once_in_order(self, alice: str):
+        names = [add(alice, f"a{i:02}").name for i in range(7)]
+        seen, after, totals = [], None, set()
+        while True:
+            rows, total, after = agents.list_agents(
+                alice, parent=None, status=None, limit=3, offset=0, after=after
+            )
+            seen += [r.name for r in rows]
+            totals.add(total)
+            if after is None:
+                break
+        assert seen == names and totals == {7}
+
+    def test_kept_count_follows_creates_and_deletes(self, alice: str, bob: str):
+        for i in range(4):
+            add(alice, f"a{i}")
+        add(bob, "b")
+        agents.delete_agent(agents.get_agent("a0", alice))
+        assert agents.list_agents(alice, parent=None, status=None, limit=1, offset=0).total == 3
+
+    def test_a_forged_cursor_is_a_422_naming_the_parameter(self, alice: str):
+        with pytest.raises(ValidationFailed) as caught:
+            agents.list_agents(alice, parent=None, status=None, limit=1, offset=0, after="bm9wZQ")
+        assert caught.value.details == {"query.after": "not a cursor from a page's next link"}
 
 
 class TestListQueryCount:
@@ -169,13 +199,13 @@ class TestListQueryCount:
         page = self.leaves_page(alice, chains)
 
         with count_queries() as counter:
-            rows, total = agents.list_agents(alice, parent=None, status=None, **page)
+            rows, total, _ = agents.list_agents(alice, parent=None, status=None, **page)
             resolved = agents.resolve(rows)
 
         assert (len(rows), total) == (chains, 3 * chains)
         assert {r.agent.name for r in resolved} == {f"leaf-{i}" for i in range(chains)}
         assert {r.values["model"] for r in resolved} == {"gpt-4o"}
-        assert counter.count == 2 + 2
+        assert counter.count == 1 + 2  # the last page: no count
 
     @pytest.mark.parametrize("chains", [5, 50])
     def test_list_handler_adds_no_query_per_agent(self, alice: str, chains: int):
@@ -190,14 +220,14 @@ class TestListQueryCount:
         assert (len(body.agents), body.total) == (chains, 3 * chains)
         assert {a.parent for a in body.agents} == {f"mid-{i}" for i in range(chains)}
         assert {a.instructions for a in body.agents} == {"root"}
-        assert counter.count == 2 + 2
+        assert counter.count == 1 + 2
 
     def test_parent_filter_costs_no_extra_query(self, alice: str):
         for i in range(10):
             three_levels(alice, f"-{i}")
 
         with count_queries() as counter:
-            rows, total = agents.list_agents(
+            rows, total, _ = agents.list_agents(
                 alice, parent="mid-3", status=None, limit=100, offset=0
             )
             agents.resolve(rows)

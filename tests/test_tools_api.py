@@ -6,7 +6,14 @@ import pytest
 
 from cadre.app import load_spec
 from cadre.engine.tools.registry import TOOLS
-from tests.conftest import Account, assert_problem, events_of, execute, wait_for_status
+from tests.conftest import (
+    Account,
+    assert_problem,
+    events_of,
+    execute,
+    register,
+    wait_for_status,
+)
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -30,6 +37,17 @@ class TestListTools:
         assert read["category"] == "filesystem"
         assert read["parameters"]["type"] == "object"
         assert "path" in read["parameters"]["properties"]
+
+    def test_lists_the_search_edit_and_shell_tools(self, client, alice: Account):
+        tools = client.get("/api/v1/tools", headers=alice.headers).json()["tools"]
+        categories = {t["name"]: t["category"] for t in tools}
+        assert [t["name"] for t in tools] == sorted(TOOLS)
+        assert categories["filesystem_edit"] == "filesystem"
+        assert categories["filesystem_glob"] == "filesystem"
+        assert categories["filesystem_grep"] == "filesystem"
+        assert categories["shell"] == "shell"
+        shell = next(t for t in tools if t["name"] == "shell")
+        assert shell["parameters"]["required"] == ["command"]
 
     def test_category_filter(self, client, alice: Account):
         tools = client.get("/api/v1/tools?category=filesystem", headers=alice.headers).json()
@@ -92,6 +110,34 @@ class TestExecuteTool:
             "/api/v1/tools/teleport/execute", json={"args": {}}, headers=alice.headers
         )
         assert_problem(reply, 404, "tool_not_found")
+
+    def test_edit_glob_and_grep_work_on_the_callers_workspace(self, client, alice: Account):
+        def call(tool: str, **args):
+            return client.post(
+                f"/api/v1/tools/{tool}/execute", json={"args": args}, headers=alice.headers
+            )
+
+        assert call("filesystem_write", path="src/app.py", content="x = 1\n").status_code == 200
+        edited = call("filesystem_edit", path="src/app.py", old_string="1", new_string="2")
+        assert edited.json() == {"result": {"path": "src/app.py", "replacements": 1}}
+        found = call("filesystem_glob", pattern="**/*.py")
+        assert found.json() == {"result": {"matches": ["src/app.py"], "truncated": False}}
+        lines = call("filesystem_grep", pattern=r"x = \d")
+        assert lines.json()["result"]["matches"] == [
+            {"path": "src/app.py", "line_number": 1, "line": "x = 2"}
+        ]
+        assert_problem(call("filesystem_glob", pattern="../*"), 403, "path_outside_workspace")
+        missing = call("filesystem_edit", path="src/app.py", old_string="zzz", new_string="y")
+        assert_problem(missing, 422, "tool_error")
+
+    def test_shell_is_403_unless_enabled(self, client, settings, alice: Account):
+        reply = client.post(
+            "/api/v1/tools/shell/execute",
+            json={"args": {"command": "touch made"}},
+            headers=alice.headers,
+        )
+        assert_problem(reply, 403, "tool_refused")
+        assert not (workspace_of(settings, alice) / "made").exists()
 
     def test_calculator(self, client, alice: Account):
         reply = client.post(
@@ -168,6 +214,29 @@ class TestAgentTools:
         )
         assert written["result"]["size"] == 2
         assert not (workspace_of(settings, alice) / "x.txt").exists()
+
+    def test_an_enabled_shell_runs_in_a_sandbox_run_with_the_settings_limits(
+        self, make_client, make_settings
+    ):
+        client = make_client(shell_enabled=True, shell_output_bytes=1024)
+        settings, alice = make_settings(), register(client, "alice")
+        self._agent(client, alice, ["shell"])
+        calls = [
+            {"tool": "shell", "args": {"command": "echo hi > made.txt; cat made.txt"}},
+            {"tool": "shell", "args": {"command": "yes"}},
+        ]
+        execution_id = execute(
+            client, alice, "worker", mode="sandbox", inputs={"echo": {"tool_calls": calls}}
+        )
+        assert wait_for_status(client, alice, execution_id, TERMINAL)["status"] == "completed"
+        made, endless = [
+            e["result"]
+            for e in events_of(client, alice, execution_id)
+            if e["type"] == "tool_result"
+        ]
+        assert (made["exit_code"], made["stdout"]) == (0, "hi\n")
+        assert endless["stopped"] == "output_limit" and len(endless["stdout"]) == 1024
+        assert not (workspace_of(settings, alice) / "made.txt").exists()  # the copy's, not yours
 
     def test_a_write_over_the_quota_is_a_tool_result_error(self, client, settings, alice):
         self._agent(client, alice, ["filesystem_write"])

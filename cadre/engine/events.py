@@ -119,6 +119,15 @@ class EventBus:
             channel.done = True
             channel.notify()
 
+    def detach(self, execution_id: str) -> None:
+        """The execution stops here without ending (awaiting an approval, or this worker
+        shutting down): its events are written, and live subscribers go on following it
+        from the database, wherever it continues."""
+        self.flush()
+        channel = self.channels.pop(execution_id, None)
+        if channel is not None:
+            channel.notify()
+
     async def subscribe(
         self, execution_id: str, after: int = 0, keepalive: float | None = None
     ) -> AsyncIterator[Event | None]:

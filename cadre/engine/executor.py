@@ -7,10 +7,20 @@ slot back and queues again when resumed. Every run ends ``timeout`` after
 ``max_execution_seconds`` at most, paused time included. Control requests reach
 a local run directly; one run by another worker gets them through the ``control``
 column, which every worker reads on its heartbeat. On the same beat each worker
-cancels the runs (running, queued or paused) of accounts that were disabled or
-deleted, however that happened (a direct database update included). Runs whose worker stopped
-beating (killed, crashed) are finished as ``failed``/``interrupted`` by whichever
-worker notices first.
+cancels the runs (running, queued, paused, or awaiting an approval) of accounts that
+were disabled or deleted, however that happened (a direct database update included).
+
+Runs continue from their checkpoints (``AgentRun``). A run whose worker stopped
+beating (killed, crashed) is taken over by whichever worker notices first: the
+provider call the crash cut short is billed, then the run continues from its last
+checkpoint; a paused one stays paused until resumed. A worker shutting down
+(``stop``) leaves its runs where they are, resumable at once by the next worker.
+
+A session's turns (``execution.session_id``) run one at a time, in the order they
+were asked (``sessions.take_turn``, retried when a local turn ends and on every
+beat, so across workers too), in the session's working directory. A run stopped
+for a tool approval (``requires_action``) is held by no worker: it lives in its
+last checkpoint until ``approve`` submits it again, or it is cancelled.
 """
 
 from __future__ import annotations
@@ -27,20 +37,22 @@ from typing import Any
 
 from cadre.engine.events import EventBus
 from cadre.engine.pricing import PriceTable
-from cadre.engine.providers.base import Provider, ProviderNotConfigured
+from cadre.engine.providers.base import Message, Provider, ProviderNotConfigured
 from cadre.engine.providers.registry import ProviderSettings, get_provider
-from cadre.engine.run import AgentRun, Stop
+from cadre.engine.run import AgentRun, AwaitingApproval, Stop, session_message
 from cadre.engine.scheduler import Scheduler
 from cadre.engine.tools.base import (
     DEFAULT_AST_LIMITS,
     DEFAULT_PATH_LIMITS,
+    DEFAULT_SHELL_LIMITS,
     AstLimits,
     PathLimits,
+    ShellLimits,
     WorkspaceQuotaExceeded,
 )
 from cadre.engine.tools.workspace import sandbox_copy, user_workspace
 from cadre.errors import Conflict
-from storage import costs, users
+from storage import checkpoints, costs, sessions, users
 from storage import executions as store
 from storage.executions import Execution
 from storage.ids import utcnow
@@ -62,6 +74,7 @@ class EngineConfig:
     path_limits: PathLimits = DEFAULT_PATH_LIMITS
     ast_limits: AstLimits = DEFAULT_AST_LIMITS
     workspace_quota_bytes: int | None = None
+    shell_limits: ShellLimits = DEFAULT_SHELL_LIMITS
     heartbeat_seconds: float = 1.0
 
 
@@ -89,6 +102,7 @@ class Executor:
         self.handles: dict[str, RunHandle] = {}
         self.providers: dict[str, Provider] = {}
         self._heartbeat: asyncio.Task[None] | None = None
+        self._turn_ended = asyncio.Event()  # set (and replaced) whenever a session turn ends
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -97,33 +111,35 @@ class Executor:
         self._heartbeat = asyncio.create_task(self._beat())
 
     async def stop(self) -> None:
-        """Shutting down: unfinished runs end ``interrupted`` rather than hang."""
+        """Shutting down: unfinished runs stop where they are, resumable. Each keeps its
+        last checkpoint and status (a paused run stays paused, one awaiting an approval
+        was never held here); its heartbeat is cleared, so the next worker to start, or
+        one running now, takes it over at once and continues it from that checkpoint."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         for handle in list(self.handles.values()):
-            await self._interrupt(handle, "interrupted", wait=5.0)
+            await self._interrupt(handle, "shutdown", wait=5.0)
         for provider in self.providers.values():
             with contextlib.suppress(Exception):
                 await provider.aclose()
         self.bus.flush()
 
     def recover(self) -> int:
-        """Finish every unfinished execution whose worker stopped beating; returns how many."""
+        """Take over every unfinished run whose worker stopped beating; returns how many.
+
+        The provider call a crash cut short is billed, then the run continues from its
+        last checkpoint; a paused run is adopted paused. Runs awaiting an approval are
+        held by no worker and left alone.
+        """
         stale_after = timedelta(seconds=max(5.0, self.config.heartbeat_seconds * 5))
+        cutoff = utcnow() - stale_after
         recovered = 0
-        for execution in store.stale_unfinished(utcnow() - stale_after):
-            if execution.id in self.handles:
-                continue
-            self.bus.open(execution.id)
+        for execution in store.stale_unfinished(cutoff):
+            if execution.id in self.handles or not store.adopt(execution.id, cutoff):
+                continue  # ours, or another worker was quicker
             self._bill_unbilled(execution)
-            self._finish(
-                execution.id,
-                status="failed",
-                stop_reason="interrupted",
-                error="The server running this execution stopped before it finished.",
-                result=execution.result,
-                usage=None,
-            )
+            log.info("resuming %s from its last checkpoint", execution.id)
+            self._start(execution, paused=execution.status == "paused")
             recovered += 1
         return recovered
 
@@ -139,19 +155,14 @@ class Executor:
         call_cost, priced = self.config.prices.cost(
             execution.provider, execution.model, prompt, completion
         )
-        costs.bill_call(
-            {"cost_usd": round(cost + call_cost, 10)},
-            owner=execution.owner_id,
-            agent_id=execution.agent_id,
-            agent_name=execution.agent_name,
-            execution_id=execution.id,
-            provider=execution.provider,
-            model=execution.model,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cost_usd=call_cost,
-            priced=priced,
-        )
+        bill = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "cost_usd": call_cost,
+            "priced": priced,
+        }
+        totals = {"cost_usd": round(cost + call_cost, 10)}
+        checkpoints.save_step(execution, None, {}, bill=bill, totals=totals)
 
     async def _beat(self) -> None:
         while True:
@@ -164,7 +175,11 @@ class Executor:
                         store.update_execution(execution_id, control=None)
                         await self.control(execution_id, control)
                 self._cancel_disabled()
+                for execution_id in store.awaiting_of_disabled():
+                    if store.leave_awaiting(execution_id, "cancelled"):
+                        self._finish_awaiting(execution_id)
                 self.recover()
+                self._turns_changed()  # turns of other workers may have ended
             except Exception:  # the heartbeat must outlive a database hiccup
                 log.exception("executor heartbeat failed")
 
@@ -181,16 +196,69 @@ class Executor:
     # -- submitting and controlling ------------------------------------------------------
 
     def submit(self, execution: Execution) -> None:
+        """Run ``execution`` here, from its last checkpoint if it has one."""
+        self._start(execution)
+
+    def _start(self, execution: Execution, paused: bool = False) -> None:
         handle = RunHandle(execution.id, execution.owner_id)
+        handle.started = execution.started_at is not None
         self.handles[execution.id] = handle
-        self.bus.publish(execution.id, "status", status="queued")
+        if paused:
+            handle.running.clear()
+            handle.status = "paused"
+        else:
+            self._set_status(handle, "queued")
         handle.task = asyncio.create_task(self._run(execution, handle))
+
+    async def wait_finished(self, execution_id: str) -> str | None:
+        """Wait until no worker runs the execution: its status then, terminal or
+        ``requires_action`` (``None``: no such execution). A run of this worker is awaited
+        on its task; one of another worker is polled."""
+        while True:
+            handle = self.handles.get(execution_id)
+            if handle is not None and handle.task is not None:
+                await asyncio.wait({handle.task})
+                continue
+            status = store.get_status(execution_id)
+            if status is None or status in store.TERMINAL or status in store.AWAITING:
+                return status
+            await asyncio.sleep(self.bus.poll_interval)
+
+    async def cancel(self, execution_id: str) -> str | None:
+        """Cancel the execution if it is not over yet, and wait until it is."""
+        with contextlib.suppress(Conflict):
+            await self.control(execution_id, "cancel")
+        return await self.wait_finished(execution_id)
+
+    def approve(self, execution_id: str, call_id: str, decision: str, reason: str | None) -> None:
+        """Record a person's decision on the tool call a run awaits, and run it again from
+        its checkpoint (the call runs, or the model hears the denial); 409 unless the run
+        awaits exactly that call."""
+        status = store.get_status(execution_id)
+        last = checkpoints.latest(execution_id)
+        awaiting = last.state.get("awaiting") if last is not None else None
+        if (
+            status not in store.AWAITING
+            or last is None
+            or not awaiting
+            or awaiting.get("call_id") != call_id
+            or not checkpoints.decide(last, {**awaiting, "decision": decision, "reason": reason})
+        ):
+            raise Conflict(
+                f"Run '{execution_id}' is not awaiting a decision on tool call '{call_id}'.",
+                error="not_awaiting_approval",
+                details={
+                    "status": status,
+                    "awaiting": awaiting.get("call_id") if awaiting else None,
+                },
+            )
+        self.submit(store.Execution.get_by_id(execution_id))
 
     async def control(self, execution_id: str, action: str) -> None:
         """Apply ``cancel``/``pause``/``resume``; 409 for a transition the state forbids."""
         status = store.get_status(execution_id)
         allowed = {
-            "cancel": {"queued", "running", "paused"},
+            "cancel": {"queued", "running", "paused", *store.AWAITING},
             "pause": {"queued", "running"},
             "resume": {"paused"},
         }[action]
@@ -201,6 +269,12 @@ class Executor:
                 details={"status": status},
             )
         handle = self.handles.get(execution_id)
+        if handle is None and status in store.AWAITING:  # held by no worker: end it here
+            if store.leave_awaiting(execution_id, "cancelled"):
+                self._finish_awaiting(execution_id)
+                return
+            status = store.get_status(execution_id)  # approved meanwhile
+            handle = self.handles.get(execution_id)
         if handle is None:  # another worker runs it: leave word, it reads it within a beat
             store.update_execution(execution_id, control=action)
             await self._await_status(
@@ -220,6 +294,24 @@ class Executor:
                 handle.has_slot = True
             self._set_status(handle, "running" if handle.has_slot else "queued")
             handle.running.set()
+
+    def _finish_awaiting(self, execution_id: str) -> None:
+        execution = store.Execution.get_by_id(execution_id)
+        self._finish(
+            execution_id,
+            status="cancelled",
+            stop_reason="cancelled",
+            error=None,
+            result=execution.result,
+            usage=None,
+        )
+        if execution.session_id is not None:
+            sessions.end_turn(execution.session_id, execution_id)
+            self._turns_changed()
+
+    def _turns_changed(self) -> None:
+        self._turn_ended.set()
+        self._turn_ended = asyncio.Event()
 
     def _set_status(self, handle: RunHandle, status: str, **fields: Any) -> None:
         handle.status = status
@@ -247,7 +339,27 @@ class Executor:
 
     # -- running -------------------------------------------------------------------------
 
-    async def _checkpoint(self, handle: RunHandle) -> None:
+    async def _await_session(self, execution: Execution, handle: RunHandle) -> None:
+        """Wait for the session's previous turns (FIFO), then hold it."""
+        session_id = execution.session_id
+        assert session_id is not None
+        while not sessions.take_turn(session_id, execution.id):
+            if sessions.Session.get_or_none(sessions.Session.id == session_id) is None:
+                handle.stop_reason = "cancelled"  # the session was deleted meanwhile
+                raise asyncio.CancelledError
+            ended = self._turn_ended
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), self.config.heartbeat_seconds)
+
+    def _workspace(self, execution: Execution) -> Path:
+        if execution.session_id is None:
+            return user_workspace(self.config.data_dir, execution.owner_id)
+        session = sessions.get_session(execution.session_id, None)
+        path = Path(session.working_directory_path)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    async def _gate(self, handle: RunHandle) -> None:
         """Between two events: wait out a pause, then for a slot (cancel still gets through)."""
         while not (handle.running.is_set() and handle.has_slot):
             if not handle.running.is_set():
@@ -271,18 +383,22 @@ class Executor:
     async def _run(self, execution: Execution, handle: RunHandle) -> None:
         result: dict[str, Any] | None = None
         run: AgentRun | None = None
+        held = True  # by this task; False once it stops unfinished (approval, shutdown)
         limit = self.config.max_execution_seconds
         timeout = limit if execution.timeout is None else min(execution.timeout, limit)
         try:
-            await self._checkpoint(handle)
+            if execution.session_id is not None:
+                await self._await_session(execution, handle)
+            await self._gate(handle)
             async with asyncio.timeout(timeout):
                 provider = self._provider(execution.provider)
-                workspace = user_workspace(self.config.data_dir, execution.owner_id)
+                workspace = self._workspace(execution)
                 async with contextlib.AsyncExitStack() as stack:
                     if execution.mode == "sandbox":
                         workspace = await stack.enter_async_context(
                             sandbox_copy(workspace, self.config.workspace_quota_bytes)
                         )
+                    last = checkpoints.latest(execution.id)
                     run = AgentRun(
                         execution,
                         bus=self.bus,
@@ -294,11 +410,17 @@ class Executor:
                         path_limits=self.config.path_limits,
                         ast_limits=self.config.ast_limits,
                         quota_bytes=self.config.workspace_quota_bytes,
-                        checkpoint=lambda: self._checkpoint(handle),
+                        gate=lambda: self._gate(handle),
+                        state=None if last is None else last.state,
+                        step=0 if last is None else last.step,
+                        shell_limits=self.config.shell_limits,
                     )
                     result = await run.run()
             self._release(handle)
             self._finish_run(execution, run, "completed", "completed", None, result)
+        except AwaitingApproval as awaiting:
+            held = False
+            self._await_approval(handle, awaiting)
         except ProviderNotConfigured as exc:
             self._finish_run(execution, run, "failed", "provider_not_configured", exc.message, None)
         except Stop as stop:
@@ -313,15 +435,51 @@ class Executor:
             self._finish_run(execution, run, "failed", "timeout", message, None)
         except asyncio.CancelledError:
             reason = handle.stop_reason or "interrupted"
-            status = "cancelled" if reason == "cancelled" else "failed"
-            message = None if reason == "cancelled" else "The server stopped during the execution."
-            self._finish_run(execution, run, status, reason, message, None)
+            if reason == "shutdown":
+                held = False
+                store.update_execution(execution.id, heartbeat_at=None)  # any worker may resume it
+                self.bus.detach(execution.id)
+            else:
+                if reason == "cancelled" and run is not None:
+                    self._keep_partial(execution, run)
+                status = "cancelled" if reason == "cancelled" else "failed"
+                message = (
+                    None if reason == "cancelled" else "The server stopped during the execution."
+                )
+                self._finish_run(execution, run, status, reason, message, None)
         except Exception as exc:  # every execution ends in a terminal state, whatever fails
             log.exception("execution %s failed", execution.id)
             self._finish_run(execution, run, "failed", "provider_error", str(exc), None)
         finally:
             self._release(handle)
             self.handles.pop(execution.id, None)
+            if execution.session_id is not None and held:
+                sessions.end_turn(execution.session_id, execution.id)
+                self._turns_changed()
+
+    def _await_approval(self, handle: RunHandle, awaiting: AwaitingApproval) -> None:
+        """The run stops for a person's decision: no slot, no task, no heartbeat; its last
+        checkpoint names the call (and keeps holding its session)."""
+        self._release(handle)
+        call = awaiting.call
+        self.bus.publish(
+            handle.execution_id,
+            "approval_required",
+            call_id=call.id,
+            tool=call.tool,
+            args=call.args,
+        )
+        self._set_status(handle, "requires_action")
+        self.bus.detach(handle.execution_id)
+
+    def _keep_partial(self, execution: Execution, run: AgentRun) -> None:
+        """A cancelled session turn keeps what the model had said: the next turn sees it."""
+        text = run.cut_short_text()
+        if execution.session_id is not None and text:
+            answer = Message(role="assistant", content=text)
+            sessions.append_messages(
+                execution.session_id, [session_message(answer, execution.id, execution.model)]
+            )
 
     def _provider(self, name: str) -> Provider:
         provider = self.providers.get(name)

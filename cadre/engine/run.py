@@ -18,6 +18,23 @@ being cancelled; ``Executor`` turns either into the execution's terminal state.
   the provider really charged.
 
 A call cut short by the budget's ``max_tokens`` ends the run ``cost_limit_exceeded``.
+
+Every step stores a checkpoint (``storage.checkpoints``): step 0 is the conversation
+as the run starts, then one after each provider turn (the assistant message, the tool
+calls it asked for still to run) and one after each tool result. A step's checkpoint
+is written in the transaction that stores what the step produced (the call's cost
+record and the execution's totals; for a session turn its messages, tool call and
+running totals), so a run started again from its last checkpoint repeats no provider
+call that completed, and bills none twice. A run built with a checkpoint's state
+continues from it.
+
+A session turn (``execution.session_id``) starts from the session's whole history:
+its first step stores the task as the session's next user message.
+
+With ``config["permission_mode"]`` set, each tool call is weighed by
+``permissions.decide``: ``deny`` answers the model with a refusal, ``ask`` stops the
+run (``AwaitingApproval``) after a checkpoint naming the call; the decision, stored
+in that checkpoint's ``awaiting``, lets the run go on when it starts again.
 """
 
 from __future__ import annotations
@@ -47,14 +64,25 @@ from cadre.engine.providers.base import (
 from cadre.engine.tools.base import (
     DEFAULT_AST_LIMITS,
     DEFAULT_PATH_LIMITS,
+    DEFAULT_SHELL_LIMITS,
     AstLimits,
     PathLimits,
+    ShellLimits,
     ToolContext,
 )
+from cadre.engine.tools.permissions import decide
 from cadre.engine.tools.registry import TOOLS, execute_tool
 from cadre.errors import CadreError
-from storage import costs
+from storage import checkpoints, costs, sessions
 from storage.executions import Execution
+
+
+class AwaitingApproval(Exception):
+    """The run stopped before a tool call that needs a person's decision."""
+
+    def __init__(self, call: ToolCall) -> None:
+        super().__init__(call.id)
+        self.call = call
 
 
 class Stop(Exception):
@@ -79,6 +107,86 @@ class Tally:
     first_token_at: float | None = None
     started: float = field(default_factory=time.monotonic)
 
+    def state(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": self.cost_usd,
+            "steps": self.steps,
+            "tool_calls": self.tool_calls,
+        }
+
+
+def message_state(message: Message) -> dict[str, Any]:
+    """A message as a checkpoint stores it."""
+    state: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        state["tool_calls"] = [call_state(c) for c in message.tool_calls]
+    if message.tool_call_id is not None:
+        state["tool_call_id"] = message.tool_call_id
+    if message.name is not None:
+        state["name"] = message.name
+    return state
+
+
+def call_state(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "tool": call.tool, "args": call.args}
+
+
+def call_from_state(state: dict[str, Any]) -> ToolCall:
+    return ToolCall(id=state["id"], tool=state["tool"], args=state.get("args") or {})
+
+
+def message_from_state(state: dict[str, Any]) -> Message:
+    return Message(
+        role=state["role"],
+        content=state.get("content") or "",
+        tool_calls=[call_from_state(c) for c in state.get("tool_calls") or []],
+        tool_call_id=state.get("tool_call_id"),
+        name=state.get("name"),
+    )
+
+
+def session_message(message: Message, run_id: str, model: str | None) -> dict[str, Any]:
+    """A message as a session's history stores it (``content: {"content": text, ...}``)."""
+    content: dict[str, Any] = {"content": message.content}
+    if message.tool_calls:
+        content["tool_calls"] = [call_state(c) for c in message.tool_calls]
+    if message.role == "tool":
+        content["tool_call_id"] = message.tool_call_id
+        content["tool_name"] = message.name
+    return {"message_type": message.role, "content": content, "model": model, "run_id": run_id}
+
+
+def history_messages(rows: list[sessions.SessionMessage]) -> list[Message]:
+    """A session's history as provider messages. A turn cut short may have left an
+    assistant's tool calls without results (or the reverse): those calls are dropped,
+    providers refuse a conversation with either."""
+    answered = {r.content.get("tool_call_id") for r in rows if r.message_type == "tool"}
+    asked: set[str] = set()
+    messages: list[Message] = []
+    for row in rows:
+        content = row.content
+        text = content.get("content") if isinstance(content.get("content"), str) else ""
+        if row.message_type == "tool":
+            if content.get("tool_call_id") in asked:
+                messages.append(
+                    Message(
+                        role="tool",
+                        content=text,
+                        tool_call_id=content.get("tool_call_id"),
+                        name=content.get("tool_name"),
+                    )
+                )
+            continue
+        calls = [
+            call_from_state(c) for c in content.get("tool_calls") or [] if c.get("id") in answered
+        ]
+        asked.update(c.id for c in calls)
+        role = row.message_type if row.message_type in ("user", "assistant") else "user"
+        messages.append(Message(role=role, content=text, tool_calls=calls))
+    return messages
+
 
 class AgentRun:
     def __init__(
@@ -91,10 +199,13 @@ class AgentRun:
         workspace: Path,
         max_steps: int,
         max_tokens: int,
-        checkpoint: Callable[[], Awaitable[None]],
+        gate: Callable[[], Awaitable[None]],
+        state: dict[str, Any] | None = None,
+        step: int = 0,
         path_limits: PathLimits = DEFAULT_PATH_LIMITS,
         ast_limits: AstLimits = DEFAULT_AST_LIMITS,
         quota_bytes: int | None = None,
+        shell_limits: ShellLimits = DEFAULT_SHELL_LIMITS,
     ) -> None:
         self.execution = execution
         self.bus = bus
@@ -106,16 +217,65 @@ class AgentRun:
         self.path_limits = path_limits
         self.ast_limits = ast_limits
         self.quota_bytes = quota_bytes
-        self.checkpoint = checkpoint
+        self.gate = gate
+        self.shell_limits = shell_limits
         self.tally = Tally()
         config = execution.config
         self.tool_names: list[str] = [name for name in config["tools"] if name in TOOLS]
         self.temperature: float | None = config.get("temperature")
+        self.permission_mode: str | None = config.get("permission_mode")
         self.messages: list[Message] = []
-        if config.get("instructions"):
-            self.messages.append(Message(role="system", content=config["instructions"]))
-        self.messages.append(Message(role="user", content=execution.task))
+        self.pending: list[ToolCall] = []
+        self.awaiting: dict[str, Any] | None = None
+        self.step = step
+        self.started = state is not None  # False: step 0 is still to be stored
+        if state is not None:
+            self._restore(state)
         self.current_parts: list[str] = []
+        self.streaming = False  # a provider call is under way
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint; usage so far is what the cost records hold (they
+        include a call a crash cut short, which recovery billed)."""
+        self.messages = [message_from_state(m) for m in state.get("messages") or []]
+        self.pending = [call_from_state(c) for c in state.get("pending") or []]
+        self.awaiting = state.get("awaiting")
+        tally = state.get("tally") or {}
+        self.tally.steps = tally.get("steps", 0)
+        self.tally.tool_calls = tally.get("tool_calls", 0)
+        prompt, completion, cost = costs.billed(self.execution.id)
+        self.tally.prompt_tokens, self.tally.completion_tokens = prompt, completion
+        self.tally.cost_usd = round(cost, 10)
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint of this run holds now."""
+        return {
+            "messages": [message_state(m) for m in self.messages],
+            "pending": [call_state(c) for c in self.pending],
+            "tally": self.tally.state(),
+            "awaiting": self.awaiting,
+        }
+
+    def _save(self, **parts: Any) -> None:
+        """The next checkpoint, with what the step produced (``checkpoints.save_step``)."""
+        self.step += 1
+        checkpoints.save_step(self.execution, self.step, self.state(), **parts)
+
+    def _begin(self) -> None:
+        """Step 0: the conversation the run starts from (for a session turn, its whole
+        history then the task, which the session stores as its next user message)."""
+        execution = self.execution
+        instructions = execution.config.get("instructions")
+        if instructions:
+            self.messages.append(Message(role="system", content=instructions))
+        task = Message(role="user", content=execution.task)
+        stored: list[dict[str, Any]] = []
+        if execution.session_id is not None:
+            self.messages.extend(history_messages(sessions.history(execution.session_id)))
+            stored.append(session_message(task, execution.id, None))
+        self.messages.append(task)
+        checkpoints.save_step(execution, self.step, self.state(), session_messages=stored)
+        self.started = True
 
     def publish(self, type_: str, **data: Any) -> None:
         self.bus.publish(self.execution.id, type_, **data)
@@ -128,27 +288,38 @@ class AgentRun:
             path_limits=self.path_limits,
             ast_limits=self.ast_limits,
             quota_bytes=self.quota_bytes,
+            shell_limits=self.shell_limits,
         )
         specs = tuple(
             ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
             for t in (TOOLS[n] for n in self.tool_names)
         )
+        if not self.started:
+            self._begin()
         while True:
+            if self.pending:
+                await self.gate()
+                await self._call_tool(self.pending[0], context)
+                continue
+            last = self.messages[-1] if self.messages else None
+            if last is not None and last.role == "assistant" and not last.tool_calls:
+                self.tally.output = last.content  # stopped just after its answer was stored
+                return self.result()
             if self.tally.steps >= self.max_steps:
                 raise Stop("tool_error", f"Stopped after {self.max_steps} steps without an answer.")
-            await self.checkpoint()
+            await self.gate()
             text, calls = await self._turn(specs)
             if not calls:
                 self.tally.output = text
                 return self.result()
-            self.messages.append(Message(role="assistant", content=text, tool_calls=list(calls)))
-            for call in calls:
-                await self.checkpoint()
-                self.messages.append(await self._call_tool(call, context))
 
     def partial_output(self) -> str:
         """What the model said in the turn that was cut short."""
         return "".join(self.current_parts)
+
+    def cut_short_text(self) -> str:
+        """What a provider call under way has said so far ("" between calls)."""
+        return self.partial_output() if self.streaming else ""
 
     def result(self) -> dict[str, Any]:
         return {
@@ -177,8 +348,10 @@ class AgentRun:
         calls: list[ToolCall] = []
         usage: UsageReport | None = None
         streamed = 0
+        completed = False
         stream = self.provider.stream(request)
         self._note_progress(prompt_tokens, 0)
+        self.streaming = True
         try:
             async for event in stream:
                 if isinstance(event, TextDelta):
@@ -190,22 +363,28 @@ class AgentRun:
                     self._note_progress(prompt_tokens, streamed)  # stored with the token
                     parts.append(event.text)
                     self.publish("token", content=event.text)
-                    await self.checkpoint()
+                    await self.gate()
                 elif isinstance(event, ToolCallRequested):
                     calls.append(event.call)
                 elif isinstance(event, UsageReport):
                     usage = event
+            completed = True
         except ProviderError as exc:
             raise Stop("provider_error", exc.message) from exc
         finally:
             self.bus.drop_progress(self.execution.id)
             with suppress(Exception):
                 await stream.aclose()
-            # Whatever happened, account for what this call consumed, and nothing after.
             if usage is None and streamed:  # cut short: the prompt as counted, what streamed
                 usage = UsageReport(prompt_tokens=prompt_tokens, completion_tokens=streamed)
-            if usage is not None:
-                self._account(usage)
+            if not completed and usage is not None:
+                self._account(usage, None)  # what this call consumed, and nothing after
+        text = "".join(parts)
+        answer = Message(role="assistant", content=text, tool_calls=list(calls))
+        self.messages.append(answer)
+        self.pending = list(calls)
+        self._account(usage, answer)
+        self.streaming = False
         # Reconciled with what the provider billed: a run never goes on past its limit,
         # nor completes with an answer the budget cut short.
         limit = self.execution.cost_limit
@@ -213,7 +392,7 @@ class AgentRun:
             raise self._over_budget()
         if capped and usage is not None and usage.completion_tokens >= max_tokens:
             raise self._over_budget()
-        return "".join(parts), calls
+        return text, calls
 
     def _note_progress(self, prompt_tokens: int, completion_tokens: int) -> None:
         """The run's usage with this call's so far, written with its next events: after a
@@ -264,48 +443,84 @@ class AgentRun:
             f"Stopped: continuing would pass the cost limit of {self.execution.cost_limit} USD.",
         )
 
-    def _account(self, usage: UsageReport) -> None:
+    def _account(self, usage: UsageReport | None, answer: Message | None) -> None:
+        """Bill a provider call; with its ``answer``, store the step's checkpoint in the same
+        transaction (a call cut short is billed alone: there is no step to continue from)."""
         execution = self.execution
-        cost, priced = self.prices.cost(
-            execution.provider, execution.model, usage.prompt_tokens, usage.completion_tokens
-        )
-        self.tally.prompt_tokens += usage.prompt_tokens
-        self.tally.completion_tokens += usage.completion_tokens
-        self.tally.cost_usd = round(self.tally.cost_usd + cost, 10)
+        bill: dict[str, Any] | None = None
+        cost = 0.0
+        priced = True
+        if usage is not None:
+            cost, priced = self.prices.cost(
+                execution.provider, execution.model, usage.prompt_tokens, usage.completion_tokens
+            )
+            self.tally.prompt_tokens += usage.prompt_tokens
+            self.tally.completion_tokens += usage.completion_tokens
+            self.tally.cost_usd = round(self.tally.cost_usd + cost, 10)
+            bill = {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "cost_usd": cost,
+                "priced": priced,
+            }
         totals = {
             "prompt_tokens": self.tally.prompt_tokens,
             "completion_tokens": self.tally.completion_tokens,
             "cost_usd": self.tally.cost_usd,
             "steps": self.tally.steps,
         }
-        costs.bill_call(
-            totals,
-            owner=execution.owner_id,
-            agent_id=execution.agent_id,
-            agent_name=execution.agent_name,
-            execution_id=execution.id,
-            provider=execution.provider,
-            model=execution.model,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cost_usd=cost,
-            priced=priced,
-        )
-        self.publish(
-            "usage",
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            total_tokens=usage.prompt_tokens + usage.completion_tokens,
-            cost_usd=cost,
-            total_cost_usd=self.tally.cost_usd,
-            priced=priced,
-        )
+        if answer is None:
+            checkpoints.save_step(execution, None, {}, bill=bill, totals=totals)
+        else:
+            stored = session_message(answer, execution.id, execution.model)
+            self._save(bill=bill, totals=totals, session_messages=[stored])
+        if usage is not None:
+            self.publish(
+                "usage",
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                total_tokens=usage.prompt_tokens + usage.completion_tokens,
+                cost_usd=cost,
+                total_cost_usd=self.tally.cost_usd,
+                priced=priced,
+            )
 
-    async def _call_tool(self, call: ToolCall, context: ToolContext) -> Message:
+    def _decision(self, call: ToolCall) -> tuple[str, str | None, str | None]:
+        """``(allow|ask|deny, refusal, its code)`` for a tool call about to run."""
+        awaiting = self.awaiting
+        if awaiting and awaiting.get("call_id") == call.id and awaiting.get("decision"):
+            if awaiting["decision"] == "allow":
+                return "allow", None, None
+            reason = awaiting.get("reason")
+            refusal = "The user denied this tool call" + (f": {reason}" if reason else ".")
+            return "deny", refusal, "tool_denied"
+        if self.permission_mode is None or call.tool not in self.tool_names:
+            return "allow", None, None
+        decision = decide(call.tool, self.permission_mode)
+        if decision == "deny":
+            refusal = (
+                f"The tool '{call.tool}' is not permitted in permission mode "
+                f"'{self.permission_mode}'."
+            )
+            return "deny", refusal, "tool_not_permitted"
+        return decision, None, None
+
+    async def _call_tool(self, call: ToolCall, context: ToolContext) -> None:
+        """Run the first pending call (or refuse it) and store the step; ``AwaitingApproval``
+        when a person must decide first."""
+        decision, refusal, code = self._decision(call)
+        if decision == "ask":
+            self.awaiting = {"call_id": call.id, "tool": call.tool, "args": call.args}
+            self._save()
+            raise AwaitingApproval(call)
         self.tally.steps += 1
         self.tally.tool_calls += 1
         self.publish("tool_call", call_id=call.id, tool=call.tool, args=call.args)
+        started = time.monotonic()
+        output: dict[str, Any]
         try:
+            if refusal is not None:
+                raise CadreError(refusal, error=code or "tool_denied")
             if call.tool not in self.tool_names:
                 raise CadreError(
                     f"The tool '{call.tool}' is not available to this agent.",
@@ -313,16 +528,34 @@ class AgentRun:
                 )
             result = await execute_tool(call.tool, call.args, context)
         except CadreError as exc:
-            # The model hears why (refused in safe mode, outside the workspace, bad args)
-            # and may recover; the refusal is an event like any other.
+            # The model hears why (refused in safe mode, outside the workspace, bad args,
+            # not permitted) and may recover; the refusal is an event like any other.
             self.publish(
                 "tool_result", call_id=call.id, tool=call.tool, error=exc.message, code=exc.error
             )
-            return Message(
-                role="tool", content=f"error: {exc.message}", tool_call_id=call.id, name=call.tool
-            )
+            content = f"error: {exc.message}"
+            status = "denied" if exc.error in ("tool_denied", "tool_not_permitted") else "error"
+            output = {"error": exc.message, "code": exc.error}
         except Exception as exc:
             raise Stop("tool_error", f"The tool '{call.tool}' failed: {exc}") from exc
-        self.publish("tool_result", call_id=call.id, tool=call.tool, result=result)
-        content = json.dumps(result, ensure_ascii=False)
-        return Message(role="tool", content=content, tool_call_id=call.id, name=call.tool)
+        else:
+            self.publish("tool_result", call_id=call.id, tool=call.tool, result=result)
+            content = json.dumps(result, ensure_ascii=False)
+            status = "success"
+            output = result
+        message = Message(role="tool", content=content, tool_call_id=call.id, name=call.tool)
+        self.messages.append(message)
+        self.pending.pop(0)
+        self.awaiting = None
+        self._save(
+            totals={"steps": self.tally.steps},
+            session_messages=[session_message(message, self.execution.id, None)],
+            tool_call={
+                "call_id": call.id,
+                "tool_name": call.tool,
+                "tool_input": call.args,
+                "tool_output": output,
+                "status": status,
+                "duration_ms": round((time.monotonic() - started) * 1000),
+            },
+        )

@@ -14,6 +14,7 @@ from typing import Any
 
 from cadre.auth import TokenService, owner_scope
 from cadre.errors import InsufficientScope, Unauthorized
+from cadre.pagination import next_link
 from cadre.settings import Settings
 from handlers.agents import agent_reply
 from models_gen.api import Agent, AgentCreate, AgentList, ApiV1AgentsGetParametersQuery
@@ -44,18 +45,20 @@ def authorize(tokens: TokenService, authorization: str | None, scope: str) -> di
 def agent_page(claims: dict[str, Any], query: ApiV1AgentsGetParametersQuery) -> AgentList:
     """What ``handlers.agents.list_agents`` builds, as a model (each framework dumps its way)."""
     owner = owner_scope(claims["sub"], claims, query.all)
-    rows, total = agents.list_agents(
+    page = agents.list_agents(
         owner,
         parent=query.parent,
         status=query.status.value if query.status else None,
         limit=query.limit,
         offset=query.offset,
+        after=query.after,
     )
     return AgentList(
-        agents=[agent_reply(r) for r in agents.resolve(rows)],
-        total=total,
+        agents=[agent_reply(r) for r in agents.resolve(page.rows)],
+        total=page.total,
         limit=query.limit,
         offset=query.offset,
+        next=next_link("/api/v1/agents", page, query.limit, parent=query.parent, all=query.all),
     )
 
 

@@ -1,10 +1,19 @@
-"""An account and an agent in a migrated database, for engine tests without the HTTP app."""
+"""An account and an agent in a migrated database, and executors on it, for engine tests
+without the HTTP app."""
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import peewee
 import pytest
 
+from cadre.app import engine_config
+from cadre.engine.events import Event, EventBus
+from cadre.engine.executor import Executor
+from cadre.settings import Settings
 from storage import agents
 from storage.users import create_user
 
@@ -20,3 +29,37 @@ def owner(database: peewee.Database) -> str:
 @pytest.fixture
 def agent(owner: str) -> str:
     return agents.create_agent(owner, {"name": "echoer"}).id
+
+
+class RecordingBus(EventBus):
+    """An event bus that also keeps every event of every execution in one global order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[Event] = []
+
+    def publish(self, execution_id: str, type_: str, **data: Any) -> Event:
+        event = super().publish(execution_id, type_, **data)
+        self.log.append(event)
+        return event
+
+    def of(self, execution_id: str) -> list[tuple[str, str | None]]:
+        """``(type, status)`` of one execution's events, in order."""
+        return [(e["type"], e.get("status")) for e in self.log if e["execution_id"] == execution_id]
+
+
+@pytest.fixture
+async def make_executor(
+    settings: Settings, database: Any
+) -> AsyncIterator[Callable[..., tuple[Executor, RecordingBus]]]:
+    made: list[Executor] = []
+
+    def make(**config: Any) -> tuple[Executor, RecordingBus]:
+        bus = RecordingBus()
+        executor = Executor(dataclasses.replace(engine_config(settings), **config), bus)
+        made.append(executor)
+        return executor, bus
+
+    yield make
+    for executor in made:
+        await executor.stop()

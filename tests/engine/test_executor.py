@@ -6,53 +6,16 @@ Every assertion is about the order of events on the bus, never about elapsed tim
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from cadre.app import engine_config
-from cadre.engine.events import Event, EventBus
 from cadre.engine.executor import Executor
 from cadre.engine.launch import launch
 from cadre.errors import Conflict
-from cadre.settings import Settings
 from storage import executions as store
-
-
-class RecordingBus(EventBus):
-    """An event bus that also keeps every event of every execution in one global order."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.log: list[Event] = []
-
-    def publish(self, execution_id: str, type_: str, **data: Any) -> Event:
-        event = super().publish(execution_id, type_, **data)
-        self.log.append(event)
-        return event
-
-    def of(self, execution_id: str) -> list[tuple[str, str | None]]:
-        """``(type, status)`` of one execution's events, in order."""
-        return [(e["type"], e.get("status")) for e in self.log if e["execution_id"] == execution_id]
-
-
-@pytest.fixture
-async def make_executor(
-    settings: Settings, database: Any
-) -> AsyncIterator[Callable[..., tuple[Executor, RecordingBus]]]:
-    made: list[Executor] = []
-
-    def make(**config: Any) -> tuple[Executor, RecordingBus]:
-        bus = RecordingBus()
-        executor = Executor(dataclasses.replace(engine_config(settings), **config), bus)
-        made.append(executor)
-        return executor, bus
-
-    yield make
-    for executor in made:
-        await executor.stop()
+from tests.engine.conftest import RecordingBus
 
 
 def start(executor: Executor, owner: str, agent: str, **echo: Any) -> str:

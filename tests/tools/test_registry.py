@@ -17,16 +17,22 @@ from cadre.errors import ValidationFailed
 def test_builtins_are_registered_by_name() -> None:
     assert sorted(TOOLS) == [
         "calculator",
+        "filesystem_edit",
+        "filesystem_glob",
+        "filesystem_grep",
         "filesystem_list",
         "filesystem_read",
         "filesystem_write",
         "python_ast_parser",
+        "shell",
     ]
     assert all(name == tool.name for name, tool in TOOLS.items())
 
 
-def test_only_filesystem_write_writes() -> None:
-    assert [tool.name for tool in list_tools() if tool.writes] == ["filesystem_write"]
+def test_only_edit_and_execute_tools_write() -> None:
+    writers = [tool.name for tool in list_tools() if tool.writes]
+    assert writers == ["filesystem_edit", "filesystem_write", "shell"]
+    assert writers == [tool.name for tool in list_tools() if tool.kind != "read"]
 
 
 @pytest.mark.parametrize("tool", list(TOOLS.values()), ids=list(TOOLS))
@@ -41,10 +47,14 @@ def test_every_schema_is_a_closed_draft_2020_12_object(tool: Tool) -> None:
 def test_list_tools_is_sorted_and_filters_by_category() -> None:
     assert [tool.name for tool in list_tools()] == sorted(TOOLS)
     assert [tool.name for tool in list_tools("filesystem")] == [
+        "filesystem_edit",
+        "filesystem_glob",
+        "filesystem_grep",
         "filesystem_list",
         "filesystem_read",
         "filesystem_write",
     ]
+    assert [tool.name for tool in list_tools("shell")] == ["shell"]
     assert [tool.name for tool in list_tools("math")] == ["calculator"]
     assert [tool.name for tool in list_tools("code")] == ["python_ast_parser"]
     assert list_tools("nonexistent") == []

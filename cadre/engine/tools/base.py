@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 from cadre.errors import Forbidden, NotFound, PayloadTooLarge, ValidationFailed
 
 Mode = Literal["safe", "sandbox", "full"]
+Kind = Literal["read", "edit", "execute"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,24 @@ DEFAULT_AST_LIMITS = AstLimits()
 
 
 @dataclass(frozen=True)
+class ShellLimits:
+    """What one ``shell`` command may use (``CADRE_SHELL_*``); ``enabled`` is off by default."""
+
+    enabled: bool = False
+    timeout_seconds: float = 30.0
+    max_timeout_seconds: float = 120.0
+    output_bytes: int = 64 * 1024  # per stream
+    memory_mb: int = 1024  # address space, per process
+    cpu_seconds: int = 60  # per process
+    file_size_mb: int = 64
+    max_processes: int = 64
+    max_concurrent: int = 4
+
+
+DEFAULT_SHELL_LIMITS = ShellLimits()
+
+
+@dataclass(frozen=True)
 class ToolContext:
     """Where a tool may act: ``workspace`` is the user's workspace or a sandbox copy of it.
 
@@ -52,6 +71,7 @@ class ToolContext:
     path_limits: PathLimits = DEFAULT_PATH_LIMITS
     ast_limits: AstLimits = DEFAULT_AST_LIMITS
     quota_bytes: int | None = None
+    shell_limits: ShellLimits = DEFAULT_SHELL_LIMITS
 
 
 class Tool(ABC):
@@ -61,6 +81,7 @@ class Tool(ABC):
     description: ClassVar[str]
     category: ClassVar[str]
     parameters: ClassVar[dict[str, Any]]  # JSON Schema of the arguments
+    kind: ClassVar[Kind]  # what a permission mode weighs (cadre.engine.tools.permissions)
     writes: ClassVar[bool] = False  # writes or runs things: refused in safe mode
 
     @abstractmethod

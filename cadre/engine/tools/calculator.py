@@ -61,6 +61,7 @@ class Calculator(Tool):
         "sqrt abs round min max log exp sin cos tan floor ceil, pi and e"
     )
     category = "math"
+    kind = "read"
     parameters = {
         "type": "object",
         "properties": {"expression": {"type": "string", "minLength": 1, "maxLength": 1000}},

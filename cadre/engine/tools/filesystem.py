@@ -49,6 +49,7 @@ class FilesystemRead(Tool):
     name = "filesystem_read"
     description = "Read a text file (at most 1 MiB) from the workspace"
     category = "filesystem"
+    kind = "read"
     parameters = {
         "type": "object",
         "properties": {
@@ -89,6 +90,7 @@ class FilesystemWrite(Tool):
     name = "filesystem_write"
     description = "Write a UTF-8 text file in the workspace, replacing it if it exists"
     category = "filesystem"
+    kind = "edit"
     writes = True
     parameters = {
         "type": "object",
@@ -138,18 +140,28 @@ def _write_atomically(
     if quota_bytes is None:
         return _write_checked(workspace, path, shown, data, create_dirs)
     with _workspace_lock(workspace):
-        replaced = path.lstat().st_size if path.is_file() and not path.is_symlink() else 0
-        # Only whether the total passes the quota matters: stop measuring once it does.
-        used = workspace_size(workspace, stop_above=quota_bytes + replaced)
-        if used - replaced + len(data) > quota_bytes:
-            raise quota_refusal(
-                quota_bytes,
-                f"Writing {len(data)} bytes to '{shown}' would take the workspace over its quota.",
-            )
+        _check_quota(workspace, path, shown, len(data), quota_bytes)
         return _write_checked(workspace, path, shown, data, create_dirs)
 
 
-def _write_checked(workspace: Path, path: Path, shown: str, data: bytes, create_dirs: bool) -> str:
+def _check_quota(workspace: Path, path: Path, shown: str, size: int, quota_bytes: int) -> None:
+    """Refuse writing ``size`` bytes at ``path`` if that takes the workspace over its quota.
+
+    Call with the workspace's lock held, and write before releasing it.
+    """
+    replaced = path.lstat().st_size if path.is_file() and not path.is_symlink() else 0
+    # Only whether the total passes the quota matters: stop measuring once it does.
+    used = workspace_size(workspace, stop_above=quota_bytes + replaced)
+    if used - replaced + size > quota_bytes:
+        raise quota_refusal(
+            quota_bytes,
+            f"Writing {size} bytes to '{shown}' would take the workspace over its quota.",
+        )
+
+
+def _write_checked(
+    workspace: Path, path: Path, shown: str, data: bytes, create_dirs: bool, mode: int = 0o644
+) -> str:
     if not path.parent.is_dir():
         if path.parent.exists():
             raise ToolFailed(f"The parent of '{shown}' is not a directory.")
@@ -159,7 +171,7 @@ def _write_checked(workspace: Path, path: Path, shown: str, data: bytes, create_
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".cadre-write-")
     try:
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; a written file is ordinary
+            os.fchmod(handle.fileno(), mode)  # mkstemp makes 0600; a written file is ordinary
             handle.write(data)
         # replace() swaps the directory entry: a link at ``path`` is replaced, never written through
         os.replace(temporary, path)
@@ -169,10 +181,79 @@ def _write_checked(workspace: Path, path: Path, shown: str, data: bytes, create_
     return workspace_relative(workspace, path)
 
 
+class FilesystemEdit(Tool):
+    name = "filesystem_edit"
+    description = (
+        "Replace old_string with new_string in a UTF-8 text file of the workspace; old_string "
+        "must occur exactly once unless replace_all is true"
+    )
+    category = "filesystem"
+    kind = "edit"
+    writes = True
+    parameters = {
+        "type": "object",
+        "properties": {
+            "path": PATH,
+            "old_string": {"type": "string", "minLength": 1, "maxLength": MAX_FILE_BYTES},
+            "new_string": {"type": "string", "maxLength": MAX_FILE_BYTES},
+            "replace_all": {"type": "boolean", "default": False},
+        },
+        "required": ["path", "old_string", "new_string"],
+        "additionalProperties": False,
+    }
+
+    async def run(self, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        if args["old_string"] == args["new_string"]:
+            raise ToolFailed("old_string and new_string are the same: nothing to edit.")
+        return await _in_thread(
+            _edit,
+            ctx.workspace,
+            args["path"],
+            (args["old_string"], args["new_string"], args.get("replace_all", False)),
+            ctx.path_limits,
+            ctx.quota_bytes,
+        )
+
+
+def _edit(
+    workspace: Path,
+    shown: str,
+    change: tuple[str, str, bool],
+    limits: PathLimits,
+    quota_bytes: int | None,
+) -> dict[str, Any]:
+    """Read, replace and write back under the workspace's lock: two edits never interleave."""
+    old, new, replace_all = change
+    with _workspace_lock(workspace):
+        data = _read_bytes(workspace, shown, limits)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ToolFailed(f"'{shown}' is not UTF-8 text.") from exc
+        found = text.count(old)
+        if found == 0:
+            raise ToolFailed(f"old_string does not occur in '{shown}'.")
+        if found > 1 and not replace_all:
+            raise ToolFailed(
+                f"old_string occurs {found} times in '{shown}': give more context to make it "
+                "unique, or set replace_all."
+            )
+        edited = text.replace(old, new).encode()
+        if len(edited) > MAX_FILE_BYTES:
+            raise ToolFailed(f"The edited file would be over {MAX_FILE_BYTES} bytes (1 MiB).")
+        path = resolve_inside(workspace, shown, limits)
+        if quota_bytes is not None:
+            _check_quota(workspace, path, shown, len(edited), quota_bytes)
+        mode = stat.S_IMODE(path.stat().st_mode)  # an edited script stays executable
+        written = _write_checked(workspace, path, shown, edited, False, mode)
+    return {"path": written, "replacements": found}
+
+
 class FilesystemList(Tool):
     name = "filesystem_list"
     description = "List a directory of the workspace (at most 1000 entries)"
     category = "filesystem"
+    kind = "read"
     parameters = {
         "type": "object",
         "properties": {"path": {**PATH, "default": "."}},

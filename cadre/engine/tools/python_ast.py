@@ -30,6 +30,7 @@ class PythonAstParser(Tool):
     name = "python_ast_parser"
     description = "Parse Python code and list its functions, classes and imports"
     category = "code"
+    kind = "read"
     parameters = {
         "type": "object",
         "properties": {"code": {"type": "string"}},

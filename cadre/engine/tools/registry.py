@@ -12,8 +12,15 @@ from jsonschema.protocols import Validator
 
 from cadre.engine.tools.base import Tool, ToolContext, ToolNotFound, ToolRefused
 from cadre.engine.tools.calculator import Calculator
-from cadre.engine.tools.filesystem import FilesystemList, FilesystemRead, FilesystemWrite
+from cadre.engine.tools.filesystem import (
+    FilesystemEdit,
+    FilesystemList,
+    FilesystemRead,
+    FilesystemWrite,
+)
 from cadre.engine.tools.python_ast import PythonAstParser
+from cadre.engine.tools.search import FilesystemGlob, FilesystemGrep
+from cadre.engine.tools.shell import Shell
 from cadre.errors import ValidationFailed
 
 TOOLS: dict[str, Tool] = {
@@ -22,8 +29,12 @@ TOOLS: dict[str, Tool] = {
         FilesystemRead(),
         FilesystemWrite(),
         FilesystemList(),
+        FilesystemEdit(),
+        FilesystemGlob(),
+        FilesystemGrep(),
         PythonAstParser(),
         Calculator(),
+        Shell(),
     )
 }
 

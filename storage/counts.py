@@ -1,0 +1,39 @@
+"""How many rows of a kind each user owns, kept in the transaction that adds or removes
+one, so an unfiltered list's ``total`` is one primary-key read, not a count of the table."""
+
+from __future__ import annotations
+
+import peewee
+
+from storage.db import BaseModel
+from storage.users import User
+
+
+class RowCount(BaseModel):
+    owner = peewee.ForeignKeyField(User, on_delete="CASCADE")
+    kind = peewee.CharField(max_length=32)  # a table's name: agent, execution
+    n = peewee.IntegerField(default=0)
+
+    class Meta:
+        primary_key = peewee.CompositeKey("owner", "kind")
+
+
+def bump(owner_id: str, kind: str, delta: int = 1) -> None:
+    """Add ``delta`` to the owner's count; call inside the write's own transaction."""
+    (
+        RowCount.insert(owner=owner_id, kind=kind, n=delta)
+        .on_conflict(
+            conflict_target=[RowCount.owner, RowCount.kind],
+            update={RowCount.n: RowCount.n + delta},
+        )
+        .execute()
+    )
+
+
+def count(owner_id: str, kind: str) -> int:
+    found = (
+        RowCount.select(RowCount.n)
+        .where((RowCount.owner == owner_id) & (RowCount.kind == kind))
+        .scalar()
+    )
+    return found or 0
