@@ -42,6 +42,7 @@ from cadre.engine.events import EventBus
 from cadre.engine.executor import EngineConfig, Executor
 from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.registry import ProviderSettings
+from cadre.engine.supervisor import Supervisor, SupervisorConfig
 from cadre.middleware.body_limit import BodyLimitMiddleware
 from cadre.middleware.docs_policy import DocsPolicyMiddleware
 from cadre.middleware.metrics import MetricsMiddleware, RequestMetrics
@@ -116,6 +117,15 @@ def engine_config(settings: Settings) -> EngineConfig:
     )
 
 
+def supervisor_config(settings: Settings) -> SupervisorConfig:
+    return SupervisorConfig(
+        quotas=settings.quotas,
+        max_workers=settings.max_job_workers,
+        retries=settings.job_worker_retries,
+        tick_seconds=settings.supervisor_tick_seconds,
+    )
+
+
 class CadreApp(Starlette):
     """Starlette for the lifespan and the WebSocket routes; HTTP goes straight to ``http``.
 
@@ -146,6 +156,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     registry = CollectorRegistry()
     bus = EventBus()
     executor = Executor(engine_config(settings), bus)
+    supervisor = Supervisor(supervisor_config(settings), executor)
     limiter = None
     if settings.rate_limit_enabled:
         limiter = RateLimiter(
@@ -161,6 +172,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         bus=bus,
         metrics=registry,
         db=DatabaseCalls(settings.effective_database_url),
+        supervisor=supervisor,
         rate_limiter=limiter,  # the WebSocket channels count in the same buckets
     )
 
@@ -199,12 +211,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(_app: Starlette):
         await executor.start()
+        await supervisor.start()
         # Everything built so far (the spec, validators, routes) lives as long as the process:
         # keep it out of every later garbage collection pass.
         gc.collect()
         gc.freeze()
         yield
         gc.unfreeze()  # collectable again once this app is gone (tests build many)
+        await supervisor.stop()
         await executor.stop()
         await services.tokens.aclose()
         if limiter is not None:

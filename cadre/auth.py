@@ -56,6 +56,15 @@ USER_SCOPES = (
     "tools:read",
     "tools:execute",
     "costs:read",
+    "sessions:read",
+    "sessions:write",
+    # seed 002's
+    "supervisor:read",
+    "supervisor:write",
+    "jobs:read",
+    "jobs:write",
+    "resources:read",
+    "resources:write",
 )
 ADMIN_SCOPES = (*USER_SCOPES, "admin")
 

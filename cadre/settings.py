@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     max_ast_source_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_ast_workers: int = Field(2, ge=1, le=64)
     workspace_quota_mb: int = Field(100, ge=0, le=1024 * 1024)
+    max_sessions_per_user: int = Field(1000, ge=1, le=1_000_000)
     login_max_failures: int = Field(5, ge=0, le=1000)
     login_lockout_seconds: int = Field(300, ge=1, le=86_400)
     trusted_proxies: str = ""
@@ -87,6 +88,11 @@ class Settings(BaseSettings):
     shell_file_size_mb: int = Field(64, ge=1, le=1024 * 1024)
     shell_max_processes: int = Field(64, ge=1, le=10_000)
     shell_max_concurrent: int = Field(4, ge=1, le=256)
+    # Seed 002: concurrent workers per user at job depth 0, 1, 2, ...
+    depth_quotas: str = "10,8,5,3,2,1"
+    max_job_workers: int = Field(10, ge=1, le=1000)
+    job_worker_retries: int = Field(0, ge=0, le=10)
+    supervisor_tick_seconds: float = Field(0.5, gt=0, le=60)
 
     @property
     def path_limits(self) -> PathLimits:
@@ -142,6 +148,22 @@ class Settings(BaseSettings):
         if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
             return f"{int(value)}/hour"
         return value
+
+    @field_validator("depth_quotas")
+    @classmethod
+    def _quota_list(cls, value: str) -> str:
+        parts = [part.strip() for part in value.split(",")]
+        if not 1 <= len(parts) <= 100 or not all(p.isdigit() and int(p) <= 10_000 for p in parts):
+            raise ValueError(
+                "CADRE_DEPTH_QUOTAS must be 1 to 100 comma-separated whole numbers up to "
+                "10000 (workers per user at depth 0, 1, ...), e.g. 10,8,5,3,2,1"
+            )
+        return value
+
+    @property
+    def quotas(self) -> tuple[int, ...]:
+        """``CADRE_DEPTH_QUOTAS``: the most workers one user's jobs run at once, per depth."""
+        return tuple(int(part) for part in self.depth_quotas.split(","))
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -72,8 +72,11 @@ def sse_response(
     *,
     tokens: TokenService,
     claims: dict[str, Any],
+    translate: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
 ) -> StreamingResponse:
     """Replay after ``after``, then live, with comment lines to keep proxies from hanging up.
+
+    ``translate`` turns each event into the one sent (None: skipped), as chat does.
 
     The token (its ``claims``) is checked again every ``TOKEN_RECHECK_SECONDS`` between
     events, as on the WebSockets: once it is no longer good the stream sends an ``error``
@@ -94,8 +97,10 @@ def sse_response(
                     yield _sse_problem(problem)
                     return
             if event is not None:
-                yield _sse_frame(event)
-                sent = now
+                shown = event if translate is None else translate(event)
+                if shown is not None:
+                    yield _sse_frame(shown)
+                    sent = now
             elif now - sent >= keepalive:
                 yield b": keep-alive\n\n"
                 sent = now
@@ -110,6 +115,56 @@ def sse_response(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+# Execution event -> chat event (seed 004's names); the envelope is kept, so a frame's
+# ``id:`` is the run's ``seq`` and the execution stream resumes where a chat stream broke.
+_ENVELOPE = ("type", "execution_id", "seq", "timestamp")
+
+
+def chat_translator(session_id: str) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    errors: list[str] = []  # the run's ``error`` event comes just before ``complete``
+
+    def translate(event: dict[str, Any]) -> dict[str, Any] | None:
+        kind = event["type"]
+        if kind == "error":
+            errors.append(event["message"])
+            return None
+        base = {
+            **{key: event[key] for key in _ENVELOPE},
+            "run_id": event["execution_id"],
+            "session_id": session_id,
+        }
+        if kind == "status" and event.get("status") == "queued" and event["seq"] == 1:
+            return {**base, "type": "run_started"}
+        if kind == "token":
+            return {**base, "type": "content_delta", "content": event["content"]}
+        if kind in ("tool_call", "tool_result", "approval_required"):
+            return {**event, **base}
+        if kind == "complete":
+            usage = event.get("usage") or {}
+            metrics = {
+                "duration_ms": usage.get("latency_ms"),
+                "input_tokens": usage.get("prompt_tokens", 0),
+                "output_tokens": usage.get("completion_tokens", 0),
+                "cost_usd": event.get("cost", 0.0),
+            }
+            if event["status"] == "completed":
+                output = (event.get("result") or {}).get("output", "")
+                return {**base, "type": "run_completed", "metrics": metrics, "response": output}
+            ended = f"The run ended {event['status']} ({event['stop_reason']})."
+            error = errors[-1] if errors else ended
+            return {
+                **base,
+                "type": "run_failed",
+                "error": error,
+                "status": event["status"],
+                "stop_reason": event["stop_reason"],
+                "metrics": metrics,
+            }
+        return None  # status changes, usage, error (run_failed carries it)
+
+    return translate
 
 
 def _services(websocket: WebSocket) -> Services:

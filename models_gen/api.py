@@ -134,14 +134,14 @@ class RefreshRequest(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
     )
-    refresh_token: Annotated[str, Field(max_length=512, min_length=1)]
+    refresh_token: Annotated[str, Field(max_length=2048, min_length=1)]
 
 
 class LogoutRequest(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
     )
-    refresh_token: Annotated[str | None, Field(max_length=512, min_length=1)] = None
+    refresh_token: Annotated[str | None, Field(max_length=2048, min_length=1)] = None
 
 
 class AgentStatus(StrEnum):
@@ -589,6 +589,387 @@ class CostList(BaseModel):
     total_cost: float
 
 
+class SessionMode(StrEnum):
+    interactive = 'interactive'
+    forked = 'forked'
+
+
+class SessionStatus(StrEnum):
+    created = 'created'
+    active = 'active'
+    completed = 'completed'
+    archived = 'archived'
+
+
+class PermissionMode(StrEnum):
+    bypassPermissions = 'bypassPermissions'
+    acceptEdits = 'acceptEdits'
+    default = 'default'
+    plan = 'plan'
+
+
+class MultitaskStrategy(StrEnum):
+    reject = 'reject'
+    enqueue = 'enqueue'
+    interrupt = 'interrupt'
+    rollback = 'rollback'
+
+
+class AllowedToolName(RootModel[str]):
+    root: Annotated[
+        str,
+        Field(
+            description="A Cadre tool name, or the seed's `Read`, `Write`, `Edit`, `Glob`, `Grep`, `Bash`.",
+            max_length=64,
+            min_length=1,
+            pattern='^[A-Za-z][A-Za-z0-9_]*$',
+        ),
+    ]
+
+
+class SdkOptions(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    allowed_tools: Annotated[list[AllowedToolName] | None, Field(max_length=64)] = None
+    permission_mode: PermissionMode | None = None
+    model: Annotated[str | None, Field(max_length=128, min_length=1)] = None
+    system_prompt: Annotated[str | None, Field(max_length=65536)] = None
+
+
+class SessionSdkOptions(BaseModel):
+    allowed_tools: list[str]
+    permission_mode: PermissionMode
+    model: Annotated[str | None, Field(...)]
+    system_prompt: Annotated[str | None, Field(...)]
+
+
+class Mode(StrEnum):
+    interactive = 'interactive'
+
+
+class SessionCreate(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    name: Annotated[str, Field(max_length=128, min_length=1)]
+    agent_id: Annotated[
+        str | None,
+        Field(
+            description="The agent's id or name; left out, the default echo agent.",
+            max_length=64,
+            min_length=1,
+        ),
+    ] = None
+    mode: Mode | None = None
+    sdk_options: SdkOptions | None = None
+    template_id: Annotated[str | None, Field(max_length=64, min_length=1)] = None
+
+
+class Session(BaseModel):
+    id: Annotated[str, Field(examples=['sess_01HQZYX3G5N8K2M4P6R8T0V2W4'])]
+    user_id: str
+    name: str
+    agent_id: Annotated[str | None, Field(description='null: the default echo agent')]
+    mode: SessionMode
+    status: SessionStatus
+    sdk_options: SessionSdkOptions
+    working_directory_path: str
+    template_id: Annotated[str | None, Field(...)]
+    parent_session_id: Annotated[str | None, Field(...)]
+    is_fork: bool
+    current_run_id: Annotated[
+        str | None, Field(description='The turn holding the session')
+    ]
+    total_messages: int
+    total_tool_calls: int
+    total_cost_usd: float
+    api_input_tokens: int
+    api_output_tokens: int
+    archive_id: Annotated[str | None, Field(...)]
+    created_at: AwareDatetime
+    started_at: Annotated[AwareDatetime | None, Field(...)]
+    last_activity_at: Annotated[AwareDatetime | None, Field(...)]
+    completed_at: Annotated[AwareDatetime | None, Field(...)]
+
+
+class SessionList(BaseModel):
+    sessions: list[Session]
+    total: int
+    limit: int
+    offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]
+
+
+class MessageType(StrEnum):
+    user = 'user'
+    assistant = 'assistant'
+    tool = 'tool'
+
+
+class SessionMessage(BaseModel):
+    id: str
+    message_type: MessageType
+    content: Annotated[
+        dict[str, Any],
+        Field(
+            description='`{content: text}`; an assistant message asking for tools adds `tool_calls`, a tool message `tool_call_id` and `tool_name`.'
+        ),
+    ]
+    sequence_number: int
+    model: Annotated[str | None, Field(...)]
+    run_id: Annotated[str | None, Field(...)]
+    created_at: AwareDatetime
+
+
+class SessionMessageList(BaseModel):
+    messages: list[SessionMessage]
+    total: int
+    limit: int
+    offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]
+
+
+class Status1(StrEnum):
+    pending = 'pending'
+    success = 'success'
+    error = 'error'
+    denied = 'denied'
+
+
+class SessionToolCall(BaseModel):
+    id: str
+    run_id: str
+    tool_name: str
+    tool_input: dict[str, Any]
+    tool_output: Annotated[dict[str, Any] | None, Field(...)]
+    status: Status1
+    duration_ms: Annotated[int | None, Field(...)]
+    created_at: AwareDatetime
+
+
+class SessionToolCallList(BaseModel):
+    tool_calls: list[SessionToolCall]
+    total: int
+    limit: int
+    offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]
+
+
+class SessionFork(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    name: Annotated[str, Field(max_length=128, min_length=1)]
+    at_sequence: Annotated[
+        int | None,
+        Field(
+            description="Copy the history up to this message's `sequence_number` (0 copies none).",
+            ge=0,
+            le=1000000000,
+        ),
+    ] = None
+
+
+class Compression(StrEnum):
+    gzip = 'gzip'
+
+
+class SessionArchiveRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    compression: Compression = 'gzip'
+
+
+class SessionArchive(BaseModel):
+    archive_id: str
+    archive_path: Annotated[str, Field(description='Where the server keeps it')]
+    archive_size_bytes: int
+    file_count: Annotated[
+        int, Field(description='Files in the archive, `session.json` included')
+    ]
+
+
+class SessionQuery(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    message: Annotated[str, Field(max_length=65536, min_length=1)]
+    inputs: Annotated[
+        dict[str, Any] | None,
+        Field(
+            description="The turn's execution inputs (the echo provider reads `inputs.echo`).",
+            max_length=64,
+        ),
+    ] = None
+    multitask_strategy: MultitaskStrategy | None = 'reject'
+
+
+class TurnMetrics(BaseModel):
+    duration_ms: Annotated[int | None, Field(...)]
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+class TurnToolCall(BaseModel):
+    call_id: str
+    tool_name: str
+    tool_input: dict[str, Any]
+    status: Status1
+
+
+class Type1(StrEnum):
+    text = 'text'
+
+
+class Content(BaseModel):
+    type: Type1
+    text: str
+
+
+class SessionQueryReply(BaseModel):
+    session_id: str
+    message_id: Annotated[
+        str | None,
+        Field(description="The turn's last assistant message (null if it stored none)"),
+    ]
+    run_id: str
+    status: ExecutionStatus
+    content: Content
+    tool_calls: list[TurnToolCall]
+    metrics: TurnMetrics
+    error: Annotated[str | None, Field(...)]
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    agent_id: Annotated[
+        str,
+        Field(
+            description="The agent's id or name (`echo`: the default echo agent)",
+            max_length=64,
+            min_length=1,
+        ),
+    ]
+    message: Annotated[str, Field(max_length=65536, min_length=1)]
+    session_id: Annotated[str | None, Field(max_length=64, min_length=1)] = None
+    stream: bool = False
+    inputs: Annotated[dict[str, Any] | None, Field(max_length=64)] = None
+    multitask_strategy: MultitaskStrategy | None = 'reject'
+
+
+class ChatReply(BaseModel):
+    run_id: str
+    session_id: str
+    response: Annotated[str, Field(description='The full text of the answer')]
+    status: ExecutionStatus
+    error: Annotated[str | None, Field(...)]
+    metrics: TurnMetrics
+
+
+class Event(StrEnum):
+    run_started = 'run_started'
+    content_delta = 'content_delta'
+    tool_call = 'tool_call'
+    tool_result = 'tool_result'
+    approval_required = 'approval_required'
+    run_completed = 'run_completed'
+    run_failed = 'run_failed'
+
+
+class ChatEvent(BaseModel):
+    id: Annotated[str | None, Field(description="The run's event `seq`")] = None
+    event: Event | None = None
+    data: Annotated[
+        str | None, Field(description='The event as JSON: a message of asyncapi.yaml')
+    ] = None
+    retry: Annotated[
+        int | None, Field(description='Reconnection delay in milliseconds')
+    ] = None
+
+
+class DefaultMode(StrEnum):
+    interactive = 'interactive'
+
+
+class SessionTemplateCreate(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    name: Annotated[str, Field(max_length=128, min_length=1)]
+    description: Annotated[str | None, Field(max_length=4096)] = None
+    category: Annotated[
+        str | None,
+        Field(max_length=64, min_length=1, pattern='^[A-Za-z0-9][A-Za-z0-9 _.-]*$'),
+    ] = None
+    sdk_options: SdkOptions | None = None
+    default_mode: DefaultMode | None = None
+    is_public: bool = False
+
+
+class SessionTemplateUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    name: Annotated[str | None, Field(max_length=128, min_length=1)] = None
+    description: Annotated[str | None, Field(max_length=4096)] = None
+    category: Annotated[
+        str | None,
+        Field(max_length=64, min_length=1, pattern='^[A-Za-z0-9][A-Za-z0-9 _.-]*$'),
+    ] = None
+    sdk_options: SdkOptions | None = None
+    default_mode: DefaultMode | None = None
+    is_public: bool | None = None
+
+
+class SessionTemplate(BaseModel):
+    id: Annotated[str, Field(examples=['tmpl_01HQZYX3G5N8K2M4P6R8T0V2W4'])]
+    owner_id: str
+    name: str
+    description: str
+    category: Annotated[str | None, Field(...)]
+    sdk_options: Annotated[
+        dict[str, Any],
+        Field(description="The members it fills in (tool names are Cadre's)"),
+    ]
+    default_mode: DefaultMode
+    is_public: bool
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class SessionTemplateList(BaseModel):
+    templates: list[SessionTemplate]
+    total: int
+    limit: int
+    offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]
+
+
 class Period(StrEnum):
     day = 'day'
     week = 'week'
@@ -601,6 +982,208 @@ class CostSummary(BaseModel):
     by_agent: dict[str, float]
     by_provider: dict[str, float]
     by_model: dict[str, float]
+
+
+class JobStatus(StrEnum):
+    PENDING = 'PENDING'
+    RUNNING = 'RUNNING'
+    COMPLETED = 'COMPLETED'
+    FAILED = 'FAILED'
+    CANCELED = 'CANCELED'
+
+
+class WorkerStatus(StrEnum):
+    IDLE = 'IDLE'
+    RUNNING = 'RUNNING'
+    PAUSED = 'PAUSED'
+    COMPLETED = 'COMPLETED'
+    FAILED = 'FAILED'
+    TERMINATED = 'TERMINATED'
+
+
+class JobSubmit(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    task_description: Annotated[str, Field(max_length=65536, min_length=1)]
+    worker_count: Annotated[
+        int,
+        Field(
+            description='Runs of the task; at most `CADRE_MAX_JOB_WORKERS` (default 10), else 422.',
+            ge=1,
+            le=1000,
+        ),
+    ]
+    depth: Annotated[
+        int,
+        Field(
+            description="The job's level; at most the deepest quota's (5 by default), else 422.",
+            ge=0,
+            le=100,
+        ),
+    ]
+    parent_job_id: Annotated[
+        str | None,
+        Field(
+            description='One of your unfinished jobs, one level up.',
+            max_length=64,
+            min_length=1,
+        ),
+    ] = None
+    agent_id: Annotated[
+        str | None,
+        Field(
+            description="The agent's id or name; left out, the default echo agent.",
+            max_length=64,
+            min_length=1,
+        ),
+    ] = None
+    inputs: Annotated[
+        dict[str, Any] | None,
+        Field(
+            description="Given to every worker's execution (the echo provider reads `inputs.echo`).",
+            max_length=64,
+        ),
+    ] = None
+
+
+class Job(BaseModel):
+    id: Annotated[str, Field(examples=['j_a1b2c3d4e5f6'], pattern='^j_[0-9a-f]{12}$')]
+    status: JobStatus
+    task_description: str
+    worker_count: int
+    depth: int
+    parent_job_id: Annotated[str | None, Field(...)]
+    agent_id: Annotated[str | None, Field(description='null: the default echo agent')]
+    agent_name: str
+    workspace_id: Annotated[
+        str,
+        Field(
+            description='The workspace its workers run in: yours, named by your user id'
+        ),
+    ]
+    inputs: dict[str, Any]
+    error: Annotated[str | None, Field(description='Why it failed')]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    completed_at: Annotated[AwareDatetime | None, Field(...)]
+
+
+class JobResult(BaseModel):
+    worker_id: str
+    execution_id: str
+    status: WorkerStatus
+    output: Annotated[
+        str | None,
+        Field(description="The worker's answer (partial when it was stopped)"),
+    ]
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+    total: int
+    limit: int
+    offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]
+
+
+class Worker(BaseModel):
+    id: str
+    workspace_id: str
+    job_id: str
+    status: WorkerStatus
+    execution_id: Annotated[
+        str, Field(description='Its execution (`/api/v1/executions/{id}` streams it)')
+    ]
+    attempt: Annotated[
+        int, Field(description='0, or which retry of a failed worker it is')
+    ]
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class WorkerList(BaseModel):
+    workers: list[Worker]
+    total: int
+    limit: int
+    offset: int
+    next: Annotated[
+        str | None,
+        Field(
+            description='The next page (a relative URL with `after`), or null on the last page.'
+        ),
+    ]
+
+
+class ByStatus(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    IDLE: int
+    RUNNING: int
+    PAUSED: int
+    COMPLETED: int
+    FAILED: int
+    TERMINATED: int
+
+
+class SupervisorMetrics(BaseModel):
+    total_workers: int
+    by_status: ByStatus
+
+
+class Quota(BaseModel):
+    depth: int
+    max_workers: int
+
+
+class QuotaList(BaseModel):
+    quotas: list[Quota]
+
+
+class DepthUsage(BaseModel):
+    depth: int
+    allocated: int
+    available: int
+
+
+class UsageList(BaseModel):
+    usage: list[DepthUsage]
+
+
+class AllocateRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    job_id: Annotated[str, Field(max_length=64, min_length=1)]
+    depth: Annotated[int, Field(ge=0, le=100)]
+    worker_count: Annotated[int, Field(ge=1, le=1000)]
+
+
+class Allocation(BaseModel):
+    job_id: str
+    depth: int
+    requested: int
+    granted: Annotated[int, Field(description='What the job holds afterwards')]
+
+
+class ReleaseRequest(BaseModel):
+    model_config = ConfigDict(
+        extra='forbid',
+    )
+    job_id: Annotated[str, Field(max_length=64, min_length=1)]
+    depth: Annotated[int, Field(ge=0, le=100)]
+
+
+class Release(BaseModel):
+    job_id: str
+    depth: int
+    released: int
 
 
 class OpenapiJsonGetResponse(BaseModel):
@@ -655,7 +1238,7 @@ class ApiV1ExecutionsExecutionIdEventsStreamGetParametersQuery(BaseModel):
     after: Annotated[int, Field(ge=0, le=1000000000)] = 0
 
 
-class Event(StrEnum):
+class Event1(StrEnum):
     status = 'status'
     token = 'token'
     tool_call = 'tool_call'
@@ -668,7 +1251,7 @@ class Event(StrEnum):
 
 class ApiV1ExecutionsExecutionIdEventsStreamGetResponse(BaseModel):
     id: Annotated[str | None, Field(description="The event's `seq`")] = None
-    event: Event | None = None
+    event: Event1 | None = None
     data: Annotated[
         str | None, Field(description='The event as JSON: a message of asyncapi.yaml')
     ] = None
@@ -699,6 +1282,66 @@ class ApiV1CostsGetParametersQuery(BaseModel):
 class ApiV1CostsSummaryGetParametersQuery(BaseModel):
     period: Period = 'day'
     all: bool = False
+
+
+class ApiV1JobsGetParametersQuery(BaseModel):
+    depth: Annotated[int | None, Field(ge=0, le=100)] = None
+    status: JobStatus | None = None
+    parent_job_id: Annotated[str | None, Field(max_length=64, min_length=1)] = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 50
+    offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
+
+
+class ApiV1SupervisorWorkersGetParametersQuery(BaseModel):
+    workspace_id: Annotated[str | None, Field(max_length=64, min_length=1)] = None
+    status: WorkerStatus | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 50
+    offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
+
+
+class ApiV1SessionsGetParametersQuery(BaseModel):
+    status: SessionStatus | None = None
+    mode: SessionMode | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
+
+
+class ApiV1SessionsSessionIdMessagesGetParametersQuery(BaseModel):
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
+
+
+class ApiV1SessionsSessionIdToolCallsGetParametersQuery(BaseModel):
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
+
+
+class ApiV1SessionTemplatesGetParametersQuery(BaseModel):
+    category: Annotated[
+        str | None,
+        Field(max_length=64, min_length=1, pattern='^[A-Za-z0-9][A-Za-z0-9 _.-]*$'),
+    ] = None
+    is_public: bool | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    offset: Annotated[int, Field(ge=0, le=1000000000)] = 0
+    after: Annotated[
+        str | None, Field(max_length=512, min_length=1, pattern='^[A-Za-z0-9_-]+$')
+    ] = None
 
 
 class CheckpointMessage(BaseModel):
@@ -759,4 +1402,15 @@ class CheckpointList(BaseModel):
         Field(
             description='The next page (a relative URL with `after`), or null on the last page.'
         ),
+    ]
+
+
+class JobDetail(Job):
+    granted: Annotated[
+        int, Field(description="Workers the job's grant lets run at once now")
+    ]
+    workers: list[Worker]
+    results: list[JobResult]
+    cost: Annotated[
+        float, Field(description="USD, the sum of its workers' executions' costs")
     ]

@@ -8,16 +8,18 @@ claims exactly one wins, on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import PurePath
 from typing import Any
 
 import peewee
 
-from cadre.errors import NotFound
+from cadre.errors import Conflict, Forbidden, NotFound
 from storage.db import BaseModel, database
+from storage.executions import TERMINAL, Execution
 from storage.fields import JSONField, UTCDateTimeField
 from storage.ids import new_id, utcnow
-from storage.queries import owned
+from storage.queries import Page, owned, paginate
 from storage.users import User
 
 
@@ -100,7 +102,8 @@ class SessionToolCall(BaseModel):
 
 
 def create_session(**fields: Any) -> Session:
-    return Session.create(id=new_id("sess"), **fields)
+    fields.setdefault("id", new_id("sess"))
+    return Session.create(**fields)
 
 
 def get_session(session_id: str, owner_id: str | None) -> Session:
@@ -216,7 +219,12 @@ def take_turn(session_id: str, run_id: str) -> bool:
             return False
     if not claim_turn(session_id, run_id):
         return False
-    now = utcnow()
+    _mark_active(session_id, utcnow())
+    return True
+
+
+def _mark_active(session_id: str, now: datetime) -> None:
+    """A turn runs: ``active`` (unless archived), ``started_at`` set the first time."""
     Session.update(
         status="active",
         started_at=peewee.fn.COALESCE(Session.started_at, now),
@@ -224,13 +232,192 @@ def take_turn(session_id: str, run_id: str) -> bool:
     ).where(
         (Session.id == session_id) & Session.status.in_(["created", "active", "completed"])
     ).execute()
-    return True
 
 
 def release_turn(session_id: str, run_id: str) -> None:
     Session.update(current_run_id=None).where(
         (Session.id == session_id) & (Session.current_run_id == run_id)
     ).execute()
+
+
+# -- sessions ---------------------------------------------------------------------------
+
+
+def count_sessions(owner_id: str) -> int:
+    return Session.select().where(Session.owner == owner_id).count()
+
+
+def list_sessions(
+    owner_id: str,
+    *,
+    status: str | None,
+    mode: str | None,
+    limit: int,
+    offset: int,
+    after: str | None = None,
+) -> Page:
+    query = owned(Session.select(), Session, owner_id)
+    if status is not None:
+        query = query.where(Session.status == status)
+    if mode is not None:
+        query = query.where(Session.mode == mode)
+    keys = (Session.created_at, Session.id)
+    return paginate(query, keys, limit=limit, offset=offset, after=after, descending=True)
+
+
+def list_messages(session_id: str, limit: int, offset: int, after: str | None = None) -> Page:
+    query = SessionMessage.select().where(SessionMessage.session == session_id)
+    keys = (SessionMessage.sequence_number, SessionMessage.id)
+    return paginate(query, keys, limit=limit, offset=offset, after=after)
+
+
+def list_tool_calls(session_id: str, limit: int, offset: int, after: str | None = None) -> Page:
+    query = SessionToolCall.select().where(SessionToolCall.session == session_id)
+    keys = (SessionToolCall.created_at, SessionToolCall.id)
+    return paginate(query, keys, limit=limit, offset=offset, after=after)
+
+
+def run_messages(run_id: str) -> list[SessionMessage]:
+    return list(
+        SessionMessage.select()
+        .where(SessionMessage.run_id == run_id)
+        .order_by(SessionMessage.sequence_number)
+    )
+
+
+def update_session(session_id: str, **fields: Any) -> None:
+    Session.update(**fields).where(Session.id == session_id).execute()
+
+
+def create_turn(
+    session_id: str, claim: bool, take_over: str | None = None, **fields: Any
+) -> Execution:
+    """Create a session turn's execution; with ``claim``, only if it can hold the session
+    now (else a 409 ``session_busy``), claim and row in one transaction so a loser leaves
+    no execution behind. ``take_over``: the (stopped) turn whose claim it may take."""
+    execution_id = new_id("exec")
+    with database.atomic():
+        if claim and not _claim(session_id, execution_id, take_over):
+            raise Conflict(
+                "A turn of this session is running; wait for it, or send the query with "
+                "multitask_strategy enqueue, interrupt or rollback.",
+                error="session_busy",
+                details={"multitask_strategy": "reject"},
+            )
+        now = utcnow()
+        execution = Execution.create(
+            id=execution_id, session_id=session_id, heartbeat_at=now, **fields
+        )
+        _mark_active(session_id, now)
+    return execution
+
+
+def _claim(session_id: str, run_id: str, take_over: str | None) -> bool:
+    if take_over is None:
+        return claim_turn(session_id, run_id)
+    holder = Session.current_run_id
+    updated = (
+        Session.update(current_run_id=run_id)
+        .where((Session.id == session_id) & (holder.is_null() | (holder == take_over)))
+        .execute()
+    )
+    return updated == 1
+
+
+def unfinished_turns(session_id: str) -> list[Execution]:
+    """The session's turns not yet over (running, waiting for it, paused, awaiting approval)."""
+    return list(
+        Execution.select()
+        .where((Execution.session_id == session_id) & Execution.status.not_in(list(TERMINAL)))
+        .order_by(Execution.created_at, Execution.id)
+    )
+
+
+def discard_run(session_id: str, run_id: str) -> None:
+    """Forget a rolled-back turn: its messages and tool calls, and the counts they made."""
+    with database.atomic():
+        messages = (
+            SessionMessage.delete()
+            .where((SessionMessage.session == session_id) & (SessionMessage.run_id == run_id))
+            .execute()
+        )
+        calls = (
+            SessionToolCall.delete()
+            .where((SessionToolCall.session == session_id) & (SessionToolCall.run_id == run_id))
+            .execute()
+        )
+        session = Session.get_by_id(session_id)
+        Session.update(
+            total_messages=max(0, session.total_messages - messages),
+            total_tool_calls=max(0, session.total_tool_calls - calls),
+        ).where(Session.id == session_id).execute()
+
+
+def delete_session(session_id: str) -> None:
+    """The session and its history (cascade); its executions and cost records stay."""
+    Session.delete().where(Session.id == session_id).execute()
+
+
+# -- templates --------------------------------------------------------------------------
+
+
+def _visible_templates(owner_id: str) -> peewee.ModelSelect:
+    return SessionTemplate.select().where(
+        (SessionTemplate.owner == owner_id) | (SessionTemplate.is_public == True)  # noqa: E712
+    )
+
+
+def create_template(owner_id: str, **fields: Any) -> SessionTemplate:
+    return SessionTemplate.create(id=new_id("tmpl"), owner=owner_id, **fields)
+
+
+def get_template(template_id: str, owner_id: str) -> SessionTemplate:
+    """The caller's template, or anyone's public one; else a 404."""
+    found = _visible_templates(owner_id).where(SessionTemplate.id == template_id).first()
+    if found is None:
+        raise NotFound(f"No session template '{template_id}'.", error="template_not_found")
+    return found
+
+
+def get_own_template(template_id: str, owner_id: str) -> SessionTemplate:
+    """For a change: the caller's own template; another user's public one is a 403."""
+    template = get_template(template_id, owner_id)
+    if template.owner_id != owner_id:
+        raise Forbidden(
+            "Only the owner of a session template may change or delete it.",
+            error="not_template_owner",
+        )
+    return template
+
+
+def list_templates(
+    owner_id: str,
+    *,
+    category: str | None,
+    is_public: bool | None,
+    limit: int,
+    offset: int,
+    after: str | None = None,
+) -> Page:
+    query = _visible_templates(owner_id)
+    if category is not None:
+        query = query.where(SessionTemplate.category == category)
+    if is_public is not None:
+        query = query.where(SessionTemplate.is_public == is_public)
+    keys = (SessionTemplate.created_at, SessionTemplate.id)
+    return paginate(query, keys, limit=limit, offset=offset, after=after, descending=True)
+
+
+def update_template(template: SessionTemplate, fields: dict[str, Any]) -> SessionTemplate:
+    for key, value in fields.items():
+        setattr(template, key, value)
+    template.updated_at = utcnow()
+    template.save()
+    return template
+
+
+def delete_template(template: SessionTemplate) -> None:
+    template.delete_instance()
 
 
 def end_turn(session_id: str, run_id: str) -> None:

@@ -11,6 +11,7 @@ from storage.agents import Agent
 from storage.checkpoints import Checkpoint
 from storage.costs import CostRecord
 from storage.executions import Execution, ExecutionEvent
+from storage.jobs import Allocation, Job, QuotaUsage, Worker
 from storage.sessions import Session, SessionMessage, SessionTemplate, SessionToolCall
 from storage.users import RefreshToken, User
 from tests.conftest import TEST_DATABASE_URL
@@ -27,6 +28,10 @@ MODELS = [
     SessionMessage,
     SessionToolCall,
     Checkpoint,
+    Job,
+    Worker,
+    QuotaUsage,
+    Allocation,
 ]
 
 

@@ -136,3 +136,114 @@ async def test_seed_000_websocket_example(server):
     assert received[-1]["type"] == "complete"
     assert received[-1]["result"]["output"] == "Implement feature X"
     assert received[-1]["cost"] == 0
+
+
+SEED_002_SCOPES = [
+    "supervisor:read",
+    "supervisor:write",
+    "jobs:read",
+    "jobs:write",
+    "resources:read",
+    "resources:write",
+]
+
+
+def seed_002_token(base: str, scopes: list[str]) -> str:
+    """The seed's ``create_access_token(user_id=…, scopes=[…])``: a login with those scopes."""
+    reply = httpx.post(
+        f"{base}/api/v1/auth/login",
+        json={"username": "user", "password": PASSWORD, "scopes": scopes},
+    )
+    reply.raise_for_status()
+    return reply.json()["access_token"]
+
+
+def test_seed_002_complete_workflow_example(server, capsys):
+    import time
+
+    import httpx as requests  # the same module-level calls as requests'
+
+    base, _ = server
+    API_BASE = base
+    TOKEN = seed_002_token(base, SEED_002_SCOPES)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    # Submit job
+    response = requests.post(
+        f"{API_BASE}/api/v1/jobs/submit",
+        headers=headers,
+        json={"task_description": "Build React dashboard", "worker_count": 2, "depth": 0},
+    )
+    job = response.json()
+    job_id = job["id"]
+    print(f"Job created: {job_id}")
+
+    # Allocate resources for the job
+    response = requests.post(
+        f"{API_BASE}/api/v1/resources/allocate",
+        headers=headers,
+        json={"job_id": job_id, "depth": 0, "worker_count": 2},
+    )
+    allocation = response.json()
+    print(f"Resources allocated: {allocation['granted']} workers")
+
+    # Poll job status
+    while True:
+        response = requests.get(f"{API_BASE}/api/v1/jobs/{job_id}", headers=headers)
+        job = response.json()
+        status = job["status"]
+        print(f"Job status: {status}")
+
+        if status in ["COMPLETED", "FAILED", "CANCELED"]:
+            break
+
+        time.sleep(0.1)  # the seed polls every 5 seconds
+
+    # Release resources after completion
+    response = requests.post(
+        f"{API_BASE}/api/v1/resources/release",
+        headers=headers,
+        json={"job_id": job_id, "depth": 0},
+    )
+    print("Resources released")
+
+    out = capsys.readouterr().out
+    assert f"Job created: {job_id}" in out
+    assert "Resources allocated: 2 workers" in out or "Resources allocated: 0 workers" in out
+    assert out.rstrip().endswith("Job status: COMPLETED\nResources released")
+    assert response.status_code == 200 and response.json()["released"] == 0
+    assert [r["output"] for r in job["results"]] == ["Build React dashboard"] * 2
+
+
+def test_seed_002_manual_testing_script(server, capsys):
+    import httpx as requests
+
+    base, _ = server
+    API_BASE = base
+    # Generate token
+    token = seed_002_token(base, ["supervisor:read", "jobs:write", "resources:write"])
+    headers = {"Authorization": f"Bearer {token}"}
+
+    # Test workflow
+    print("1. Listing workers...")
+    r = requests.get(f"{API_BASE}/api/v1/supervisor/workers", headers=headers)
+    print(f"   Status: {r.status_code}, Workers: {r.json()['total']}")
+
+    print("2. Submitting job...")
+    r = requests.post(
+        f"{API_BASE}/api/v1/jobs/submit",
+        headers=headers,
+        json={"task_description": "Test job", "worker_count": 1, "depth": 0},
+    )
+    job_id = r.json()["id"]
+    print(f"   Job ID: {job_id}")
+
+    print("3. Getting resource quotas...")
+    r = requests.get(f"{API_BASE}/api/v1/resources/quotas", headers=headers)
+
+    # The seed's token lacks resources:read, so its third step cannot read the quotas:
+    # Cadre enforces the scopes the seed lists.
+    assert r.status_code == 403 and r.json()["error"] == "insufficient_scope"
+    out = capsys.readouterr().out
+    assert "   Status: 200, Workers: 0" in out
+    assert job_id.startswith("j_")

@@ -27,7 +27,11 @@ pytestmark = pytest.mark.clients
 def generate(directory: Path, spec: Path = SPEC) -> Path:
     """Generate the client package from ``spec`` into ``directory``."""
     config = directory / "openapi-python-client.yaml"
-    config.write_text(f"package_name_override: {PACKAGE}\npost_hooks: []\n")
+    # A session archive (application/gzip) is read as the bytes it is.
+    config.write_text(
+        f"package_name_override: {PACKAGE}\npost_hooks: []\n"
+        "content_type_overrides:\n  application/gzip: application/octet-stream\n"
+    )
     generator = Path(sys.executable).parent / "openapi-python-client"
     command = [str(generator), "generate", "--path", str(spec), "--meta", "none"]
     command += ["--config", str(config), "--output-path", str(directory / PACKAGE)]

@@ -8,16 +8,12 @@ costs a bounded child, never the server's memory or its event loop.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import sys
-import weakref
 from pathlib import Path
 from typing import Any
 
 from cadre.engine.tools import ast_worker
 from cadre.engine.tools.base import AstLimits, Tool, ToolContext, ToolFailed
+from cadre.engine.tools.isolated import run_worker
 from cadre.errors import ValidationFailed
 
 WORKER = Path(ast_worker.__file__)
@@ -46,17 +42,6 @@ class SourceTooLarge(ValidationFailed):
     error = "source_too_large"
 
 
-_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Semaphore]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _slot(workers: int) -> asyncio.Semaphore:
-    """The process's parse slots (one set per event loop: semaphores belong to one)."""
-    per_loop = _slots.setdefault(asyncio.get_running_loop(), {})
-    return per_loop.setdefault(workers, asyncio.Semaphore(workers))
-
-
 async def parse_isolated(code: str, limits: AstLimits) -> dict[str, Any]:
     """``outline(code)``, computed by a resource-limited child process."""
     source = code.encode("utf-8", "surrogatepass")
@@ -65,29 +50,18 @@ async def parse_isolated(code: str, limits: AstLimits) -> dict[str, Any]:
             f"The code is {len(source)} bytes; at most {limits.max_source_bytes} are parsed.",
             details={"args.code": f"longer than {limits.max_source_bytes} bytes"},
         )
-    async with _slot(limits.max_workers):
-        process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-I", "-S", str(WORKER)),
-            *(str(WORKER_MEMORY_BYTES), str(WORKER_CPU_SECONDS)),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
+    reply = await run_worker(
+        WORKER,
+        source,
+        memory_bytes=WORKER_MEMORY_BYTES,
+        cpu_seconds=WORKER_CPU_SECONDS,
+        wall_seconds=WORKER_WALL_SECONDS,
+        workers=limits.max_workers,
+    )
+    if reply is None:
+        raise ToolFailed(
+            "The code is too large, too deeply nested or too slow to parse within the limits."
         )
-        try:
-            output, _ = await asyncio.wait_for(process.communicate(source), WORKER_WALL_SECONDS)
-        except TimeoutError:
-            raise ToolFailed("The code took too long to parse.") from None
-        finally:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-    try:
-        reply = json.loads(output) if process.returncode == 0 else None
-    except ValueError:
-        reply = None
-    if not isinstance(reply, dict):
-        raise ToolFailed("The code is too large or too deeply nested to parse within the limits.")
     return _outline_or_fail(reply)
 
 

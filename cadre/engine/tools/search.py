@@ -11,12 +11,8 @@ and a child process also keeps the reading of up to ``GREP_MAX_TOTAL_BYTES`` off
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
-import sys
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +27,7 @@ from cadre.engine.tools.base import (
 )
 from cadre.engine.tools.filesystem import PATH, _in_thread
 from cadre.engine.tools.grep_worker import display_path, match_parts
+from cadre.engine.tools.isolated import run_worker
 from cadre.engine.tools.workspace import resolve_inside
 
 MAX_PATTERN_CHARS = 1024
@@ -171,38 +168,16 @@ def _existing(workspace: Path, shown: str, limits: PathLimits) -> Path:
     return path
 
 
-_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 async def _search_isolated(request: dict[str, Any]) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    slot = _slots.setdefault(loop, asyncio.Semaphore(GREP_WORKERS))
-    async with slot:
-        process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-I", "-S", str(WORKER)),
-            *(str(GREP_MEMORY_BYTES), str(GREP_CPU_SECONDS)),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        try:
-            output, _ = await asyncio.wait_for(
-                process.communicate(json.dumps(request).encode()), GREP_WALL_SECONDS
-            )
-        except TimeoutError:
-            output = b""
-        finally:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-    try:
-        reply = json.loads(output) if process.returncode == 0 else None
-    except ValueError:
-        reply = None
-    if not isinstance(reply, dict):
+    reply = await run_worker(
+        WORKER,
+        json.dumps(request).encode(),
+        memory_bytes=GREP_MEMORY_BYTES,
+        cpu_seconds=GREP_CPU_SECONDS,
+        wall_seconds=GREP_WALL_SECONDS,
+        workers=GREP_WORKERS,
+    )
+    if reply is None:
         raise ToolFailed(
             f"The search did not finish within its limits ({GREP_CPU_SECONDS} s of CPU, "
             f"{GREP_WALL_SECONDS} s in all): the pattern may backtrack catastrophically "

@@ -19,7 +19,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import anyio.to_thread
 
 from cadre.engine.tools import pids_cgroup, shell_worker
 from cadre.engine.tools.base import ShellLimits, Tool, ToolContext, ToolFailed, ToolRefused
+from cadre.engine.tools.isolated import slot
 from cadre.engine.tools.workspace import quota_refusal, workspace_size
 from cadre.errors import ValidationFailed
 
@@ -84,17 +84,6 @@ class Shell(Tool):
         return await run_command(command, ctx.workspace, limits, timeout, ctx.quota_bytes)
 
 
-_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Semaphore]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _slot(concurrent: int) -> asyncio.Semaphore:
-    """The process's command slots (one set per event loop: semaphores belong to one)."""
-    per_loop = _slots.setdefault(asyncio.get_running_loop(), {})
-    return per_loop.setdefault(concurrent, asyncio.Semaphore(concurrent))
-
-
 async def run_command(
     command: str,
     workspace: Path,
@@ -103,7 +92,7 @@ async def run_command(
     quota_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Run ``command``; at most ``limits.max_concurrent`` at once, the rest wait."""
-    async with _slot(limits.max_concurrent):
+    async with slot("shell", limits.max_concurrent):
         file_bytes = await _file_size_allowed(workspace, limits, quota_bytes)
         home = os.path.realpath(workspace)  # CADRE_DATA_DIR may be relative
         private_tmp = await anyio.to_thread.run_sync(tempfile.mkdtemp, "", "cadre-shell-")

@@ -1,0 +1,64 @@
+"""Session templates: reusable session settings, private or public."""
+
+from __future__ import annotations
+
+from cadre.connexion.binding import Reply
+from cadre.conversations import columns
+from cadre.engine.turns import canonical_options
+from cadre.pagination import next_link
+from models_gen.api import SessionTemplate as TemplateReply
+from models_gen.api import SessionTemplateList
+from storage import sessions
+
+
+def _reply(template: sessions.SessionTemplate) -> TemplateReply:
+    return TemplateReply.model_validate({**columns(template), "owner_id": template.owner_id})
+
+
+def _fields(body: dict) -> dict:
+    if "sdk_options" in body:
+        return {**body, "sdk_options": canonical_options(body["sdk_options"], "body.sdk_options")}
+    return body
+
+
+async def list_session_templates(
+    user: str,
+    limit: int,
+    offset: int,
+    category: str | None = None,
+    is_public: bool | None = None,
+    after: str | None = None,
+) -> Reply:
+    page = sessions.list_templates(
+        user, category=category, is_public=is_public, limit=limit, offset=offset, after=after
+    )
+    link = next_link(
+        "/api/v1/session-templates", page, limit, category=category, is_public=is_public
+    )
+    reply = SessionTemplateList(
+        templates=[_reply(r) for r in page.rows],
+        total=page.total,
+        limit=limit,
+        offset=offset,
+        next=link,
+    )
+    return reply, 200
+
+
+async def create_session_template(user: str, body: dict) -> Reply:
+    fields = _fields({"sdk_options": {}, **body})
+    return _reply(sessions.create_template(user, **fields)), 201
+
+
+async def get_session_template(user: str, template_id: str) -> Reply:
+    return _reply(sessions.get_template(template_id, user)), 200
+
+
+async def update_session_template(user: str, template_id: str, body: dict) -> Reply:
+    template = sessions.get_own_template(template_id, user)
+    return _reply(sessions.update_template(template, _fields(body))), 200
+
+
+async def delete_session_template(user: str, template_id: str) -> tuple[None, int]:
+    sessions.delete_template(sessions.get_own_template(template_id, user))
+    return None, 204

@@ -1,0 +1,147 @@
+"""Sessions: multi-turn conversations with a working directory, their history, forks
+and archives."""
+
+from __future__ import annotations
+
+from starlette.responses import FileResponse, StreamingResponse
+
+from cadre import conversations
+from cadre.auth import TokenService
+from cadre.connexion.binding import Reply
+from cadre.engine import turns
+from cadre.engine.events import EventBus
+from cadre.engine.executor import Executor
+from cadre.pagination import next_link
+from cadre.settings import Settings
+from models_gen.api import (
+    SessionArchive,
+    SessionList,
+    SessionMessageList,
+    SessionToolCallList,
+)
+from storage import sessions
+
+
+async def list_sessions(
+    user: str,
+    limit: int,
+    offset: int,
+    status: str | None = None,
+    mode: str | None = None,
+    after: str | None = None,
+) -> Reply:
+    page = sessions.list_sessions(
+        user, status=status, mode=mode, limit=limit, offset=offset, after=after
+    )
+    reply = SessionList(
+        sessions=[conversations.session_reply(r) for r in page.rows],
+        total=page.total,
+        limit=limit,
+        offset=offset,
+        next=next_link("/api/v1/sessions", page, limit, status=status, mode=mode),
+    )
+    return reply, 200
+
+
+async def create_session(user: str, body: dict, settings: Settings) -> Reply:
+    session = conversations.create_session(settings, user, body)
+    return conversations.session_reply(session), 201
+
+
+async def get_session(user: str, session_id: str) -> Reply:
+    return conversations.session_reply(sessions.get_session(session_id, user)), 200
+
+
+async def delete_session(
+    user: str, session_id: str, settings: Settings, executor: Executor
+) -> tuple[None, int]:
+    session = sessions.get_session(session_id, user)
+    await conversations.delete_session(settings, executor, session)
+    return None, 204
+
+
+async def query_session(
+    user: str,
+    token_info: dict,
+    session_id: str,
+    body: dict,
+    executor: Executor,
+    bus: EventBus,
+    settings: Settings,
+    tokens: TokenService,
+    accept: str = "",
+) -> Reply | StreamingResponse:
+    session = sessions.get_session(session_id, user)
+    execution = await turns.start_turn(
+        executor,
+        session,
+        body["message"],
+        body.get("inputs"),
+        body.get("multitask_strategy", "reject"),
+    )
+    if "text/event-stream" in accept:
+        return conversations.turn_stream(
+            bus, settings, session.id, execution.id, tokens=tokens, claims=token_info
+        )
+    run, events = await conversations.finished_turn(bus, execution.id)
+    return conversations.query_reply(session.id, run, events), 200
+
+
+async def list_session_messages(
+    user: str, session_id: str, limit: int, offset: int, after: str | None = None
+) -> Reply:
+    session = sessions.get_session(session_id, user)
+    page = sessions.list_messages(session.id, limit, offset, after)
+    reply = SessionMessageList(
+        messages=[conversations.message_reply(r) for r in page.rows],
+        total=page.total,
+        limit=limit,
+        offset=offset,
+        next=next_link(f"/api/v1/sessions/{session.id}/messages", page, limit),
+    )
+    return reply, 200
+
+
+async def list_session_tool_calls(
+    user: str, session_id: str, limit: int, offset: int, after: str | None = None
+) -> Reply:
+    session = sessions.get_session(session_id, user)
+    page = sessions.list_tool_calls(session.id, limit, offset, after)
+    path = f"/api/v1/sessions/{session.id}/tool-calls"
+    reply = SessionToolCallList(
+        tool_calls=[conversations.tool_call_reply(r) for r in page.rows],
+        total=page.total,
+        limit=limit,
+        offset=offset,
+        next=next_link(path, page, limit),
+    )
+    return reply, 200
+
+
+async def fork_session(user: str, session_id: str, body: dict, settings: Settings) -> Reply:
+    parent = sessions.get_session(session_id, user)
+    child = await conversations.fork_session(settings, parent, body)
+    return conversations.session_reply(child), 201
+
+
+async def archive_session(
+    user: str, session_id: str, settings: Settings, body: dict | None = None
+) -> Reply:
+    session = sessions.get_session(session_id, user)
+    archived = await conversations.archive_session(settings, session)
+    reply = SessionArchive(
+        archive_id=archived.archive_id,
+        archive_path=archived.archive_path,
+        archive_size_bytes=archived.archive_size_bytes,
+        file_count=archived.archive_file_count,
+    )
+    return reply, 200
+
+
+async def get_session_archive(user: str, session_id: str) -> FileResponse:
+    session = sessions.get_session(session_id, user)
+    return FileResponse(
+        conversations.archive_file(session),
+        media_type="application/gzip",
+        filename=f"{session.id}.tar.gz",
+    )
