@@ -37,6 +37,7 @@ from cadre.connexion import (
     middleware_stack,
     validator_map,
 )
+from cadre.db_calls import DatabaseCalls
 from cadre.engine.events import EventBus
 from cadre.engine.executor import EngineConfig, Executor
 from cadre.engine.pricing import PriceTable
@@ -170,6 +171,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         executor=executor,
         bus=bus,
         metrics=registry,
+        db=DatabaseCalls(settings.effective_database_url),
         supervisor=supervisor,
         rate_limiter=limiter,  # the WebSocket channels count in the same buckets
     )
@@ -221,8 +223,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await services.tokens.aclose()
         if limiter is not None:
             await limiter.aclose()
-        if not database.is_closed():
-            database.close()
+        db.close_all(database)
 
     http: ASGIApp = api
     if settings.cors_origin_list:

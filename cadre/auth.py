@@ -22,6 +22,7 @@ import asyncio
 import functools
 import gzip
 import hashlib
+import math
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,10 +30,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from cadre.db_calls import DatabaseCalls
 from cadre.errors import (
     AccountDisabled,
     Forbidden,
@@ -141,6 +144,7 @@ class TokenService:
         self._active: dict[str, float] = {}  # user id -> when it was last seen active
         self._live: dict[str, float] = {}  # token family -> when it was last seen unrevoked
         self._revoked: dict[str, None] = {}  # families known revoked (never undone), bounded
+        self.db = DatabaseCalls(settings.effective_database_url)
         self.hasher = password_hasher(settings)
         # An unknown user's login costs what a real one does: no timing oracle.
         self._dummy_hash = hash_password("cadre-timing-equaliser", self.hasher)
@@ -227,6 +231,45 @@ class TokenService:
         self._cache[token] = claims
         return claims
 
+    async def authenticate(self, token: str) -> dict[str, Any]:
+        """``decode`` for a request, on the event loop unless it must read the database (a
+        token not seen yet, an account or login not read for a few seconds): then, on
+        PostgreSQL, in a worker thread (``cadre.db_calls``)."""
+        claims = self._cache.get(token)
+        if self.db.inline or (claims is not None and not self._reads_due(claims)):
+            return self.decode(token)
+        return await self.db(self.decode, token)
+
+    def _reads_due(self, claims: dict[str, Any]) -> bool:
+        """Whether checking ``claims`` would read the database now (``_check_active``,
+        ``_check_family``)."""
+        now = time.monotonic()
+        if now - self._active.get(claims["sub"], -math.inf) >= ACTIVE_RECHECK_SECONDS:
+            return True
+        family = claims.get("fam")
+        if family is None or family in self._revoked:
+            return False
+        return now - self._live.get(family, -math.inf) >= ACTIVE_RECHECK_SECONDS
+
+    async def recheck(self, claims: dict[str, Any], *, fresh: bool = False) -> None:
+        """For an open stream: 401 once its token expired, its account was disabled or its
+        login revoked (the last two read as ``decode`` reads them, cached a few seconds, or
+        now if ``fresh``; on PostgreSQL in a worker thread, as ``authenticate`` does).
+
+        WebSocket and Server-Sent Event streams call it every ``TOKEN_RECHECK_SECONDS``
+        with the claims they were opened with (``cadre.streams.token_problem``).
+        """
+        if self.db.inline or not (fresh or self._reads_due(claims)):
+            self._recheck(claims, fresh)
+        else:
+            await self.db(self._recheck, claims, fresh)
+
+    def _recheck(self, claims: dict[str, Any], fresh: bool) -> None:
+        if claims["exp"] <= time.time():
+            raise Unauthorized("The access token has expired.", error="token_expired")
+        self._check_active(claims["sub"], fresh)
+        self._check_family(claims.get("fam"), fresh)
+
     def _check_active(self, user_id: str, fresh: bool = False) -> None:
         """401 once the account is disabled or gone; checked every few seconds, not per request."""
         now = time.monotonic()
@@ -297,16 +340,22 @@ class TokenService:
 
         The throttle counts per account (the username and the email share a count); an
         unknown name gets a count of its own and the same replies, so nothing shows
-        whether it exists.
+        whether it exists. Only wrong passwords count: simultaneous right ones all succeed.
         """
-        user = users.find_login(identifier)
+        user = await self.db(users.find_login, identifier)
         account = user.id if user is not None else "unknown:" + identifier.strip().lower()
-        await self.throttle.attempt(account)
-        if user is None:
+        await self.throttle.reserve(account)
+        try:
             # the same work for unknown users: no timing oracle
-            await self.verify_password(self._dummy_hash, password)
-            raise _bad_credentials()
-        if not await self.verify_password(user.password_hash, password):
+            right = await self.verify_password(
+                self._dummy_hash if user is None else user.password_hash, password
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True):  # a cancelled check counts as a failure
+                await self.throttle.failed(account)
+            raise
+        if user is None or not right:
+            await self.throttle.failed(account)
             raise _bad_credentials()
         await self.throttle.succeeded(account)
         if not user.is_active:
@@ -321,9 +370,9 @@ class TokenService:
                 details={"scopes": f"not grantable: {', '.join(unknown)}"},
             )
         if self.hasher.check_needs_rehash(user.password_hash):  # cost settings changed
-            users.set_password_hash(user, await self.hash_password(password))
-        users.touch_login(user)
-        return self.issue_pair(user, granted)
+            await self.db(users.set_password_hash, user, await self.hash_password(password))
+        await self.db(users.touch_login, user)
+        return await self.db(self.issue_pair, user, granted)
 
     def refresh(self, raw: str) -> dict[str, Any]:
         token = users.find_refresh_token(_digest(raw))

@@ -12,6 +12,7 @@ import peewee
 from starlette.responses import StreamingResponse
 
 from cadre import streams
+from cadre.auth import TokenService
 from cadre.engine import session_files
 from cadre.engine.events import Event, EventBus
 from cadre.engine.executor import Executor
@@ -198,11 +199,21 @@ async def delete_session(settings: Settings, executor: Executor, session: sessio
 
 
 def turn_stream(
-    bus: EventBus, settings: Settings, session_id: str, run_id: str
+    bus: EventBus,
+    settings: Settings,
+    session_id: str,
+    run_id: str,
+    *,
+    tokens: TokenService,
+    claims: dict[str, Any],
 ) -> StreamingResponse:
-    """The turn as chat events (Server-Sent Events), from its first event."""
+    """The turn as chat events (Server-Sent Events), from its first event; it ends, as every
+    stream does, once the token (``claims``) stops being good (``streams.token_problem``)."""
     translate = streams.chat_translator(session_id)
-    return streams.sse_response(bus, run_id, 0, settings.stream_keepalive_seconds, translate)
+    keepalive = settings.stream_keepalive_seconds
+    return streams.sse_response(
+        bus, run_id, 0, keepalive, tokens=tokens, claims=claims, translate=translate
+    )
 
 
 async def finished_turn(bus: EventBus, run_id: str) -> tuple[Execution, list[Event]]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from prometheus_client import CollectorRegistry
 
 from cadre.auth import TokenService
+from cadre.db_calls import DatabaseCalls
 from cadre.engine.events import EventBus
 from cadre.engine.executor import Executor
 from cadre.engine.supervisor import Supervisor
@@ -27,6 +28,7 @@ class Services:
     executor: Executor
     bus: EventBus
     metrics: CollectorRegistry
+    db: DatabaseCalls  # blocking storage calls of async handlers: ``await db(fn, *args)``
     supervisor: Supervisor
     rate_limiter: RateLimiter | None = None  # None when CADRE_RATE_LIMIT_ENABLED=false
 

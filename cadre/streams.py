@@ -3,14 +3,16 @@
 Connexion does not serve WebSockets, so these routes sit on the outer Starlette
 app and check the JWT themselves: ``?token=``, an ``Authorization`` header, or a
 first ``{"type": "auth", "token": …}`` message. A bad token closes with 1008, and so
-does a stream whose token stops being good while it is open (account disabled, login
-revoked): the token is checked again every second, cheaply (``TokenService.decode``).
+does a stream whose token stops being good while it is open (expired, account disabled,
+login revoked): the token is checked again every second, cheaply (``token_problem``).
+Server-Sent Event streams are held to the same rule: they end with an ``error`` event.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -21,9 +23,10 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from cadre import json_limits
+from cadre.auth import TokenService
 from cadre.connexion.validation import RequestValidator
 from cadre.engine.events import EventBus
-from cadre.engine.launch import launch
+from cadre.engine.launch import launch_async
 from cadre.errors import CadreError, RateLimited, Unauthorized, excerpt
 from cadre.services import Services
 from storage import executions as store
@@ -41,26 +44,71 @@ def _sse_frame(event: dict[str, Any]) -> bytes:
     return f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
 
 
+async def token_problem(
+    tokens: TokenService, claims: dict[str, Any], *, fresh: bool
+) -> Unauthorized | None:
+    """Why an open stream's token is no longer good (expired, account disabled, login
+    revoked), or None: the one rule every stream, WebSocket or SSE, is held to."""
+    try:
+        await tokens.recheck(claims, fresh=fresh)
+    except Unauthorized as exc:
+        return exc
+    return None
+
+
+def _sse_problem(error: Unauthorized) -> bytes:
+    """The last frame of a stream whose token stopped being good: an ``error`` event whose
+    data is the WebSockets' ``protocol_error`` message (``error``, ``message``, ``details``),
+    without an ``id:``, so that a client resuming with ``Last-Event-ID`` misses nothing."""
+    body = json.dumps(_protocol_body(error), separators=(",", ":"))
+    return f"event: error\ndata: {body}\n\n".encode()
+
+
 def sse_response(
     bus: EventBus,
     execution_id: str,
     after: int,
     keepalive: float,
+    *,
+    tokens: TokenService,
+    claims: dict[str, Any],
     translate: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
 ) -> StreamingResponse:
     """Replay after ``after``, then live, with comment lines to keep proxies from hanging up.
 
-    ``translate`` turns each event into the one sent (None: skipped), as chat does."""
+    ``translate`` turns each event into the one sent (None: skipped), as chat does.
+
+    The token (its ``claims``) is checked again every ``TOKEN_RECHECK_SECONDS`` between
+    events, as on the WebSockets: once it is no longer good the stream sends an ``error``
+    event with the problem and ends (after ``complete`` too, if the run was cancelled
+    because its account was disabled).
+    """
+    wake = min(keepalive, TOKEN_RECHECK_SECONDS)
 
     async def frames() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
-        async for event in bus.subscribe(execution_id, after, keepalive=keepalive):
-            if event is None:
+        checked = sent = time.monotonic()
+        async for event in bus.subscribe(execution_id, after, keepalive=wake):
+            now = time.monotonic()
+            if now - checked >= TOKEN_RECHECK_SECONDS:
+                checked = now
+                problem = await token_problem(tokens, claims, fresh=False)
+                if problem is not None:
+                    yield _sse_problem(problem)
+                    return
+            if event is not None:
+                shown = event if translate is None else translate(event)
+                if shown is not None:
+                    yield _sse_frame(shown)
+                    sent = now
+            elif now - sent >= keepalive:
                 yield b": keep-alive\n\n"
-                continue
-            sent = event if translate is None else translate(event)
-            if sent is not None:
-                yield _sse_frame(sent)
+                sent = now
+        # The run may have ended because its account was disabled (the executor cancels
+        # such runs): then the stream ends with the problem too, as the WebSockets close.
+        problem = await token_problem(tokens, claims, fresh=True)
+        if problem is not None:
+            yield _sse_problem(problem)
 
     return StreamingResponse(
         frames(),
@@ -151,8 +199,7 @@ async def _authenticate(websocket: WebSocket, scope: str) -> str | None:
     if scope not in claims["scopes"]:
         await _refuse(websocket, f"The token lacks the '{scope}' scope.")
         return None
-    websocket.state.claims = claims
-    websocket.state.token = token  # checked again while the stream is open (``_relay``)
+    websocket.state.claims = claims  # checked again while the stream is open (``_relay``)
     if not await _within_rate_limit(websocket):
         return None
     return claims["sub"]
@@ -194,7 +241,8 @@ async def _receive_json(websocket: WebSocket) -> dict[str, Any] | None:
     return message if isinstance(message, dict) else None
 
 
-async def _protocol_error(websocket: WebSocket, error: CadreError | str, code: int) -> None:
+def _protocol_body(error: CadreError | str) -> dict[str, Any]:
+    """A ``protocol_error`` message of asyncapi.yaml."""
     if isinstance(error, CadreError):
         details = {
             key: excerpt(value) if isinstance(value, str) else value
@@ -203,7 +251,12 @@ async def _protocol_error(websocket: WebSocket, error: CadreError | str, code: i
         body = {"error": error.error, "message": error.message, "details": details}
     else:
         body = {"error": "invalid_message", "message": error, "details": {}}
-    await websocket.send_json({"type": "protocol_error", **body})
+    return {"type": "protocol_error", **body}
+
+
+async def _protocol_error(websocket: WebSocket, error: CadreError | str, code: int) -> None:
+    body = _protocol_body(error)
+    await websocket.send_json(body)
     reason = body["message"].encode()[:120].decode(errors="ignore")  # a close reason is short
     await websocket.close(code, reason=reason)
 
@@ -255,10 +308,8 @@ async def _relay(websocket: WebSocket, execution_id: str, after: int) -> None:
                     )
 
         async def recheck_token() -> None:
-            """Close with 1008 once the account is disabled or the login revoked.
-
-            An access token that merely expires mid-stream does not close it.
-            """
+            """Close with 1008 once the token expires, the account is disabled or the
+            login revoked (``token_problem``)."""
             while True:
                 await anyio.sleep(TOKEN_RECHECK_SECONDS)
                 if await _closed_for_token(websocket, fresh=False):
@@ -282,16 +333,14 @@ async def _relay(websocket: WebSocket, execution_id: str, after: int) -> None:
 
 
 async def _closed_for_token(websocket: WebSocket, *, fresh: bool) -> bool:
-    """Close with 1008 if the stream's token is no longer good (expiry aside); True if so."""
-    try:
-        _services(websocket).tokens.decode(websocket.state.token, fresh=fresh)
-    except Unauthorized as exc:
-        if exc.error == "token_expired":
-            return False
-        with contextlib.suppress(Exception):  # the client may be gone already
-            await _protocol_error(websocket, exc, POLICY_VIOLATION)
-        return True
-    return False
+    """Close with 1008 if the stream's token is no longer good; True if so."""
+    tokens, claims = _services(websocket).tokens, websocket.state.claims
+    problem = await token_problem(tokens, claims, fresh=fresh)
+    if problem is None:
+        return False
+    with contextlib.suppress(Exception):  # the client may be gone already
+        await _protocol_error(websocket, problem, POLICY_VIOLATION)
+    return True
 
 
 async def agent_stream(websocket: WebSocket, validator: jsonschema.Validator) -> None:
@@ -321,9 +370,10 @@ async def agent_stream(websocket: WebSocket, validator: jsonschema.Validator) ->
         return
     if not await _within_rate_limit(websocket):  # the execution counts as a request too
         return
+    current = _services(websocket)
     try:
-        execution = launch(
-            _services(websocket).executor, user, websocket.path_params["agent_id"], message, None
+        execution = await launch_async(
+            current.executor, user, websocket.path_params["agent_id"], message, None, db=current.db
         )
     except CadreError as exc:
         await _protocol_error(websocket, exc, NOT_FOUND if exc.status == 404 else INVALID_PAYLOAD)
@@ -340,7 +390,10 @@ async def execution_stream(websocket: WebSocket) -> None:
         after = int(websocket.query_params.get("after", "0"))
         if not 0 <= after <= 1_000_000_000:
             raise ValueError
-        execution = store.get_execution(websocket.path_params["execution_id"], user)
+        current = _services(websocket)
+        execution = await current.db(
+            store.get_execution, websocket.path_params["execution_id"], user
+        )
     except ValueError:
         await _protocol_error(websocket, "'after' must be a whole number >= 0.", INVALID_PAYLOAD)
         return

@@ -34,7 +34,7 @@ def _one(agent: agents.Agent) -> AgentReply:
     return agent_reply(agents.resolve([agent])[0])
 
 
-async def list_agents(
+def list_agents(
     user: str,
     token_info: dict,
     limit: int,
@@ -63,19 +63,19 @@ async def list_agents(
     return reply, 200
 
 
-async def create_agent(user: str, body: dict) -> Reply:
+def create_agent(user: str, body: dict) -> Reply:
     return _one(agents.create_agent(user, body)), 201
 
 
-async def get_agent(user: str, agent_id: str) -> Reply:
+def get_agent(user: str, agent_id: str) -> Reply:
     return _one(agents.get_agent(agent_id, user)), 200
 
 
-async def update_agent(user: str, agent_id: str, body: dict) -> Reply:
+def update_agent(user: str, agent_id: str, body: dict) -> Reply:
     agent = agents.get_agent(agent_id, user)
     return _one(agents.update_agent(agent, body)), 200
 
 
-async def delete_agent(user: str, agent_id: str) -> tuple[None, int]:
+def delete_agent(user: str, agent_id: str) -> tuple[None, int]:
     agents.delete_agent(agents.get_agent(agent_id, user))
     return None, 204

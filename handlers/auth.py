@@ -7,6 +7,7 @@ from typing import Any
 from cadre import auth
 from cadre.auth import TokenService
 from cadre.connexion.binding import Reply
+from cadre.db_calls import DatabaseCalls
 from cadre.errors import AccountDisabled, BadRequest, Unauthorized, ValidationFailed
 from models_gen.api import User as UserReply
 from storage import users
@@ -28,10 +29,11 @@ def _user_reply(user: users.User) -> UserReply:
     return UserReply.model_validate(user, from_attributes=True)
 
 
-async def register_user(body: dict, tokens: TokenService) -> Reply:
+async def register_user(body: dict, tokens: TokenService, db: DatabaseCalls) -> Reply:
     auth.check_password_strength(body["password"], username=body["username"], email=body["email"])
     password_hash = await tokens.hash_password(body["password"])  # off the event loop
-    user = users.create_user(
+    user = await db(
+        users.create_user,
         email=body["email"],
         username=body["username"],
         full_name=body.get("full_name"),
@@ -73,18 +75,16 @@ async def create_token(
     return token_reply(pair)
 
 
-async def refresh_token(
-    body: dict, tokens: TokenService
-) -> tuple[dict[str, Any], int, dict[str, str]]:
+def refresh_token(body: dict, tokens: TokenService) -> tuple[dict[str, Any], int, dict[str, str]]:
     return token_reply(tokens.refresh(body["refresh_token"]))
 
 
-async def logout(user: str, tokens: TokenService, body: dict | None = None) -> tuple[None, int]:
+def logout(user: str, tokens: TokenService, body: dict | None = None) -> tuple[None, int]:
     tokens.logout((body or {}).get("refresh_token"), user)
     return None, 204
 
 
-async def get_me(user: str) -> Reply:
+def get_me(user: str) -> Reply:
     account = users.get_user(user)
     if account is None:
         raise Unauthorized("The account behind this token no longer exists.", error="invalid_token")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.responses import StreamingResponse
 
 from cadre import conversations
+from cadre.auth import TokenService
 from cadre.connexion.binding import Reply
 from cadre.engine import turns
 from cadre.engine.events import EventBus
@@ -17,7 +18,13 @@ NAME_CHARS = 64  # a new session is named after the start of its first message
 
 
 async def chat(
-    user: str, body: dict, executor: Executor, bus: EventBus, settings: Settings
+    user: str,
+    token_info: dict,
+    body: dict,
+    executor: Executor,
+    bus: EventBus,
+    settings: Settings,
+    tokens: TokenService,
 ) -> Reply | StreamingResponse:
     new = body.get("session_id") is None
     if new:
@@ -41,6 +48,8 @@ async def chat(
             await conversations.delete_session(settings, executor, session)
         raise
     if body.get("stream", False):
-        return conversations.turn_stream(bus, settings, session.id, execution.id)
+        return conversations.turn_stream(
+            bus, settings, session.id, execution.id, tokens=tokens, claims=token_info
+        )
     run, _ = await conversations.finished_turn(bus, execution.id)
     return conversations.chat_reply(session.id, run), 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cadre.connexion.binding import Reply
+from cadre.db_calls import DatabaseCalls
 from cadre.engine.executor import Executor
 from cadre.engine.restore import restart
 from cadre.pagination import next_link
@@ -36,7 +37,7 @@ def _started(execution: store.Execution) -> RestoredRun:
     )
 
 
-async def list_run_checkpoints(
+def list_run_checkpoints(
     user: str, run_id: str, limit: int, offset: int, after: str | None = None
 ) -> Reply:
     store.get_execution(run_id, user)
@@ -53,12 +54,12 @@ async def list_run_checkpoints(
     return reply.model_dump(mode="json", exclude_unset=True), 200
 
 
-async def get_checkpoint(user: str, checkpoint_id: str) -> Reply:
+def get_checkpoint(user: str, checkpoint_id: str) -> Reply:
     return _reply(checkpoints.get_checkpoint(checkpoint_id, user)), 200
 
 
 async def restore_checkpoint(
-    user: str, checkpoint_id: str, body: dict, executor: Executor
+    user: str, checkpoint_id: str, body: dict, executor: Executor, db: DatabaseCalls
 ) -> Reply:
     modifications = body.get("modifications") or {}
     execution = await restart(
@@ -68,12 +69,14 @@ async def restore_checkpoint(
         create_new_run=body.get("create_new_run", True),
         modified_query=modifications.get("modified_query"),
     )
-    return _started(execution), 201
+    return await db(_started, execution), 201
 
 
-async def fork_checkpoint(user: str, checkpoint_id: str, body: dict, executor: Executor) -> Reply:
+async def fork_checkpoint(
+    user: str, checkpoint_id: str, body: dict, executor: Executor, db: DatabaseCalls
+) -> Reply:
     modifications = body.get("modifications") or {}
     execution = await restart(
         executor, user, checkpoint_id, system_prompt=modifications.get("system_prompt")
     )
-    return _started(execution), 201
+    return await db(_started, execution), 201

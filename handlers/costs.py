@@ -32,7 +32,7 @@ def _parse_instant(value: str) -> datetime:
         ) from exc
 
 
-async def list_costs(
+def list_costs(
     user: str,
     token_info: dict,
     limit: int,
@@ -47,9 +47,7 @@ async def list_costs(
     return CostList(costs=records, total_cost=total), 200
 
 
-async def get_cost_summary(
-    user: str, token_info: dict, period: str = "day", all_: bool = False
-) -> Reply:
+def get_cost_summary(user: str, token_info: dict, period: str = "day", all_: bool = False) -> Reply:
     owner = owner_scope(user, token_info, all_)
     since = datetime.now(UTC).replace(tzinfo=None) - PERIODS[period]
     summary = CostSummary(period=period, **costs.summarize(owner, since))

@@ -14,7 +14,7 @@ from storage.db import ping
 METRICS_CONTENT_TYPE = "text/plain"  # the 0.0.4 exposition format, which scrapers assume
 
 
-async def get_health() -> Reply:
+def get_health() -> Reply:
     database = "healthy" if ping() else "unhealthy"
     health = Health(
         status=database,

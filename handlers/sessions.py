@@ -6,6 +6,7 @@ from __future__ import annotations
 from starlette.responses import FileResponse, StreamingResponse
 
 from cadre import conversations
+from cadre.auth import TokenService
 from cadre.connexion.binding import Reply
 from cadre.engine import turns
 from cadre.engine.events import EventBus
@@ -61,11 +62,13 @@ async def delete_session(
 
 async def query_session(
     user: str,
+    token_info: dict,
     session_id: str,
     body: dict,
     executor: Executor,
     bus: EventBus,
     settings: Settings,
+    tokens: TokenService,
     accept: str = "",
 ) -> Reply | StreamingResponse:
     session = sessions.get_session(session_id, user)
@@ -77,7 +80,9 @@ async def query_session(
         body.get("multitask_strategy", "reject"),
     )
     if "text/event-stream" in accept:
-        return conversations.turn_stream(bus, settings, session.id, execution.id)
+        return conversations.turn_stream(
+            bus, settings, session.id, execution.id, tokens=tokens, claims=token_info
+        )
     run, events = await conversations.finished_turn(bus, execution.id)
     return conversations.query_reply(session.id, run, events), 200
 

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any, Self
 
 import peewee
-from playhouse.db_url import connect
+from playhouse.db_url import connect, parse
 from playhouse.migrations import Runner
+from playhouse.pool import PooledDatabase
 
 database = peewee.DatabaseProxy()
 
@@ -24,6 +25,11 @@ SQLITE_PRAGMAS = {
     "cache_size": -16000,
 }
 
+
+POOLED_SCHEMES = frozenset({"postgres", "postgresql", "postgresext", "postgresqlext"})
+# Up to 20 connections per worker process (uvicorn's threadpool has 40 threads: the rest
+# wait up to 30 s for one); idle ones older than 5 minutes are closed rather than reused.
+POOL_DEFAULTS = {"max_connections": 20, "stale_timeout": 300, "timeout": 30}
 
 # Column types whose values the drivers already return as Python wants them.
 _AS_IS = (peewee.CharField, peewee.TextField, peewee.IntegerField, peewee.FloatField)
@@ -69,18 +75,50 @@ def private_file(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
+def is_embedded(url: str) -> bool:
+    """True for SQLite: a local file, queried in-process (see ``cadre.db_calls``)."""
+    return url.startswith("sqlite")
+
+
 def open_database(url: str) -> peewee.Database:
     """Bind ``database`` to ``url`` (``sqlite:///path`` or ``postgresql://…``) and return it.
 
     A new SQLite file is made 0600 first (SQLite gives its -wal and -shm files the
     same mode), in a folder made 0700: it holds password hashes and every agent's data.
+
+    PostgreSQL is opened pooled (``postgresql+pool://``): database calls run in worker
+    threads there, each taking a connection for the call and giving it back after
+    (``release``), so connections are shared rather than one kept open per thread.
+    ``max_connections``, ``stale_timeout`` and ``timeout`` (seconds to wait for a free
+    connection) may be set in the URL's query string; ``POOL_DEFAULTS`` otherwise.
     """
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         private_file(Path(url.removeprefix("sqlite:///")))
-    params = {"pragmas": SQLITE_PRAGMAS} if url.startswith("sqlite") else {}
+    scheme, separator, rest = url.partition("://")
+    params: dict[str, object] = {}
+    if is_embedded(url):
+        params = {"pragmas": SQLITE_PRAGMAS}
+    elif scheme in POOLED_SCHEMES:
+        url = f"{scheme}+pool{separator}{rest}"
+        given = parse(url)
+        params = {key: value for key, value in POOL_DEFAULTS.items() if key not in given}
     db = connect(url, **params)
     database.initialize(db)
     return db
+
+
+def release() -> None:
+    """Give the calling thread's connection back to the pool (a worker thread's, after a call)."""
+    if not database.is_closed():
+        database.close()
+
+
+def close_all(db: peewee.Database) -> None:
+    """Close every connection of ``db``: the pool's too, whichever thread took them."""
+    if isinstance(db, PooledDatabase):
+        db.close_all()
+    elif not db.is_closed():
+        db.close()
 
 
 def migrate(db: peewee.Database) -> list[str]:

@@ -76,7 +76,11 @@ class TestFastPathsAreInstalled:
         assert all(isinstance(op.binder, Binder) for op in ops.values())
         services = client.app.state.services
         execute = ops["executeAgent"].binder
-        assert execute.services == {"executor": services.executor}
+        assert execute.services == {"executor": services.executor, "db": services.db}
+        # plain ``def`` handlers (database work) are called through the app's DatabaseCalls
+        listing = ops["listAgents"].binder
+        assert not listing.is_async and listing.sync_calls is services.db
+        assert execute.is_async
         assert execute.headers == {b"idempotency-key": "idempotency_key"}
         events = ops["listExecutionEvents"].binder
         assert events.headers == {b"last-event-id": "last_event_id"}

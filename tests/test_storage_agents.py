@@ -208,11 +208,11 @@ class TestListQueryCount:
         assert counter.count == 1 + 2  # the last page: no count
 
     @pytest.mark.parametrize("chains", [5, 50])
-    async def test_list_handler_adds_no_query_per_agent(self, alice: str, chains: int):
+    def test_list_handler_adds_no_query_per_agent(self, alice: str, chains: int):
         page = self.leaves_page(alice, chains)
 
         with count_queries() as counter:
-            body, status = await agent_handlers.list_agents(
+            body, status = agent_handlers.list_agents(
                 user=alice, token_info={"role": "user"}, **page
             )
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
 from tests.asyncapi_check import check_server_message
 from tests.conftest import Account, assert_problem, events_of, execute, wait_for_status
+from tests.test_auth import forge
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -80,6 +82,22 @@ class TestAgentStream:
             with pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_json()
         assert closed.value.code == 1008
+
+    def test_token_expiring_mid_stream_closes_with_policy_violation(
+        self, client, settings, alice, coder
+    ):
+        """The rule SSE streams follow too (``cadre.streams.token_problem``)."""
+        token = forge(settings, alice, exp=int(time.time()) + 2)
+        with client.websocket_connect(f"/api/v1/agents/{coder}/stream?token={token}") as ws:
+            ws.send_json({"task": "slow", "inputs": {"echo": {"tokens": 600, "delay_ms": 100}}})
+            messages = []
+            with pytest.raises(WebSocketDisconnect) as closed:
+                while True:
+                    messages.append(check_server_message(ws.receive_json()))
+        assert closed.value.code == 1008
+        assert (messages[-1]["type"], messages[-1]["error"]) == ("protocol_error", "token_expired")
+        execution_id = messages[0]["execution_id"]
+        client.post(f"/api/v1/executions/{execution_id}/cancel", headers=alice.headers)
 
     def test_client_closing_right_after_complete_is_a_clean_end(self, client, alice, coder):
         # Most clients hang up as soon as they read ``complete``; the server then closes a
@@ -223,6 +241,22 @@ class TestServerSentEvents:
         seqs = [e["seq"] for e in first + rest]
         assert seqs == list(range(1, len(seqs) + 1))
         assert rest[-1]["type"] == "complete"
+
+    def test_stream_ends_with_a_problem_once_its_token_expires(
+        self, client, settings, alice, coder
+    ):
+        execution_id = execute(
+            client, alice, coder, inputs={"echo": {"tokens": 600, "delay_ms": 100}}
+        )
+        token = forge(settings, alice, exp=int(time.time()) + 2)
+        url = f"/api/v1/executions/{execution_id}/events/stream"
+        with client.stream("GET", url, headers={"Authorization": f"Bearer {token}"}) as reply:
+            lines = list(reply.iter_lines())
+        assert lines[-3:-1] == ["event: error", lines[-2]] and lines[-2].startswith("data: ")
+        problem = check_server_message(json.loads(lines[-2].removeprefix("data: ")))
+        assert (problem["type"], problem["error"]) == ("protocol_error", "token_expired")
+        assert "complete" not in [e["type"] for e in sse_events(lines[:-3])]  # cut short
+        client.post(f"/api/v1/executions/{execution_id}/cancel", headers=alice.headers)
 
     def test_last_event_id_past_any_seq_is_refused_not_a_server_error(self, client, alice, coder):
         execution_id = execute(client, alice, coder)

@@ -26,7 +26,6 @@ from connexion.frameworks.starlette import Starlette as StarletteFramework
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.operations import AbstractOperation
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -76,7 +75,10 @@ class Binder:
     * ``accept``: the request's ``Accept`` header (the spec cannot declare it), for
       operations that answer in more than one media type;
     * the app's services, by field name of ``cadre.services.Services``: ``settings``,
-      ``tokens``, ``executor``, ``bus``, ``metrics``.
+      ``tokens``, ``executor``, ``bus``, ``metrics``, ``db``.
+
+    An ``async def`` handler runs on the event loop; a plain ``def`` one (database work)
+    through ``services.db``: inline on SQLite, in the threadpool on PostgreSQL.
     """
 
     def __init__(
@@ -92,6 +94,9 @@ class Binder:
         self.function = function
         unwrapped = inspect.unwrap(function)
         self.is_async = asyncio.iscoroutinefunction(unwrapped)
+        # Plain ``def`` handlers do database work: inline on SQLite, in the threadpool on
+        # PostgreSQL, as ``cadre.db_calls`` explains (decided from the URL at app build).
+        self.sync_calls = services.db
         sanitize = pythonic if pythonic_params else sanitized
         parameters = inspect.signature(unwrapped).parameters.values()
         self.has_kwargs = any(p.kind is p.VAR_KEYWORD for p in parameters)
@@ -145,7 +150,7 @@ class Binder:
         if self.is_async:
             reply = await self.function(**kwargs)
         else:
-            reply = await run_in_threadpool(self.function, **kwargs)
+            reply = await self.sync_calls(self.function, **kwargs)
         if type(reply) is tuple and len(reply) == 2 and isinstance(reply[0], BaseModel):
             model, status = reply  # the common case: serialised by pydantic-core, sent as is
             body = model.__pydantic_serializer__.to_json(model)

@@ -8,7 +8,7 @@ security scheme only declares the scopes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from connexion.exceptions import OAuthResponseProblem
@@ -23,18 +23,20 @@ class OAuth2Handler(OAuthSecurityHandler):
     def __init__(self, tokens: TokenService) -> None:
         self.tokens = tokens
 
-    def get_tokeninfo_func(self, security_definition: dict) -> Callable[[str], dict[str, Any]]:
+    def get_tokeninfo_func(
+        self, security_definition: dict
+    ) -> Callable[[str], Awaitable[dict[str, Any]]]:
         return self.token_info
 
-    def token_info(self, token: str) -> dict[str, Any]:
-        claims = self.tokens.decode(token)  # 401 for a bad token, before any scope check
+    async def token_info(self, token: str) -> dict[str, Any]:
+        claims = await self.tokens.authenticate(token)  # 401 for a bad token, before scopes
         return {**claims, "scope": claims["scopes"]}
 
     def _generic_check(self, func: Callable[..., Any], exception_msg: str) -> Any:
         """Connexion's check without its per-request ``inspect.signature`` calls."""
 
         async def wrapper(request: Any, *args: Any, required_scopes: Any = None) -> Any:
-            token_info = func(*args)
+            token_info = await func(*args)
             if token_info is NO_VALUE:
                 return NO_VALUE
             if token_info is None:

@@ -6,6 +6,7 @@ import hashlib
 import json
 from typing import Any
 
+from cadre.db_calls import DatabaseCalls
 from cadre.engine.executor import Executor
 from cadre.errors import Conflict
 from cadre.json_limits import check_size
@@ -30,6 +31,36 @@ def launch(
 
     ``body`` was validated against ``ExecuteRequest``, its nesting depth bounded.
     """
+    execution, new = create(executor, owner_id, agent_ref, body, idempotency_key)
+    if new:
+        executor.submit(execution)
+    return execution
+
+
+async def launch_async(
+    executor: Executor,
+    owner_id: str,
+    agent_ref: str,
+    body: dict[str, Any],
+    idempotency_key: str | None,
+    *,
+    db: DatabaseCalls,
+) -> Execution:
+    """``launch`` with its database half sent through ``db`` (off the loop on PostgreSQL)."""
+    execution, new = await db(create, executor, owner_id, agent_ref, body, idempotency_key)
+    if new:
+        executor.submit(execution)  # on the event loop: it starts the run's task
+    return execution
+
+
+def create(
+    executor: Executor,
+    owner_id: str,
+    agent_ref: str,
+    body: dict[str, Any],
+    idempotency_key: str | None,
+) -> tuple[Execution, bool]:
+    """The database half of ``launch``: the execution, and whether it is new (to submit)."""
     check_size(body.get("inputs") or {}, executor.config.max_inputs_bytes, "body.inputs")
     agent = agents.get_agent(agent_ref, owner_id)
     digest = request_hash(agent.id, body)
@@ -42,7 +73,7 @@ def launch(
                     error="idempotency_key_reused",
                     details={"Idempotency-Key": idempotency_key},
                 )
-            return existing
+            return existing, False
     if agent.status != "active":
         raise Conflict(f"Agent '{agent.name}' is disabled.", error="agent_disabled")
     resolved = agents.resolve([agent])[0]
@@ -61,5 +92,4 @@ def launch(
         idempotency_key=idempotency_key,
         request_hash=digest,
     )
-    executor.submit(execution)
-    return execution
+    return execution, True

@@ -6,12 +6,16 @@ or what ``X-Forwarded-For`` says when the peer is one of ``CADRE_TRUSTED_PROXIES
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from tests.attacks.conftest import PASSWORD, Attacked, assert_refused, serve
+from tests.conftest import TEST_REDIS_URL
 
 WRONG = "wrong-pass-99"
 
@@ -33,6 +37,7 @@ def login(server: Attacked, username: str, password: str, address: str) -> httpx
         f"{server.url}/api/v1/auth/login",
         json={"username": username, "password": password},
         headers={"X-Forwarded-For": address},
+        timeout=30,  # 20 simultaneous logins queue for 2 argon2 threads on a busy machine
     )
 
 
@@ -119,3 +124,41 @@ def test_forwarded_addresses_from_an_untrusted_peer_are_ignored(start_server):
         # one bucket took all seven requests, whatever addresses they claimed
         reply = login(untrusted, "target", PASSWORD, "203.0.113.9")
         assert_refused(reply, 429, "rate_limit_exceeded")
+
+
+def at_once(count: int, send: Callable[[int], httpx.Response]) -> list[httpx.Response]:
+    """``count`` requests released together (each thread waits for the others first)."""
+    barrier = threading.Barrier(count)
+
+    def one(index: int) -> httpx.Response:
+        barrier.wait()
+        return send(index)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+@pytest.mark.parametrize("storage", ["memory", "redis"])
+def test_simultaneous_right_passwords_are_never_throttled_and_guesses_stay_bounded(
+    start_server, storage: str
+):
+    """20 right passwords at once all log in; 20 wrong ones get at most 5 checks (401)."""
+    if storage == "redis" and not TEST_REDIS_URL:
+        pytest.skip("CADRE_TEST_REDIS_URL is not set")
+    window = 6
+    redis_url = TEST_REDIS_URL if storage == "redis" else ""
+    with start_server(CADRE_LOGIN_LOCKOUT_SECONDS=str(window), CADRE_REDIS_URL=redis_url) as server:
+        register(server, "popular", "198.51.100.1")
+        right = at_once(20, lambda i: login(server, "popular", PASSWORD, f"203.0.113.{i}"))
+        assert [reply.status_code for reply in right] == [200] * 20, [r.text for r in right]
+        wrong = at_once(20, lambda i: login(server, "popular", WRONG, f"203.0.113.{i}"))
+        statuses = sorted(reply.status_code for reply in wrong)
+        assert statuses.count(401) <= 5 and statuses.count(401) + statuses.count(429) == 20
+        assert statuses.count(401) >= 1, statuses  # the guesses were checked, then refused
+        for reply in wrong:
+            if reply.status_code == 429:
+                assert_locked_out(reply)
+        locked = login(server, "popular", PASSWORD, "203.0.113.99")
+        assert_locked_out(locked)
+        time.sleep(int(locked.headers["retry-after"]) + 0.5)  # the window ends: unlocked
+        assert login(server, "popular", PASSWORD, "203.0.113.100").status_code == 200

@@ -129,3 +129,78 @@ def test_disabled_account_loses_its_stream_its_execution_and_its_token(server: A
     assert closing and closing[-1]["error"] == "account_disabled", closing
     eventually(lambda: status_of(server, execution_id) == "cancelled", "cancelled")
     assert_refused(me(server, login["access_token"]), 401, "account_disabled")
+
+
+def sse_until_end(server: Attacked, access_token: str, act: Callable[[], None]) -> list[dict]:
+    """Follow a slow execution's SSE stream; ``act`` once it is live; the frames until it ends.
+
+    Each frame is ``{"event": …, "data": …}``; the stream must end within ``DEADLINE``
+    seconds of ``act``, although the execution would go on for a minute.
+    """
+    headers = {"Authorization": f"Bearer {access_token}"}
+    agent = httpx.post(f"{server.url}/api/v1/agents", json={"name": "slow"}, headers=headers)
+    assert agent.status_code == 201, agent.text
+    started = httpx.post(
+        f"{server.url}/api/v1/agents/{agent.json()['id']}/execute",
+        json={"task": "slow words", "inputs": SLOW},
+        headers=headers,
+    )
+    assert started.status_code == 200, started.text
+    execution_id = started.json()["execution_id"]
+    url = f"{server.url}/api/v1/executions/{execution_id}/events/stream"
+    frames: list[dict] = []
+    acted_at = None
+    with httpx.stream("GET", url, headers=headers, timeout=DEADLINE) as stream:
+        assert stream.status_code == 200
+        frame: dict = {}
+        for line in stream.iter_lines():
+            if acted_at is None and any(f["event"] == "token" for f in frames):
+                act()  # the run is streaming tokens: now the token stops being good
+                acted_at = time.monotonic()
+            if acted_at is not None:
+                assert time.monotonic() - acted_at < DEADLINE, "the stream stayed open"
+            if line == "":
+                if "data" in frame:
+                    frames.append({"event": frame.get("event"), "data": json.loads(frame["data"])})
+                frame = {}
+            elif not line.startswith(":"):
+                key, _, value = line.partition(": ")
+                frame[key] = value
+    assert acted_at is not None, frames
+    assert time.monotonic() - acted_at < DEADLINE
+    return frames
+
+
+def assert_ends_with_problem(frames: list[dict], error: str) -> dict:
+    """The last frame is an ``error`` event whose data is a ``protocol_error``; returns it."""
+    last = frames[-1]
+    assert last["event"] == "error", last
+    assert last["data"]["type"] == "protocol_error"
+    assert last["data"]["error"] == error, last
+    assert last["data"]["message"]
+    return last["data"]
+
+
+def test_logout_ends_the_logins_sse_streams(server: Attacked):
+    login = pair(server, "sse-leaver")
+
+    def logout() -> None:
+        reply = httpx.post(
+            f"{server.url}/api/v1/auth/logout",
+            json={"refresh_token": login["refresh_token"]},
+            headers={"Authorization": f"Bearer {login['access_token']}"},
+        )
+        assert reply.status_code == 204
+
+    frames = sse_until_end(server, login["access_token"], logout)
+    assert_ends_with_problem(frames, "token_revoked")
+    assert all(frame["data"]["type"] != "complete" for frame in frames)  # cut short
+
+
+def test_disabled_account_loses_its_sse_streams(server: Attacked):
+    login = pair(server, "sse-disabled")
+    frames = sse_until_end(server, login["access_token"], lambda: disable(server, "sse-disabled"))
+    assert_ends_with_problem(frames, "account_disabled")
+    # the executor may cancel the run first: then its ``complete`` comes before the problem
+    ends = [frame["data"].get("status") for frame in frames if frame["event"] == "complete"]
+    assert ends in ([], ["cancelled"]), ends

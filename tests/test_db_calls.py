@@ -1,0 +1,85 @@
+"""Blocking database calls: inline on SQLite, in worker threads on PostgreSQL."""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import anyio
+import peewee
+import pytest
+
+from cadre.auth import USER_SCOPES, TokenService
+from cadre.db_calls import DatabaseCalls
+from storage import db, users
+
+
+@pytest.mark.parametrize(
+    ("url", "inline"),
+    [
+        ("sqlite:///data/cadre.db", True),
+        ("sqlite:///:memory:", True),
+        ("postgresql://cadre@db.example/cadre", False),
+        ("postgres+pool://cadre@db.example/cadre", False),
+    ],
+)
+def test_the_database_url_decides_where_calls_run(
+    url: str, inline: bool, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(db, "release", lambda: None)  # no database is open here
+    calls = DatabaseCalls(url)
+    assert calls.inline is inline
+    ran_in = anyio.run(calls, threading.get_ident)
+    assert (ran_in == threading.get_ident()) is inline
+
+
+def test_a_worker_thread_gives_its_connection_back(monkeypatch: pytest.MonkeyPatch):
+    released: list[int] = []
+    monkeypatch.setattr(db, "release", lambda: released.append(threading.get_ident()))
+    ran_in = anyio.run(DatabaseCalls("postgresql://cadre@db.example/cadre"), threading.get_ident)
+    assert released == [ran_in]
+
+
+def test_postgresql_is_opened_pooled_with_the_urls_own_pool_settings(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    opened: dict[str, object] = {}
+
+    def connect(url: str, **params: object) -> object:
+        opened.update(url=url, **params)
+        return peewee.SqliteDatabase(":memory:")
+
+    monkeypatch.setattr(db, "connect", connect)
+    db.open_database("postgresql://cadre@db.example/cadre?max_connections=5")
+    assert opened == {
+        "url": "postgresql+pool://cadre@db.example/cadre?max_connections=5",
+        "stale_timeout": 300,
+        "timeout": 30,
+    }
+
+
+@pytest.mark.parametrize("url", ["sqlite:///data/cadre.db", "postgresql://cadre@db.example/c"])
+def test_token_checks_read_the_database_off_the_loop_only_on_postgresql(
+    url: str, make_settings, monkeypatch: pytest.MonkeyPatch
+):
+    tokens = TokenService(make_settings(database_url=url))
+    monkeypatch.setattr(db, "release", lambda: None)
+    reads: list[int] = []
+    monkeypatch.setattr(users, "is_active", lambda _: reads.append(threading.get_ident()) or True)
+    monkeypatch.setattr(
+        users, "family_revoked", lambda _: reads.append(threading.get_ident()) or False
+    )
+    token = tokens.issue_access("usr_1", "user", USER_SCOPES, "fam_1")
+
+    async def twice() -> list[dict]:
+        return [await tokens.authenticate(token) for _ in range(2)]  # the second is cached
+
+    first, second = anyio.run(twice)
+    assert first["sub"] == second["sub"] == "usr_1"
+    assert len(reads) == 2  # the account and the login, read once
+    anyio.run(tokens.recheck, first)  # an open stream's re-check, within the 5 s: no read
+    assert len(reads) == 2
+    anyio.run(functools.partial(tokens.recheck, first, fresh=True))
+    assert len(reads) == 4
+    on_the_loop = threading.get_ident() in reads
+    assert on_the_loop is url.startswith("sqlite")
