@@ -54,11 +54,11 @@ async def submit_job(user: str, body: dict, supervisor: Supervisor) -> Reply:
     return JobReply.model_validate(job_fields(supervisor.submit(user, body))), 201
 
 
-async def get_job(user: str, job_id: str) -> Reply:
+def get_job(user: str, job_id: str) -> Reply:
     return _detail(jobs.get_job(job_id, user)), 200
 
 
-async def list_jobs(
+def list_jobs(
     user: str,
     limit: int,
     offset: int,

@@ -21,7 +21,7 @@ def _fields(body: dict) -> dict:
     return body
 
 
-async def list_session_templates(
+def list_session_templates(
     user: str,
     limit: int,
     offset: int,
@@ -45,20 +45,20 @@ async def list_session_templates(
     return reply, 200
 
 
-async def create_session_template(user: str, body: dict) -> Reply:
+def create_session_template(user: str, body: dict) -> Reply:
     fields = _fields({"sdk_options": {}, **body})
     return _reply(sessions.create_template(user, **fields)), 201
 
 
-async def get_session_template(user: str, template_id: str) -> Reply:
+def get_session_template(user: str, template_id: str) -> Reply:
     return _reply(sessions.get_template(template_id, user)), 200
 
 
-async def update_session_template(user: str, template_id: str, body: dict) -> Reply:
+def update_session_template(user: str, template_id: str, body: dict) -> Reply:
     template = sessions.get_own_template(template_id, user)
     return _reply(sessions.update_template(template, _fields(body))), 200
 
 
-async def delete_session_template(user: str, template_id: str) -> tuple[None, int]:
+def delete_session_template(user: str, template_id: str) -> tuple[None, int]:
     sessions.delete_template(sessions.get_own_template(template_id, user))
     return None, 204

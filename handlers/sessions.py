@@ -22,7 +22,7 @@ from models_gen.api import (
 from storage import sessions
 
 
-async def list_sessions(
+def list_sessions(
     user: str,
     limit: int,
     offset: int,
@@ -43,12 +43,12 @@ async def list_sessions(
     return reply, 200
 
 
-async def create_session(user: str, body: dict, settings: Settings) -> Reply:
+def create_session(user: str, body: dict, settings: Settings) -> Reply:
     session = conversations.create_session(settings, user, body)
     return conversations.session_reply(session), 201
 
 
-async def get_session(user: str, session_id: str) -> Reply:
+def get_session(user: str, session_id: str) -> Reply:
     return conversations.session_reply(sessions.get_session(session_id, user)), 200
 
 
@@ -87,7 +87,7 @@ async def query_session(
     return conversations.query_reply(session.id, run, events), 200
 
 
-async def list_session_messages(
+def list_session_messages(
     user: str, session_id: str, limit: int, offset: int, after: str | None = None
 ) -> Reply:
     session = sessions.get_session(session_id, user)
@@ -102,7 +102,7 @@ async def list_session_messages(
     return reply, 200
 
 
-async def list_session_tool_calls(
+def list_session_tool_calls(
     user: str, session_id: str, limit: int, offset: int, after: str | None = None
 ) -> Reply:
     session = sessions.get_session(session_id, user)

@@ -15,7 +15,7 @@ def _reply(worker: jobs.Worker) -> WorkerReply:
     return WorkerReply.model_validate(worker_fields(worker))
 
 
-async def list_workers(
+def list_workers(
     user: str,
     limit: int,
     offset: int,
@@ -40,7 +40,7 @@ async def list_workers(
     return reply, 200
 
 
-async def get_worker(user: str, worker_id: str) -> Reply:
+def get_worker(user: str, worker_id: str) -> Reply:
     worker = jobs.get_worker(worker_id, user)
     jobs.sync_workers(job_id=worker.job_id)
     return _reply(jobs.get_worker(worker_id, user)), 200
@@ -63,7 +63,7 @@ async def terminate_worker(user: str, worker_id: str, supervisor: Supervisor) ->
     return await _control(user, worker_id, "terminate", supervisor)
 
 
-async def get_supervisor_metrics(user: str) -> Reply:
+def get_supervisor_metrics(user: str) -> Reply:
     jobs.sync_workers(owner_id=user)
     by_status = jobs.worker_counts(user)
     return SupervisorMetrics.model_validate(
