@@ -142,23 +142,21 @@ class TestQueryCounts:
             page = sessions.list_sessions(alice, status=None, mode=None, limit=10, offset=0)
         assert (len(page.rows), page.total, page.after, counter.count) == (3, 3, None, 1)
 
-    async def test_list_handler_adds_no_query_per_session(self, alice: str):
+    def test_list_handler_adds_no_query_per_session(self, alice: str):
         for number in range(20):
             add_session(alice, f"s{number}")
         with count_queries() as counter:
-            page, _ = await session_handlers.list_sessions(alice, limit=10, offset=0)
+            page, _ = session_handlers.list_sessions(alice, limit=10, offset=0)
         assert len(page.sessions) == 10 and page.total == 20
         assert counter.count == 2  # the page and its count
 
-    async def test_message_pages_add_no_query_per_message(self, alice: str):
+    def test_message_pages_add_no_query_per_message(self, alice: str):
         session = add_session(alice)
         sessions.append_messages(
             session.id,
             [{"message_type": "user", "content": {"content": str(n)}} for n in range(30)],
         )
         with count_queries() as counter:
-            page, _ = await session_handlers.list_session_messages(
-                alice, session.id, limit=10, offset=0
-            )
+            page, _ = session_handlers.list_session_messages(alice, session.id, limit=10, offset=0)
         assert [m.sequence_number for m in page.messages] == list(range(1, 11))
         assert counter.count == 3  # the session, the page, its count
