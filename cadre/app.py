@@ -154,10 +154,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     spec = load_spec()
     registry = CollectorRegistry()
-    calls = DatabaseCalls(settings.effective_database_url)  # off the loop on PostgreSQL
-    bus = EventBus(db=calls)
-    executor = Executor(engine_config(settings), bus, calls)
-    supervisor = Supervisor(supervisor_config(settings), executor, calls)
+    bus = EventBus()
+    executor = Executor(engine_config(settings), bus)
+    supervisor = Supervisor(supervisor_config(settings), executor)
     limiter = None
     if settings.rate_limit_enabled:
         limiter = RateLimiter(
@@ -172,7 +171,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         executor=executor,
         bus=bus,
         metrics=registry,
-        db=calls,
+        db=DatabaseCalls(settings.effective_database_url),
         supervisor=supervisor,
         rate_limiter=limiter,  # the WebSocket channels count in the same buckets
     )

@@ -11,7 +11,6 @@ import peewee
 import pytest
 
 from cadre.app import engine_config
-from cadre.db_calls import DatabaseCalls
 from cadre.engine.events import Event, EventBus
 from cadre.engine.executor import Executor
 from cadre.settings import Settings
@@ -35,8 +34,8 @@ def agent(owner: str) -> str:
 class RecordingBus(EventBus):
     """An event bus that also keeps every event of every execution in one global order."""
 
-    def __init__(self, db: DatabaseCalls | None = None) -> None:
-        super().__init__(db=db)
+    def __init__(self) -> None:
+        super().__init__()
         self.log: list[Event] = []
 
     def publish(self, execution_id: str, type_: str, **data: Any) -> Event:
@@ -56,9 +55,8 @@ async def make_executor(
     made: list[Executor] = []
 
     def make(**config: Any) -> tuple[Executor, RecordingBus]:
-        calls = DatabaseCalls(settings.effective_database_url)  # threads on PostgreSQL
-        bus = RecordingBus(calls)
-        executor = Executor(dataclasses.replace(engine_config(settings), **config), bus, calls)
+        bus = RecordingBus()
+        executor = Executor(dataclasses.replace(engine_config(settings), **config), bus)
         made.append(executor)
         return executor, bus
 
