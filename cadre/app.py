@@ -154,9 +154,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     spec = load_spec()
     registry = CollectorRegistry()
-    bus = EventBus()
-    executor = Executor(engine_config(settings), bus)
-    supervisor = Supervisor(supervisor_config(settings), executor)
+    calls = DatabaseCalls(settings.effective_database_url)  # off the loop on PostgreSQL
+    bus = EventBus(db=calls)
+    executor = Executor(engine_config(settings), bus, calls)
+    supervisor = Supervisor(supervisor_config(settings), executor, calls)
     limiter = None
     if settings.rate_limit_enabled:
         limiter = RateLimiter(
@@ -171,7 +172,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         executor=executor,
         bus=bus,
         metrics=registry,
-        db=DatabaseCalls(settings.effective_database_url),
+        db=calls,
         supervisor=supervisor,
         rate_limiter=limiter,  # the WebSocket channels count in the same buckets
     )

@@ -21,8 +21,9 @@ pooled connection back when each call ends (``storage.db.release``).
 
 The token check of each request, and of each open stream every second, reads the
 database in a worker thread as well when a read is due (``TokenService.authenticate``,
-``TokenService.recheck``). The engine (executor, event bus) still calls storage on the
-event loop.
+``TokenService.recheck``). The engine does the same: the executor, its runs, the
+supervisor and the event bus are given this service and send their storage calls through
+it (the bus writes its batches one at a time, in order, see ``EventBus``).
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ def _released(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
 class DatabaseCalls:
     """``await calls(function, *args)``: ``function(*args)`` where database calls belong."""
 
-    def __init__(self, database_url: str) -> None:
-        self.inline = storage_db.is_embedded(database_url)
+    def __init__(self, database_url: str | None = None) -> None:
+        """Inline for SQLite, and when no URL is given (engine parts built without one)."""
+        self.inline = database_url is None or storage_db.is_embedded(database_url)
 
     async def __call__(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         if self.inline:

@@ -151,7 +151,7 @@ async def list_execution_events(
             tokens=tokens,
             claims=token_info,
         )
-    bus.flush()  # the newest events may still be on their way to the database
+    await bus.drain()  # the newest events may still be on their way to the database
     rows = await db(store.events_after, execution_id, after, limit)
     events = [shown(row.data, keep=EVENT_ENVELOPE) for row in rows]
     total = await db(store.count_events, execution_id)

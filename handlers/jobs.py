@@ -90,5 +90,5 @@ def list_jobs(
 
 
 async def cancel_job(user: str, job_id: str, supervisor: Supervisor) -> Reply:
-    job = await supervisor.cancel(jobs.get_job(job_id, user))
+    job = await supervisor.cancel(await supervisor.db(jobs.get_job, job_id, user))
     return JobReply.model_validate(job_fields(job)), 200

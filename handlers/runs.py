@@ -29,5 +29,5 @@ async def approve_run(
     user: str, run_id: str, body: dict, executor: Executor, db: DatabaseCalls
 ) -> Reply:
     await db(store.get_execution, run_id, user)  # 404 unless it is the caller's
-    executor.approve(run_id, body["tool_call_id"], body["decision"], body.get("reason"))
+    await executor.approve(run_id, body["tool_call_id"], body["decision"], body.get("reason"))
     return await db(executions.get_execution, user, run_id)

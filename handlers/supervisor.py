@@ -47,7 +47,7 @@ def get_worker(user: str, worker_id: str) -> Reply:
 
 
 async def _control(user: str, worker_id: str, action: str, supervisor: Supervisor) -> Reply:
-    worker = jobs.get_worker(worker_id, user)  # 404 unless it is one of the caller's
+    worker = await supervisor.db(jobs.get_worker, worker_id, user)  # 404 unless the caller's
     return _reply(await supervisor.control_worker(worker, action)), 200
 
 

@@ -263,7 +263,10 @@ class TestJobRuns:
             client, alice, depth=1, parent_job_id=parent["id"], inputs=slow(tokens=100, delay_ms=20)
         )
         wait_until(
-            lambda: get_job(client, alice, parent["id"])["results"][0]["status"] == "COMPLETED",
+            lambda: (
+                [r["status"] for r in get_job(client, alice, parent["id"])["results"]]
+                == ["COMPLETED"]
+            ),
             what="parent worker completed",
         )
         assert get_job(client, alice, parent["id"])["status"] in ("PENDING", "RUNNING")

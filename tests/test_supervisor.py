@@ -287,7 +287,8 @@ class TestSupervisorLoop:
         job = submit(client, alice, inputs=slow())
         wait_until(lambda: jobs.workers_of(job["id"]), what="worker")
         executions = Execution.select().count()
-        other._start_worker(Job.get_by_id(job["id"]), 0, 0)  # the same slot and attempt
+        # the same slot and attempt: nothing to submit
+        assert other._create_worker(Job.get_by_id(job["id"]), 0, 0) is None
         assert len(jobs.workers_of(job["id"])) == 1
         assert Execution.select().count() == executions  # rolled back with the worker
         client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=alice.headers)

@@ -9,11 +9,15 @@ worker runs, which it polls).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+from cadre.db_calls import DatabaseCalls
 from storage import executions as store
+
+log = logging.getLogger("cadre.engine")
 
 Event = dict[str, Any]
 
@@ -54,25 +58,64 @@ class EventBus:
     Writing each token on its own costs more than streaming it; events published
     within ``flush_delay`` seconds are written together, and always before an
     execution's channel closes.
+
+    Batches are written through ``db``: inline on SQLite, as soon as ``flush`` is
+    called; on PostgreSQL in a worker thread, one batch at a time and in order
+    (``_writing`` holds the write under way; each new one waits for the one before).
+    ``drain`` waits until everything published so far is stored: ``close`` and
+    ``detach`` drain first, so replays from the database never miss an event.
     """
 
-    def __init__(self, poll_interval: float = 0.25, flush_delay: float = 0.01) -> None:
+    def __init__(
+        self,
+        poll_interval: float = 0.25,
+        flush_delay: float = 0.01,
+        db: DatabaseCalls | None = None,
+    ) -> None:
         self.channels: dict[str, Channel] = {}
         self.poll_interval = poll_interval
         self.flush_delay = flush_delay
+        self.db = db or DatabaseCalls()
         self._pending: list[tuple[str, int, str, Event]] = []
         self._progress: dict[str, dict[str, Any]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._writing: asyncio.Future[None] | None = None  # the last batch handed to a thread
 
     def flush(self) -> None:
-        """Write every pending event, and the progress noted with them, now."""
+        """Write every pending event, and the progress noted with them, now (inline), or
+        hand them to the writer thread after the batches before them (``drain`` waits)."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
         if self._pending or self._progress:
             pending, self._pending = self._pending, []
             progress, self._progress = self._progress, {}
-            store.append_events(pending, progress)
+            if self.db.inline:
+                store.append_events(pending, progress)
+            else:
+                self._writing = asyncio.ensure_future(self._write(self._writing, pending, progress))
+
+    async def _write(
+        self,
+        before: asyncio.Future[None] | None,
+        pending: list[tuple[str, int, str, Event]],
+        progress: dict[str, dict[str, Any]],
+    ) -> None:
+        if before is not None:
+            await asyncio.shield(before)  # in order: the batch before is stored first
+        try:
+            await asyncio.shield(self.db(store.append_events, pending, progress))
+        except Exception:  # as a failed write from ``call_later`` is: logged, not raised
+            log.exception("writing %d events failed", len(pending))
+
+    async def drain(self) -> None:
+        """Flush, and wait until every event published so far is stored."""
+        self.flush()
+        writing = self._writing
+        if writing is not None:
+            await asyncio.shield(writing)
+            if self._writing is writing:
+                self._writing = None
 
     def progress(self, execution_id: str, **fields: Any) -> None:
         """Columns of the execution to write with its next batch of events (usage so far):
@@ -95,6 +138,19 @@ class EventBus:
             self.channels[execution_id] = channel
         return channel
 
+    async def attach(self, execution_id: str) -> Channel:
+        """``open``, its database read sent through ``db`` (call before publishing from
+        async code, so that ``publish`` finds the channel open)."""
+        channel = self.channels.get(execution_id)
+        if channel is None:
+            await self.drain()  # the last sequence number stored is the last published
+            last_seq = await self.db(store.last_seq, execution_id)
+            channel = self.channels.get(execution_id)
+            if channel is None:
+                channel = Channel(execution_id, last_seq)
+                self.channels[execution_id] = channel
+        return channel
+
     def publish(self, execution_id: str, type_: str, **data: Any) -> Event:
         """Store the event, then wake every live subscriber."""
         channel = self.open(execution_id)
@@ -111,19 +167,20 @@ class EventBus:
         channel.notify()
         return event
 
-    def close(self, execution_id: str) -> None:
-        """The execution is over: live subscribers drain and stop; new ones read the database."""
-        self.flush()
+    async def close(self, execution_id: str) -> None:
+        """The execution is over: its events are stored, then live subscribers drain and
+        stop; new ones read the database."""
+        await self.drain()
         channel = self.channels.pop(execution_id, None)
         if channel is not None:
             channel.done = True
             channel.notify()
 
-    def detach(self, execution_id: str) -> None:
+    async def detach(self, execution_id: str) -> None:
         """The execution stops here without ending (awaiting an approval, or this worker
         shutting down): its events are written, and live subscribers go on following it
         from the database, wherever it continues."""
-        self.flush()
+        await self.drain()
         channel = self.channels.pop(execution_id, None)
         if channel is not None:
             channel.notify()
@@ -152,7 +209,7 @@ class EventBus:
                     yield None
                 continue
             # Not running in this process: read the database, polling while unfinished.
-            rows = store.events_after(execution_id, cursor, 500)
+            rows = await self.db(store.events_after, execution_id, cursor, 500)
             for row in rows:
                 cursor = row.seq
                 yield row.data
@@ -163,8 +220,8 @@ class EventBus:
                 continue
             if execution_id in self.channels:
                 continue
-            if store.get_status(execution_id) in store.TERMINAL:
-                if not store.events_after(execution_id, cursor, 1):
+            if await self.db(store.get_status, execution_id) in store.TERMINAL:
+                if not await self.db(store.events_after, execution_id, cursor, 1):
                     return
                 continue
             await asyncio.sleep(self.poll_interval)

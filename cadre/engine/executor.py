@@ -21,6 +21,9 @@ were asked (``sessions.take_turn``, retried when a local turn ends and on every
 beat, so across workers too), in the session's working directory. A run stopped
 for a tool approval (``requires_action``) is held by no worker: it lives in its
 last checkpoint until ``approve`` submits it again, or it is cancelled.
+
+Every storage call goes through ``db`` (``cadre.db_calls``): inline on SQLite, in a
+worker thread on PostgreSQL, so a slow query or a row lock never stalls the event loop.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from cadre.db_calls import DatabaseCalls
 from cadre.engine.events import EventBus
 from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.base import Message, Provider, ProviderNotConfigured
@@ -92,22 +96,31 @@ class RunHandle:
         self.has_slot = False
         self.waiting = False  # in the scheduler's line
         self.status = "queued"  # as last written by this worker
+        self.queued_written = False  # the "queued" status of this start is stored
+        self.finishing = False  # writing its end: a second cancel must not cut that short
+        self.turn_ended = False  # its session turn was ended with its terminal state
 
 
 class Executor:
-    def __init__(self, config: EngineConfig, bus: EventBus) -> None:
+    def __init__(
+        self, config: EngineConfig, bus: EventBus, db: DatabaseCalls | None = None
+    ) -> None:
         self.config = config
         self.bus = bus
+        self.db = db or bus.db
         self.slots = Scheduler(config.max_concurrent, config.max_concurrent_per_user)
         self.handles: dict[str, RunHandle] = {}
         self.providers: dict[str, Provider] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._turn_ended = asyncio.Event()  # set (and replaced) whenever a session turn ends
+        # Off the loop, runs write their "queued" status one at a time, in the order they
+        # were started, so that they still get in line for a slot in that order.
+        self._admission = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.recover()
+        await self.recover()
         self._heartbeat = asyncio.create_task(self._beat())
 
     async def stop(self) -> None:
@@ -122,9 +135,9 @@ class Executor:
         for provider in self.providers.values():
             with contextlib.suppress(Exception):
                 await provider.aclose()
-        self.bus.flush()
+        await self.bus.drain()
 
-    def recover(self) -> int:
+    async def recover(self) -> int:
         """Take over every unfinished run whose worker stopped beating; returns how many.
 
         The provider call a crash cut short is billed, then the run continues from its
@@ -134,10 +147,10 @@ class Executor:
         stale_after = timedelta(seconds=max(5.0, self.config.heartbeat_seconds * 5))
         cutoff = utcnow() - stale_after
         recovered = 0
-        for execution in store.stale_unfinished(cutoff):
-            if execution.id in self.handles or not store.adopt(execution.id, cutoff):
+        for execution in await self.db(store.stale_unfinished, cutoff):
+            if execution.id in self.handles or not await self.db(store.adopt, execution.id, cutoff):
                 continue  # ours, or another worker was quicker
-            self._bill_unbilled(execution)
+            await self.db(self._bill_unbilled, execution)
             log.info("resuming %s from its last checkpoint", execution.id)
             self._start(execution, paused=execution.status == "paused")
             recovered += 1
@@ -168,26 +181,27 @@ class Executor:
         while True:
             await asyncio.sleep(self.config.heartbeat_seconds)
             try:
-                store.touch_heartbeats(list(self.handles))
+                await self.db(store.touch_heartbeats, list(self.handles))
                 for execution_id in list(self.handles):
-                    control = store.requested_control(execution_id)
+                    control = await self.db(store.requested_control, execution_id)
                     if control:
-                        store.update_execution(execution_id, control=None)
+                        await self.db(store.update_execution, execution_id, control=None)
                         await self.control(execution_id, control)
-                self._cancel_disabled()
-                for execution_id in store.awaiting_of_disabled():
-                    if store.leave_awaiting(execution_id, "cancelled"):
-                        self._finish_awaiting(execution_id)
-                self.recover()
+                await self._cancel_disabled()
+                for execution_id in await self.db(store.awaiting_of_disabled):
+                    if await self.db(store.leave_awaiting, execution_id, "cancelled"):
+                        await self._finish_awaiting(execution_id)
+                await self.recover()
                 self._turns_changed()  # turns of other workers may have ended
             except Exception:  # the heartbeat must outlive a database hiccup
                 log.exception("executor heartbeat failed")
 
-    def _cancel_disabled(self) -> None:
+    async def _cancel_disabled(self) -> None:
         """Cancel this worker's runs whose account is disabled or gone (one query a beat)."""
-        disabled = users.inactive_among({handle.owner for handle in self.handles.values()})
+        owners = {handle.owner for handle in self.handles.values()}
+        disabled = await self.db(users.inactive_among, owners)
         for handle in list(self.handles.values()):
-            if handle.owner in disabled and handle.stop_reason is None:
+            if handle.owner in disabled and handle.stop_reason is None and not handle.finishing:
                 log.info("cancelling %s: its account is disabled", handle.execution_id)
                 handle.stop_reason = "cancelled"
                 if handle.task is not None and not handle.task.done():
@@ -206,8 +220,10 @@ class Executor:
         if paused:
             handle.running.clear()
             handle.status = "paused"
-        else:
-            self._set_status(handle, "queued")
+        elif self.db.inline:  # written now; off the loop, first thing in the run's task
+            self._write_status(handle, "queued")
+            self.bus.publish(handle.execution_id, "status", status="queued")
+            handle.queued_written = True
         handle.task = asyncio.create_task(self._run(execution, handle))
 
     async def wait_finished(self, execution_id: str) -> str | None:
@@ -219,7 +235,7 @@ class Executor:
             if handle is not None and handle.task is not None:
                 await asyncio.wait({handle.task})
                 continue
-            status = store.get_status(execution_id)
+            status = await self.db(store.get_status, execution_id)
             if status is None or status in store.TERMINAL or status in store.AWAITING:
                 return status
             await asyncio.sleep(self.bus.poll_interval)
@@ -230,10 +246,17 @@ class Executor:
             await self.control(execution_id, "cancel")
         return await self.wait_finished(execution_id)
 
-    def approve(self, execution_id: str, call_id: str, decision: str, reason: str | None) -> None:
+    async def approve(
+        self, execution_id: str, call_id: str, decision: str, reason: str | None
+    ) -> None:
         """Record a person's decision on the tool call a run awaits, and run it again from
         its checkpoint (the call runs, or the model hears the denial); 409 unless the run
         awaits exactly that call."""
+        self.submit(await self.db(self._decide, execution_id, call_id, decision, reason))
+
+    @staticmethod
+    def _decide(execution_id: str, call_id: str, decision: str, reason: str | None) -> Execution:
+        """The storage half of ``approve``: the decision recorded, the execution to submit."""
         status = store.get_status(execution_id)
         last = checkpoints.latest(execution_id)
         awaiting = last.state.get("awaiting") if last is not None else None
@@ -252,11 +275,11 @@ class Executor:
                     "awaiting": awaiting.get("call_id") if awaiting else None,
                 },
             )
-        self.submit(store.Execution.get_by_id(execution_id))
+        return store.Execution.get_by_id(execution_id)
 
     async def control(self, execution_id: str, action: str) -> None:
         """Apply ``cancel``/``pause``/``resume``; 409 for a transition the state forbids."""
-        status = store.get_status(execution_id)
+        status = await self.db(store.get_status, execution_id)
         allowed = {
             "cancel": {"queued", "running", "paused", *store.AWAITING},
             "pause": {"queued", "running"},
@@ -270,13 +293,13 @@ class Executor:
             )
         handle = self.handles.get(execution_id)
         if handle is None and status in store.AWAITING:  # held by no worker: end it here
-            if store.leave_awaiting(execution_id, "cancelled"):
-                self._finish_awaiting(execution_id)
+            if await self.db(store.leave_awaiting, execution_id, "cancelled"):
+                await self._finish_awaiting(execution_id)
                 return
-            status = store.get_status(execution_id)  # approved meanwhile
+            status = await self.db(store.get_status, execution_id)  # approved meanwhile
             handle = self.handles.get(execution_id)
         if handle is None:  # another worker runs it: leave word, it reads it within a beat
-            store.update_execution(execution_id, control=action)
+            await self.db(store.update_execution, execution_id, control=action)
             await self._await_status(
                 execution_id, lambda now: now != status, 3 * self.config.heartbeat_seconds
             )
@@ -286,36 +309,41 @@ class Executor:
         elif action == "pause":
             handle.running.clear()
             self._release(handle)  # a paused run holds no slot
-            self._set_status(handle, "paused")
+            await self._set_status(handle, "paused")
         else:
             # Back in line: straight to running only if a slot is free for this user now
             # (no waiter that could take it is ever left waiting, so this jumps nobody).
             if handle.started and not handle.waiting and self.slots.try_acquire(handle.owner):
                 handle.has_slot = True
-            self._set_status(handle, "running" if handle.has_slot else "queued")
+            await self._set_status(handle, "running" if handle.has_slot else "queued")
             handle.running.set()
 
-    def _finish_awaiting(self, execution_id: str) -> None:
-        execution = store.Execution.get_by_id(execution_id)
-        self._finish(
+    async def _finish_awaiting(self, execution_id: str) -> None:
+        execution = await self.db(store.Execution.get_by_id, execution_id)
+        await self._finish(
             execution_id,
             status="cancelled",
             stop_reason="cancelled",
             error=None,
             result=execution.result,
             usage=None,
+            session_id=execution.session_id,
         )
         if execution.session_id is not None:
-            sessions.end_turn(execution.session_id, execution_id)
             self._turns_changed()
 
     def _turns_changed(self) -> None:
         self._turn_ended.set()
         self._turn_ended = asyncio.Event()
 
-    def _set_status(self, handle: RunHandle, status: str, **fields: Any) -> None:
+    def _write_status(self, handle: RunHandle, status: str, **fields: Any) -> None:
         handle.status = status
         store.update_execution(handle.execution_id, status=status, **fields)
+
+    async def _set_status(self, handle: RunHandle, status: str, **fields: Any) -> None:
+        handle.status = status
+        await self.db(store.update_execution, handle.execution_id, status=status, **fields)
+        await self.bus.attach(handle.execution_id)
         self.bus.publish(handle.execution_id, "status", status=status)
 
     def _release(self, handle: RunHandle) -> None:
@@ -326,7 +354,8 @@ class Executor:
     async def _interrupt(self, handle: RunHandle, reason: str, wait: float) -> None:
         handle.stop_reason = reason
         if handle.task is not None and not handle.task.done():
-            handle.task.cancel()
+            if not handle.finishing:
+                handle.task.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(handle.task), wait)
 
@@ -334,7 +363,9 @@ class Executor:
         self, execution_id: str, done: Callable[[str | None], bool], timeout: float
     ) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not done(store.get_status(execution_id)):
+        while time.monotonic() < deadline and not done(
+            await self.db(store.get_status, execution_id)
+        ):
             await asyncio.sleep(0.05)
 
     # -- running -------------------------------------------------------------------------
@@ -343,8 +374,8 @@ class Executor:
         """Wait for the session's previous turns (FIFO), then hold it."""
         session_id = execution.session_id
         assert session_id is not None
-        while not sessions.take_turn(session_id, execution.id):
-            if sessions.Session.get_or_none(sessions.Session.id == session_id) is None:
+        while not await self.db(sessions.take_turn, session_id, execution.id):
+            if not await self.db(_session_exists, session_id):
                 handle.stop_reason = "cancelled"  # the session was deleted meanwhile
                 raise asyncio.CancelledError
             ended = self._turn_ended
@@ -358,6 +389,16 @@ class Executor:
         path = Path(session.working_directory_path)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    async def _admit(self, handle: RunHandle) -> None:
+        """Off the loop: store and announce the "queued" status of this start (inline, it
+        was written by ``_start``), in the order the runs were started."""
+        if handle.queued_written:
+            return
+        async with self._admission:
+            handle.queued_written = True
+            if handle.status == "queued":
+                await self._set_status(handle, "queued")
 
     async def _gate(self, handle: RunHandle) -> None:
         """Between two events: wait out a pause, then for a slot (cancel still gets through)."""
@@ -376,9 +417,9 @@ class Executor:
                 continue
             if not handle.started:
                 handle.started = True
-                self._set_status(handle, "running", started_at=utcnow())
+                await self._set_status(handle, "running", started_at=utcnow())
             elif handle.status != "running":
-                self._set_status(handle, "running")
+                await self._set_status(handle, "running")
 
     async def _run(self, execution: Execution, handle: RunHandle) -> None:
         result: dict[str, Any] | None = None
@@ -387,18 +428,20 @@ class Executor:
         limit = self.config.max_execution_seconds
         timeout = limit if execution.timeout is None else min(execution.timeout, limit)
         try:
+            await self._admit(handle)
             if execution.session_id is not None:
                 await self._await_session(execution, handle)
             await self._gate(handle)
             async with asyncio.timeout(timeout):
                 provider = self._provider(execution.provider)
-                workspace = self._workspace(execution)
+                workspace = await self.db(self._workspace, execution)
                 async with contextlib.AsyncExitStack() as stack:
                     if execution.mode == "sandbox":
                         workspace = await stack.enter_async_context(
                             sandbox_copy(workspace, self.config.workspace_quota_bytes)
                         )
-                    last = checkpoints.latest(execution.id)
+                    last = await self.db(checkpoints.latest, execution.id)
+                    billed = None if last is None else await self.db(costs.billed, execution.id)
                     run = AgentRun(
                         execution,
                         bus=self.bus,
@@ -414,53 +457,72 @@ class Executor:
                         state=None if last is None else last.state,
                         step=0 if last is None else last.step,
                         shell_limits=self.config.shell_limits,
+                        db=self.db,
+                        billed=billed,
                     )
                     result = await run.run()
-            self._release(handle)
-            self._finish_run(execution, run, "completed", "completed", None, result)
+            handle.finishing = True  # the slot is freed once its end is written (finally)
+            await self._finish_run(handle, execution, run, "completed", "completed", None, result)
         except AwaitingApproval as awaiting:
+            handle.finishing = True
             held = False
-            self._await_approval(handle, awaiting)
+            await self._await_approval(handle, awaiting)
         except ProviderNotConfigured as exc:
-            self._finish_run(execution, run, "failed", "provider_not_configured", exc.message, None)
+            handle.finishing = True
+            await self._finish_run(
+                handle, execution, run, "failed", "provider_not_configured", exc.message, None
+            )
         except Stop as stop:
-            self._finish_run(execution, run, "failed", stop.stop_reason, stop.message, None)
+            handle.finishing = True
+            await self._finish_run(
+                handle, execution, run, "failed", stop.stop_reason, stop.message, None
+            )
         except WorkspaceQuotaExceeded as exc:  # sandbox mode, workspace already over its quota
-            self._finish_run(execution, run, "failed", "tool_error", exc.message, None)
+            handle.finishing = True
+            await self._finish_run(
+                handle, execution, run, "failed", "tool_error", exc.message, None
+            )
         except TimeoutError:
+            handle.finishing = True
             if execution.timeout is not None and execution.timeout <= limit:
                 message = f"Stopped after the timeout of {execution.timeout} s."
             else:
                 message = f"Stopped after the server's longest run time of {limit} s."
-            self._finish_run(execution, run, "failed", "timeout", message, None)
+            await self._finish_run(handle, execution, run, "failed", "timeout", message, None)
         except asyncio.CancelledError:
+            handle.finishing = True
+            await self._admit(handle)  # cancelled before its "queued" was stored
             reason = handle.stop_reason or "interrupted"
             if reason == "shutdown":
                 held = False
-                store.update_execution(execution.id, heartbeat_at=None)  # any worker may resume it
-                self.bus.detach(execution.id)
+                # any worker may resume it
+                await self.db(store.update_execution, execution.id, heartbeat_at=None)
+                await self.bus.detach(execution.id)
             else:
                 if reason == "cancelled" and run is not None:
-                    self._keep_partial(execution, run)
+                    await self._keep_partial(execution, run)
                 status = "cancelled" if reason == "cancelled" else "failed"
                 message = (
                     None if reason == "cancelled" else "The server stopped during the execution."
                 )
-                self._finish_run(execution, run, status, reason, message, None)
+                await self._finish_run(handle, execution, run, status, reason, message, None)
         except Exception as exc:  # every execution ends in a terminal state, whatever fails
+            handle.finishing = True
             log.exception("execution %s failed", execution.id)
-            self._finish_run(execution, run, "failed", "provider_error", str(exc), None)
+            await self._finish_run(
+                handle, execution, run, "failed", "provider_error", str(exc), None
+            )
         finally:
             self._release(handle)
             self.handles.pop(execution.id, None)
             if execution.session_id is not None and held:
-                sessions.end_turn(execution.session_id, execution.id)
+                if not handle.turn_ended:
+                    await self.db(sessions.end_turn, execution.session_id, execution.id)
                 self._turns_changed()
 
-    def _await_approval(self, handle: RunHandle, awaiting: AwaitingApproval) -> None:
+    async def _await_approval(self, handle: RunHandle, awaiting: AwaitingApproval) -> None:
         """The run stops for a person's decision: no slot, no task, no heartbeat; its last
         checkpoint names the call (and keeps holding its session)."""
-        self._release(handle)
         call = awaiting.call
         self.bus.publish(
             handle.execution_id,
@@ -469,16 +531,19 @@ class Executor:
             tool=call.tool,
             args=call.args,
         )
-        self._set_status(handle, "requires_action")
-        self.bus.detach(handle.execution_id)
+        await self._set_status(handle, "requires_action")
+        await self.bus.detach(handle.execution_id)
+        self._release(handle)
 
-    def _keep_partial(self, execution: Execution, run: AgentRun) -> None:
+    async def _keep_partial(self, execution: Execution, run: AgentRun) -> None:
         """A cancelled session turn keeps what the model had said: the next turn sees it."""
         text = run.cut_short_text()
         if execution.session_id is not None and text:
             answer = Message(role="assistant", content=text)
-            sessions.append_messages(
-                execution.session_id, [session_message(answer, execution.id, execution.model)]
+            await self.db(
+                sessions.append_messages,
+                execution.session_id,
+                [session_message(answer, execution.id, execution.model)],
             )
 
     def _provider(self, name: str) -> Provider:
@@ -488,8 +553,9 @@ class Executor:
             self.providers[name] = provider
         return provider
 
-    def _finish_run(
+    async def _finish_run(
         self,
+        handle: RunHandle,
         execution: Execution,
         run: AgentRun | None,
         status: str,
@@ -513,16 +579,18 @@ class Executor:
                 if tally.first_token_at is None
                 else round((tally.first_token_at - tally.started) * 1000),
             }
-        self._finish(
+        handle.turn_ended = execution.session_id is not None
+        await self._finish(
             execution.id,
             status=status,
             stop_reason=stop_reason,
             error=error,
             result=result,
             usage=usage,
+            session_id=execution.session_id,
         )
 
-    def _finish(
+    async def _finish(
         self,
         execution_id: str,
         *,
@@ -531,9 +599,16 @@ class Executor:
         error: str | None,
         result: dict[str, Any] | None,
         usage: dict[str, Any] | None,
+        session_id: str | None = None,
     ) -> None:
-        """Write the terminal state, then tell subscribers (status first, so none waits forever)."""
-        store.update_execution(
+        """Write the terminal state (and end the session turn it held), then tell subscribers
+        (status first, so none waits forever).
+
+        Every event published before is stored first: a reader that sees the terminal status
+        finds all of them (and ``close`` stores the last ones before the channel goes)."""
+        await self.bus.drain()
+        await self.db(
+            store.update_execution,
             execution_id,
             status=status,
             stop_reason=stop_reason,
@@ -543,7 +618,10 @@ class Executor:
             control=None,
             **(usage or {}),
         )
-        execution = store.Execution.get_by_id(execution_id)
+        if session_id is not None:
+            await self.db(sessions.end_turn, session_id, execution_id)
+        execution = await self.db(store.Execution.get_by_id, execution_id)
+        await self.bus.attach(execution_id)
         if error is not None:
             self.bus.publish(execution_id, "error", message=error, stop_reason=stop_reason)
         self.bus.publish(
@@ -555,4 +633,8 @@ class Executor:
             cost=execution.cost_usd,
             usage=execution.usage,
         )
-        self.bus.close(execution_id)
+        await self.bus.close(execution_id)
+
+
+def _session_exists(session_id: str) -> bool:
+    return sessions.Session.get_or_none(sessions.Session.id == session_id) is not None

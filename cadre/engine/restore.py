@@ -111,12 +111,13 @@ def _user_message(execution: Execution, text: str) -> dict[str, Any]:
 
 
 async def _branch(
-    checkpoint: Checkpoint, upto: int, sdk_options: dict[str, Any] | None
+    executor: Executor, checkpoint: Checkpoint, upto: int, sdk_options: dict[str, Any] | None
 ) -> sessions.Session:
     """A new session with the history up to ``upto`` and a copy of the working directory."""
-    source = sessions.get_session(checkpoint.session_id, None)
+    db = executor.db
+    source = await db(sessions.get_session, checkpoint.session_id, None)
     fields = {} if sdk_options is None else {"sdk_options": sdk_options}
-    branched = sessions.branch(source, upto_sequence=upto, **fields)
+    branched = await db(sessions.branch, source, upto_sequence=upto, **fields)
     origin = Path(source.working_directory_path)
     if origin.is_dir():
         await asyncio.to_thread(
@@ -131,6 +132,11 @@ async def _branch(
     return branched
 
 
+def _source(checkpoint_id: str, owner_id: str) -> tuple[Checkpoint, Execution]:
+    checkpoint = checkpoints.get_checkpoint(checkpoint_id, owner_id)
+    return checkpoint, store.Execution.get_by_id(checkpoint.execution_id)
+
+
 async def restart(
     executor: Executor,
     owner_id: str,
@@ -140,9 +146,12 @@ async def restart(
     modified_query: str | None = None,
     system_prompt: str | None = None,
 ) -> Execution:
-    """Start a run from a checkpoint (``restore``; with ``system_prompt``, ``fork``)."""
-    checkpoint = checkpoints.get_checkpoint(checkpoint_id, owner_id)
-    source = store.Execution.get_by_id(checkpoint.execution_id)
+    """Start a run from a checkpoint (``restore``; with ``system_prompt``, ``fork``).
+
+    Its storage work goes through ``executor.db`` (off the event loop on PostgreSQL),
+    each transaction whole."""
+    db = executor.db
+    checkpoint, source = await db(_source, checkpoint_id, owner_id)
     state = start_state(checkpoint, modified_query, system_prompt)
     task = source.task if modified_query is None else modified_query
     config = dict(source.config)
@@ -155,45 +164,84 @@ async def restart(
                 " restore it as a new run.",
                 error="not_a_session_run",
             )
-        with database.atomic():
-            execution = _new_run(source, checkpoint, task=task, config=config, session_id=None)
-            checkpoints.save(execution.id, None, 0, state)
+        execution = await db(_restart_alone, source, checkpoint, task, config, state)
     elif create_new_run:
-        upto = _history_point(checkpoint, modified_query)
+        upto = await db(_history_point, checkpoint, modified_query)
         sdk_options = None
         if system_prompt is not None:
-            origin = sessions.get_session(checkpoint.session_id, None)
+            origin = await db(sessions.get_session, checkpoint.session_id, None)
             sdk_options = {**origin.sdk_options, "system_prompt": system_prompt}
-        branched = await _branch(checkpoint, upto, sdk_options)
-        with database.atomic():
-            execution = _new_run(
-                source, checkpoint, task=task, config=config, session_id=branched.id
-            )
-            if modified_query is not None:
-                sessions.append_messages(branched.id, [_user_message(execution, modified_query)])
-            state["session_seq"] = sessions.last_sequence(branched.id)
-            checkpoints.save(execution.id, branched.id, 0, state)
+        branched = await _branch(executor, checkpoint, upto, sdk_options)
+        execution = await db(
+            _restart_branched, source, checkpoint, task, config, state, branched, modified_query
+        )
     else:
         session_id = checkpoint.session_id
-        if sessions.get_session(session_id, None).status == "archived":
+        if (await db(sessions.get_session, session_id, None)).status == "archived":
             raise Conflict(
                 "This session is archived: restore the checkpoint as a new run instead.",
                 error="session_archived",
             )
-        upto = _history_point(checkpoint, modified_query)
-        with database.atomic():
-            execution = _new_run(
-                source, checkpoint, task=task, config=config, session_id=session_id
-            )
-            if not sessions.claim_turn(session_id, execution.id):
-                raise Conflict(
-                    "A turn is running in this session; rewind it once that turn is over.",
-                    error="session_busy",
-                )
-            sessions.rewind(session_id, upto)
-            if modified_query is not None:
-                sessions.append_messages(session_id, [_user_message(execution, modified_query)])
-            state["session_seq"] = sessions.last_sequence(session_id)
-            checkpoints.save(execution.id, session_id, 0, state)
+        upto = await db(_history_point, checkpoint, modified_query)
+        execution = await db(
+            _restart_rewound, source, checkpoint, task, config, state, upto, modified_query
+        )
     executor.submit(execution)
+    return execution
+
+
+def _restart_alone(
+    source: Execution,
+    checkpoint: Checkpoint,
+    task: str,
+    config: dict[str, Any],
+    state: dict[str, Any],
+) -> Execution:
+    with database.atomic():
+        execution = _new_run(source, checkpoint, task=task, config=config, session_id=None)
+        checkpoints.save(execution.id, None, 0, state)
+    return execution
+
+
+def _restart_branched(
+    source: Execution,
+    checkpoint: Checkpoint,
+    task: str,
+    config: dict[str, Any],
+    state: dict[str, Any],
+    branched: sessions.Session,
+    modified_query: str | None,
+) -> Execution:
+    with database.atomic():
+        execution = _new_run(source, checkpoint, task=task, config=config, session_id=branched.id)
+        if modified_query is not None:
+            sessions.append_messages(branched.id, [_user_message(execution, modified_query)])
+        state["session_seq"] = sessions.last_sequence(branched.id)
+        checkpoints.save(execution.id, branched.id, 0, state)
+    return execution
+
+
+def _restart_rewound(
+    source: Execution,
+    checkpoint: Checkpoint,
+    task: str,
+    config: dict[str, Any],
+    state: dict[str, Any],
+    upto: int,
+    modified_query: str | None,
+) -> Execution:
+    session_id = checkpoint.session_id
+    assert session_id is not None
+    with database.atomic():
+        execution = _new_run(source, checkpoint, task=task, config=config, session_id=session_id)
+        if not sessions.claim_turn(session_id, execution.id):
+            raise Conflict(
+                "A turn is running in this session; rewind it once that turn is over.",
+                error="session_busy",
+            )
+        sessions.rewind(session_id, upto)
+        if modified_query is not None:
+            sessions.append_messages(session_id, [_user_message(execution, modified_query)])
+        state["session_seq"] = sessions.last_sequence(session_id)
+        checkpoints.save(execution.id, session_id, 0, state)
     return execution

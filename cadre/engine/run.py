@@ -48,6 +48,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cadre.db_calls import DatabaseCalls
 from cadre.engine.events import EventBus
 from cadre.engine.pricing import DECIMALS, Price, PriceTable
 from cadre.engine.providers.base import (
@@ -206,8 +207,13 @@ class AgentRun:
         ast_limits: AstLimits = DEFAULT_AST_LIMITS,
         quota_bytes: int | None = None,
         shell_limits: ShellLimits = DEFAULT_SHELL_LIMITS,
+        db: DatabaseCalls | None = None,
+        billed: tuple[int, int, float] | None = None,
     ) -> None:
+        """``billed``: ``costs.billed`` of the execution, read by the caller through ``db``
+        (read here when not given)."""
         self.execution = execution
+        self.db = db or bus.db
         self.bus = bus
         self.provider = provider
         self.prices = prices
@@ -230,11 +236,11 @@ class AgentRun:
         self.step = step
         self.started = state is not None  # False: step 0 is still to be stored
         if state is not None:
-            self._restore(state)
+            self._restore(state, billed)
         self.current_parts: list[str] = []
         self.streaming = False  # a provider call is under way
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _restore(self, state: dict[str, Any], billed: tuple[int, int, float] | None) -> None:
         """Continue from a checkpoint; usage so far is what the cost records hold (they
         include a call a crash cut short, which recovery billed)."""
         self.messages = [message_from_state(m) for m in state.get("messages") or []]
@@ -243,7 +249,7 @@ class AgentRun:
         tally = state.get("tally") or {}
         self.tally.steps = tally.get("steps", 0)
         self.tally.tool_calls = tally.get("tool_calls", 0)
-        prompt, completion, cost = costs.billed(self.execution.id)
+        prompt, completion, cost = billed or costs.billed(self.execution.id)
         self.tally.prompt_tokens, self.tally.completion_tokens = prompt, completion
         self.tally.cost_usd = round(cost, 10)
 
@@ -256,12 +262,13 @@ class AgentRun:
             "awaiting": self.awaiting,
         }
 
-    def _save(self, **parts: Any) -> None:
-        """The next checkpoint, with what the step produced (``checkpoints.save_step``)."""
+    async def _save(self, **parts: Any) -> None:
+        """The next checkpoint, with what the step produced (``checkpoints.save_step``, one
+        transaction, sent whole through ``db``)."""
         self.step += 1
-        checkpoints.save_step(self.execution, self.step, self.state(), **parts)
+        await self.db(checkpoints.save_step, self.execution, self.step, self.state(), **parts)
 
-    def _begin(self) -> None:
+    async def _begin(self) -> None:
         """Step 0: the conversation the run starts from (for a session turn, its whole
         history then the task, which the session stores as its next user message)."""
         execution = self.execution
@@ -271,10 +278,13 @@ class AgentRun:
         task = Message(role="user", content=execution.task)
         stored: list[dict[str, Any]] = []
         if execution.session_id is not None:
-            self.messages.extend(history_messages(sessions.history(execution.session_id)))
+            history = await self.db(sessions.history, execution.session_id)
+            self.messages.extend(history_messages(history))
             stored.append(session_message(task, execution.id, None))
         self.messages.append(task)
-        checkpoints.save_step(execution, self.step, self.state(), session_messages=stored)
+        await self.db(
+            checkpoints.save_step, execution, self.step, self.state(), session_messages=stored
+        )
         self.started = True
 
     def publish(self, type_: str, **data: Any) -> None:
@@ -295,7 +305,7 @@ class AgentRun:
             for t in (TOOLS[n] for n in self.tool_names)
         )
         if not self.started:
-            self._begin()
+            await self._begin()
         while True:
             if self.pending:
                 await self.gate()
@@ -378,12 +388,12 @@ class AgentRun:
             if usage is None and streamed:  # cut short: the prompt as counted, what streamed
                 usage = UsageReport(prompt_tokens=prompt_tokens, completion_tokens=streamed)
             if not completed and usage is not None:
-                self._account(usage, None)  # what this call consumed, and nothing after
+                await self._account(usage, None)  # what this call consumed, and nothing after
         text = "".join(parts)
         answer = Message(role="assistant", content=text, tool_calls=list(calls))
         self.messages.append(answer)
         self.pending = list(calls)
-        self._account(usage, answer)
+        await self._account(usage, answer)
         self.streaming = False
         # Reconciled with what the provider billed: a run never goes on past its limit,
         # nor completes with an answer the budget cut short.
@@ -443,7 +453,7 @@ class AgentRun:
             f"Stopped: continuing would pass the cost limit of {self.execution.cost_limit} USD.",
         )
 
-    def _account(self, usage: UsageReport | None, answer: Message | None) -> None:
+    async def _account(self, usage: UsageReport | None, answer: Message | None) -> None:
         """Bill a provider call; with its ``answer``, store the step's checkpoint in the same
         transaction (a call cut short is billed alone: there is no step to continue from)."""
         execution = self.execution
@@ -470,10 +480,10 @@ class AgentRun:
             "steps": self.tally.steps,
         }
         if answer is None:
-            checkpoints.save_step(execution, None, {}, bill=bill, totals=totals)
+            await self.db(checkpoints.save_step, execution, None, {}, bill=bill, totals=totals)
         else:
             stored = session_message(answer, execution.id, execution.model)
-            self._save(bill=bill, totals=totals, session_messages=[stored])
+            await self._save(bill=bill, totals=totals, session_messages=[stored])
         if usage is not None:
             self.publish(
                 "usage",
@@ -511,7 +521,7 @@ class AgentRun:
         decision, refusal, code = self._decision(call)
         if decision == "ask":
             self.awaiting = {"call_id": call.id, "tool": call.tool, "args": call.args}
-            self._save()
+            await self._save()
             raise AwaitingApproval(call)
         self.tally.steps += 1
         self.tally.tool_calls += 1
@@ -547,7 +557,7 @@ class AgentRun:
         self.messages.append(message)
         self.pending.pop(0)
         self.awaiting = None
-        self._save(
+        await self._save(
             totals={"steps": self.tally.steps},
             session_messages=[session_message(message, self.execution.id, None)],
             tool_call={

@@ -33,6 +33,7 @@ from typing import Any
 
 import peewee
 
+from cadre.db_calls import DatabaseCalls
 from cadre.engine.executor import Executor
 from cadre.errors import CadreError, Conflict, ValidationFailed
 from cadre.json_limits import check_size
@@ -67,9 +68,12 @@ class SupervisorConfig:
 
 
 class Supervisor:
-    def __init__(self, config: SupervisorConfig, executor: Executor) -> None:
+    def __init__(
+        self, config: SupervisorConfig, executor: Executor, db: DatabaseCalls | None = None
+    ) -> None:
         self.config = config
         self.executor = executor
+        self.db = db or executor.db  # storage calls of the async paths (the tick included)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -194,27 +198,27 @@ class Supervisor:
 
     async def cancel(self, job: Job) -> Job:
         """Cancel the job, its unfinished child jobs (all the way down) and their workers."""
-        if not jobs.finish_job(job, "CANCELED"):
-            status = jobs.get_job(job.id, None).status
+        if not await self.db(jobs.finish_job, job, "CANCELED"):
+            status = (await self.db(jobs.get_job, job.id, None)).status
             raise Conflict(
                 f"Job '{job.id}' is already {status}.",
                 error="job_finished",
                 details={"status": status},
             )
         await self._stop_below(job)
-        return jobs.get_job(job.id, None)
+        return await self.db(jobs.get_job, job.id, None)
 
     async def _stop_below(self, job: Job) -> None:
         """Cancel what still runs of a job that just finished: its workers, its child jobs'."""
         tree = [job]
-        for child in jobs.descendants(job):
-            if jobs.finish_job(child, "CANCELED"):
+        for child in await self.db(jobs.descendants, job):
+            if await self.db(jobs.finish_job, child, "CANCELED"):
                 tree.append(child)
         for node in tree:
-            for worker in jobs.workers_of(node.id):
+            for worker in await self.db(jobs.workers_of, node.id):
                 if worker.status in jobs.WORKER_ACTIVE:
                     await self._cancel_execution(worker.execution_id)
-            jobs.sync_workers(job_id=node.id)
+            await self.db(jobs.sync_workers, job_id=node.id)
 
     async def _cancel_execution(self, execution_id: str) -> None:
         with contextlib.suppress(Conflict):  # it finished meanwhile
@@ -223,8 +227,8 @@ class Supervisor:
     async def control_worker(self, worker: Worker, action: str) -> Worker:
         """``pause``, ``resume`` or ``terminate`` (cancel) the worker's execution; 409 for a
         transition its status forbids."""
-        jobs.sync_workers(job_id=worker.job_id)
-        worker = jobs.get_worker(worker.id, None)
+        await self.db(jobs.sync_workers, job_id=worker.job_id)
+        worker = await self.db(jobs.get_worker, worker.id, None)
         if worker.status not in CONTROLLABLE[action]:
             raise Conflict(
                 f"Cannot {action} a worker that is {worker.status}.",
@@ -232,26 +236,27 @@ class Supervisor:
                 details={"status": worker.status},
             )
         await self.executor.control(worker.execution_id, CONTROL[action])
-        jobs.sync_workers(job_id=worker.job_id)
+        await self.db(jobs.sync_workers, job_id=worker.job_id)
         self.poke()
-        return jobs.get_worker(worker.id, None)
+        return await self.db(jobs.get_worker, worker.id, None)
 
     # -- the loop ----------------------------------------------------------------------------
 
     async def tick(self) -> None:
-        jobs.sync_workers()
-        for job in jobs.unfinished_jobs():
+        await self.db(jobs.sync_workers)
+        for job in await self.db(jobs.unfinished_jobs):
             try:
                 await self._drive(job)
             except CadreError:
                 log.exception("job %s could not go on", job.id)
 
     async def _drive(self, job: Job) -> None:
-        workers = jobs.workers_of(job.id)  # by slot, then attempt: the last try wins
+        workers = await self.db(jobs.workers_of, job.id)  # by slot, then attempt: the last try wins
         latest = {worker.slot: worker for worker in workers}
         if job.status == "PENDING" and any(w.status != "IDLE" for w in latest.values()):
-            jobs.start_job(job)
-        ended = jobs.endings([w.execution_id for w in workers if w.status == "FAILED"])
+            await self.db(jobs.start_job, job)
+        failed = [w.execution_id for w in workers if w.status == "FAILED"]
+        ended = await self.db(jobs.endings, failed)
         failures: dict[int, int] = {}  # per slot, not counting runs a server stop cut short
         for worker in workers:
             if worker.status == "FAILED" and ended[worker.execution_id][0] != "interrupted":
@@ -264,7 +269,7 @@ class Supervisor:
                 reason = ended[worker.execution_id][1] or "no reason given"
                 await self._fail(job, f"Worker '{worker.id}' failed: {reason}")
                 return
-        kids = jobs.children([job.id])
+        kids = await self.db(jobs.children, [job.id])
         broken = next((kid for kid in kids if kid.status == "FAILED"), None)
         if broken is not None:
             await self._fail(job, f"Child job '{broken.id}' failed.")
@@ -273,30 +278,38 @@ class Supervisor:
         to_start = [(slot, 0) for slot in range(job.worker_count) if slot not in latest]
         to_start += [(w.slot, w.attempt + 1) for w in latest.values() if w.status == "FAILED"]
         need = len(active) + len(to_start)
-        granted = jobs.held(job.id, job.depth)
+        granted = await self.db(jobs.held, job.id, job.depth)
         if need == 0:
             if granted:
-                jobs.release(job.owner_id, job.id, job.depth)
+                await self.db(jobs.release, job.owner_id, job.id, job.depth)
             if all(kid.status in jobs.JOB_TERMINAL for kid in kids):
                 # every worker terminated by hand, none completed: nothing ran to the end
                 ended = {w.status for w in latest.values()}
-                jobs.start_job(job)
-                jobs.finish_job(job, "CANCELED" if ended == {"TERMINATED"} else "COMPLETED")
+                await self.db(jobs.start_job, job)
+                await self.db(
+                    jobs.finish_job, job, "CANCELED" if ended == {"TERMINATED"} else "COMPLETED"
+                )
             return
         if granted < need:
             quota = self.config.quota(job.depth)
-            if jobs.usage(job.owner_id).get(job.depth, 0) < quota:  # else nothing to take
-                granted = jobs.allocate(job.owner_id, job.id, job.depth, need, quota)
+            usage = await self.db(jobs.usage, job.owner_id)
+            if usage.get(job.depth, 0) < quota:  # else nothing to take
+                granted = await self.db(jobs.allocate, job.owner_id, job.id, job.depth, need, quota)
         elif granted > need:
-            jobs.shrink(job.owner_id, job.id, job.depth, need)
+            await self.db(jobs.shrink, job.owner_id, job.id, job.depth, need)
         for slot, attempt in sorted(to_start)[: max(0, granted - len(active))]:
-            self._start_worker(job, slot, attempt)
+            execution = await self.db(self._create_worker, job, slot, attempt)
+            if execution is not None:
+                self.executor.submit(execution)
 
     async def _fail(self, job: Job, error: str) -> None:
-        if jobs.finish_job(job, "FAILED", error):
+        if await self.db(jobs.finish_job, job, "FAILED", error):
             await self._stop_below(job)
 
-    def _start_worker(self, job: Job, slot: int, attempt: int) -> None:
+    @staticmethod
+    def _create_worker(job: Job, slot: int, attempt: int) -> store.Execution | None:
+        """A worker's execution and row, in one transaction (``None``: another supervisor
+        started this one); the caller submits the execution, on the event loop."""
         config = job.config
         try:
             with database.atomic():
@@ -320,5 +333,5 @@ class Supervisor:
                     execution_id=execution.id,
                 )
         except (peewee.IntegrityError, Conflict):  # another supervisor started this one
-            return
-        self.executor.submit(execution)
+            return None
+        return execution

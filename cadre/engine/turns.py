@@ -113,13 +113,14 @@ async def start_turn(
         )
     inputs = inputs or {}
     check_size(inputs, executor.config.max_inputs_bytes, "body.inputs")
-    fields = turn_fields(session, message, inputs)
+    db = executor.db
+    fields = await db(turn_fields, session, message, inputs)
     if strategy == "enqueue":
-        execution = sessions.create_turn(session.id, claim=False, **fields)
+        execution = await db(sessions.create_turn, session.id, claim=False, **fields)
     elif strategy in ("interrupt", "rollback"):
         execution = await _replace_current(executor, session.id, strategy, fields)
     else:
-        execution = sessions.create_turn(session.id, claim=True, **fields)
+        execution = await db(sessions.create_turn, session.id, claim=True, **fields)
     executor.submit(execution)
     return execution
 
@@ -127,13 +128,14 @@ async def start_turn(
 async def _replace_current(
     executor: Executor, session_id: str, strategy: str, fields: dict[str, Any]
 ) -> Execution:
-    current = sessions.Session.get_by_id(session_id).current_run_id
+    db = executor.db
+    current = (await db(sessions.Session.get_by_id, session_id)).current_run_id
     if current is None:
-        return sessions.create_turn(session_id, claim=True, **fields)
+        return await db(sessions.create_turn, session_id, claim=True, **fields)
     await stop_turn(executor, current)
     if strategy == "rollback":
-        sessions.discard_run(session_id, current)
-    return sessions.create_turn(session_id, claim=True, take_over=current, **fields)
+        await db(sessions.discard_run, session_id, current)
+    return await db(sessions.create_turn, session_id, claim=True, take_over=current, **fields)
 
 
 async def stop_turn(executor: Executor, run_id: str) -> None:
@@ -141,7 +143,9 @@ async def stop_turn(executor: Executor, run_id: str) -> None:
     with contextlib.suppress(Conflict):  # it ended meanwhile
         await executor.control(run_id, "cancel")
     deadline = time.monotonic() + STOP_WAIT_SECONDS
-    while store.get_status(run_id) not in TERMINAL and time.monotonic() < deadline:
+    while (
+        await executor.db(store.get_status, run_id) not in TERMINAL and time.monotonic() < deadline
+    ):
         await asyncio.sleep(0.05)
 
 
@@ -165,7 +169,7 @@ async def wait_turn(bus: EventBus, run_id: str) -> list[Event]:
 
 async def cancel_all(executor: Executor, session_id: str) -> None:
     """Stop every unfinished turn of the session (before it is deleted)."""
-    for execution in sessions.unfinished_turns(session_id):
+    for execution in await executor.db(sessions.unfinished_turns, session_id):
         try:
             await stop_turn(executor, execution.id)
         except CadreError:

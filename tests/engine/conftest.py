@@ -11,6 +11,7 @@ import peewee
 import pytest
 
 from cadre.app import engine_config
+from cadre.db_calls import DatabaseCalls
 from cadre.engine.events import Event, EventBus
 from cadre.engine.executor import Executor
 from cadre.settings import Settings
@@ -34,8 +35,8 @@ def agent(owner: str) -> str:
 class RecordingBus(EventBus):
     """An event bus that also keeps every event of every execution in one global order."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, db: DatabaseCalls | None = None) -> None:
+        super().__init__(db=db)
         self.log: list[Event] = []
 
     def publish(self, execution_id: str, type_: str, **data: Any) -> Event:
@@ -55,8 +56,9 @@ async def make_executor(
     made: list[Executor] = []
 
     def make(**config: Any) -> tuple[Executor, RecordingBus]:
-        bus = RecordingBus()
-        executor = Executor(dataclasses.replace(engine_config(settings), **config), bus)
+        calls = DatabaseCalls(settings.effective_database_url)  # threads on PostgreSQL
+        bus = RecordingBus(calls)
+        executor = Executor(dataclasses.replace(engine_config(settings), **config), bus, calls)
         made.append(executor)
         return executor, bus
 

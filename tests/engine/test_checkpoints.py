@@ -458,10 +458,10 @@ class TestApproval:
             ("status", "requires_action"),
         ]
 
-        executor.approve(execution.id, "call_1", "deny", "not now")
+        await executor.approve(execution.id, "call_1", "deny", "not now")
         assert checkpoints.latest(execution.id).state["awaiting"]["decision"] == "deny"
         with pytest.raises(Conflict):
-            executor.approve(execution.id, "call_1", "allow", None)  # decided already
+            await executor.approve(execution.id, "call_1", "allow", None)  # decided already
         assert await executor.wait_finished(execution.id) == "completed"
         done = store.get_execution(execution.id, None)
         assert done.result["output"].startswith(

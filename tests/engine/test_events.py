@@ -41,7 +41,7 @@ async def collect(subscription, until: str = "complete") -> list[Event]:
 async def test_events_are_numbered_from_one_without_gaps(execution_id: str):
     bus = EventBus()
     published = [bus.publish(execution_id, "token", content=str(i)) for i in range(5)]
-    bus.close(execution_id)
+    await bus.close(execution_id)
 
     assert [event["seq"] for event in published] == [1, 2, 3, 4, 5]
     assert [row.seq for row in store.events_after(execution_id, 0, 100)] == [1, 2, 3, 4, 5]
@@ -50,7 +50,7 @@ async def test_events_are_numbered_from_one_without_gaps(execution_id: str):
 async def test_numbering_continues_after_the_stored_events(execution_id: str):
     bus = EventBus()
     bus.publish(execution_id, "status", status="queued")
-    bus.close(execution_id)
+    await bus.close(execution_id)
 
     assert EventBus().publish(execution_id, "status", status="running")["seq"] == 2
 
@@ -65,7 +65,7 @@ async def test_a_subscriber_gets_the_replay_then_live_events_once_each_in_order(
     await asyncio.sleep(0)  # the subscriber has replayed and waits for more
     bus.publish(execution_id, "token", content="hi")
     bus.publish(execution_id, "complete", status="completed")
-    bus.close(execution_id)
+    await bus.close(execution_id)
 
     events = await asyncio.wait_for(subscriber, 10)
 
@@ -94,7 +94,7 @@ async def test_a_late_subscriber_reads_a_finished_execution_from_the_database(
     bus = EventBus()
     bus.publish(execution_id, "token", content="a")
     bus.publish(execution_id, "complete", status="completed")
-    bus.close(execution_id)
+    await bus.close(execution_id)
     store.update_execution(execution_id, status="completed")
 
     events = await asyncio.wait_for(collect(EventBus().subscribe(execution_id)), 10)
@@ -107,7 +107,7 @@ async def test_a_late_subscriber_to_a_finished_execution_without_complete_stops(
 ):
     bus = EventBus()
     bus.publish(execution_id, "token", content="a")
-    bus.close(execution_id)
+    await bus.close(execution_id)
     store.update_execution(execution_id, status="failed")
 
     events = await asyncio.wait_for(collect(EventBus().subscribe(execution_id)), 10)
@@ -144,6 +144,6 @@ async def test_closing_a_channel_writes_its_pending_events_first(execution_id: s
     bus.publish(execution_id, "token", content="a")
     bus.publish(execution_id, "complete", status="completed")
 
-    bus.close(execution_id)
+    await bus.close(execution_id)
 
     assert [row.type for row in store.events_after(execution_id, 0, 10)] == ["token", "complete"]
