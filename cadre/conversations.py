@@ -13,6 +13,7 @@ from starlette.responses import StreamingResponse
 
 from cadre import streams
 from cadre.auth import TokenService
+from cadre.db_calls import DatabaseCalls
 from cadre.engine import session_files
 from cadre.engine.events import Event, EventBus
 from cadre.engine.executor import Executor
@@ -96,15 +97,15 @@ def create_session(settings: Settings, owner_id: str, body: dict[str, Any]) -> s
 
 
 async def fork_session(
-    settings: Settings, parent: sessions.Session, body: dict[str, Any]
+    settings: Settings, db: DatabaseCalls, parent: sessions.Session, body: dict[str, Any]
 ) -> sessions.Session:
-    if sessions.count_sessions(parent.owner_id) >= settings.max_sessions_per_user:
+    if await db(sessions.count_sessions, parent.owner_id) >= settings.max_sessions_per_user:
         raise Conflict(
             f"You have {settings.max_sessions_per_user} sessions, the most one user may keep.",
             error="session_limit_reached",
         )
     at_sequence = body.get("at_sequence")
-    last = sessions.last_sequence(parent.id)
+    last = await db(sessions.last_sequence, parent.id)
     if at_sequence is not None and at_sequence > last:
         raise ValidationFailed(
             f"The session has no message {at_sequence}.",
@@ -117,7 +118,7 @@ async def fork_session(
         if used > quota:
             raise quota_refusal(quota, "The session's working directory is over its quota.")
     upto = last if at_sequence is None else at_sequence
-    child = sessions.branch(parent, upto_sequence=upto, name=body["name"])
+    child = await db(sessions.branch, parent, upto_sequence=upto, name=body["name"])
     try:
         await anyio.to_thread.run_sync(
             session_files.copy_working_directory,
@@ -126,7 +127,7 @@ async def fork_session(
             None,
         )
     except BaseException:
-        sessions.delete_session(child.id)
+        await db(sessions.delete_session, child.id)
         session_files.remove(Path(child.working_directory_path))
         raise
     return child
@@ -147,8 +148,10 @@ def _archive_document(session: sessions.Session) -> dict[str, Any]:
     }
 
 
-async def archive_session(settings: Settings, session: sessions.Session) -> sessions.Session:
-    if session.current_run_id is not None or sessions.unfinished_turns(session.id):
+async def archive_session(
+    settings: Settings, db: DatabaseCalls, session: sessions.Session
+) -> sessions.Session:
+    if session.current_run_id is not None or await db(sessions.unfinished_turns, session.id):
         raise Conflict(
             "A turn of this session is running or waiting: archive it once they are over.",
             error="session_busy",
@@ -159,10 +162,11 @@ async def archive_session(settings: Settings, session: sessions.Session) -> sess
         session_files.write_archive,
         Path(session.working_directory_path),
         target,
-        _archive_document(session),
+        await db(_archive_document, session),
     )
     previous = session.archive_path
-    sessions.update_session(
+    await db(
+        sessions.update_session,
         session.id,
         status="archived",
         archive_id=archive_id,
@@ -173,7 +177,7 @@ async def archive_session(settings: Settings, session: sessions.Session) -> sess
     if previous and previous != str(target):
         with contextlib.suppress(OSError):
             Path(previous).unlink()
-    return sessions.Session.get_by_id(session.id)
+    return await db(sessions.Session.get_by_id, session.id)
 
 
 def archive_file(session: sessions.Session) -> Path:
@@ -187,7 +191,7 @@ def archive_file(session: sessions.Session) -> Path:
 
 async def delete_session(settings: Settings, executor: Executor, session: sessions.Session) -> None:
     await cancel_all(executor, session.id)
-    sessions.delete_session(session.id)
+    await executor.db(sessions.delete_session, session.id)
     await anyio.to_thread.run_sync(
         session_files.remove,
         Path(session.working_directory_path),
@@ -219,13 +223,16 @@ def turn_stream(
 async def finished_turn(bus: EventBus, run_id: str) -> tuple[Execution, list[Event]]:
     """The turn's execution and events once it is over (or waits for an approval)."""
     events = await wait_turn(bus, run_id)
-    return Execution.get_by_id(run_id), events
+    return await bus.db(Execution.get_by_id, run_id), events
 
 
-def query_reply(session_id: str, run: Execution, events: list[Event]) -> SessionQueryReply:
+def query_reply(
+    session_id: str, run: Execution, events: list[Event], message_id: str | None
+) -> SessionQueryReply:
+    """``message_id``: the turn's last assistant message (``last_assistant_message``)."""
     return SessionQueryReply(
         session_id=session_id,
-        message_id=last_assistant_message(run.id),
+        message_id=message_id,
         run_id=run.id,
         status=run.status,
         content={"type": "text", "text": turn_text(run)},

@@ -7,6 +7,7 @@ from starlette.responses import StreamingResponse
 from cadre import conversations
 from cadre.auth import TokenService
 from cadre.connexion.binding import Reply
+from cadre.db_calls import DatabaseCalls
 from cadre.engine import turns
 from cadre.engine.events import EventBus
 from cadre.engine.executor import Executor
@@ -25,16 +26,20 @@ async def chat(
     bus: EventBus,
     settings: Settings,
     tokens: TokenService,
+    db: DatabaseCalls,
 ) -> Reply | StreamingResponse:
     new = body.get("session_id") is None
     if new:
         name = " ".join(body["message"].split())[:NAME_CHARS] or "chat"
-        session = conversations.create_session(
-            settings, user, {"name": name, "agent_id": body["agent_id"]}
+        session = await db(
+            conversations.create_session,
+            settings,
+            user,
+            {"name": name, "agent_id": body["agent_id"]},
         )
     else:
-        session = sessions.get_session(body["session_id"], user)
-        conversations.check_agent(session, user, body["agent_id"])
+        session = await db(sessions.get_session, body["session_id"], user)
+        await db(conversations.check_agent, session, user, body["agent_id"])
     try:
         execution = await turns.start_turn(
             executor,

@@ -51,7 +51,8 @@ def worker_fields(worker: jobs.Worker) -> dict[str, Any]:
 
 
 async def submit_job(user: str, body: dict, supervisor: Supervisor) -> Reply:
-    return JobReply.model_validate(job_fields(supervisor.submit(user, body))), 201
+    job = await supervisor.db(supervisor.submit, user, body)
+    return JobReply.model_validate(job_fields(job)), 201
 
 
 def get_job(user: str, job_id: str) -> Reply:

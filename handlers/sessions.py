@@ -8,6 +8,7 @@ from starlette.responses import FileResponse, StreamingResponse
 from cadre import conversations
 from cadre.auth import TokenService
 from cadre.connexion.binding import Reply
+from cadre.db_calls import DatabaseCalls
 from cadre.engine import turns
 from cadre.engine.events import EventBus
 from cadre.engine.executor import Executor
@@ -53,9 +54,9 @@ def get_session(user: str, session_id: str) -> Reply:
 
 
 async def delete_session(
-    user: str, session_id: str, settings: Settings, executor: Executor
+    user: str, session_id: str, settings: Settings, executor: Executor, db: DatabaseCalls
 ) -> tuple[None, int]:
-    session = sessions.get_session(session_id, user)
+    session = await db(sessions.get_session, session_id, user)
     await conversations.delete_session(settings, executor, session)
     return None, 204
 
@@ -69,9 +70,10 @@ async def query_session(
     bus: EventBus,
     settings: Settings,
     tokens: TokenService,
+    db: DatabaseCalls,
     accept: str = "",
 ) -> Reply | StreamingResponse:
-    session = sessions.get_session(session_id, user)
+    session = await db(sessions.get_session, session_id, user)
     execution = await turns.start_turn(
         executor,
         session,
@@ -84,7 +86,8 @@ async def query_session(
             bus, settings, session.id, execution.id, tokens=tokens, claims=token_info
         )
     run, events = await conversations.finished_turn(bus, execution.id)
-    return conversations.query_reply(session.id, run, events), 200
+    message_id = await db(conversations.last_assistant_message, run.id)
+    return conversations.query_reply(session.id, run, events, message_id), 200
 
 
 def list_session_messages(
@@ -118,17 +121,23 @@ def list_session_tool_calls(
     return reply, 200
 
 
-async def fork_session(user: str, session_id: str, body: dict, settings: Settings) -> Reply:
-    parent = sessions.get_session(session_id, user)
-    child = await conversations.fork_session(settings, parent, body)
+async def fork_session(
+    user: str, session_id: str, body: dict, settings: Settings, db: DatabaseCalls
+) -> Reply:
+    parent = await db(sessions.get_session, session_id, user)
+    child = await conversations.fork_session(settings, db, parent, body)
     return conversations.session_reply(child), 201
 
 
 async def archive_session(
-    user: str, session_id: str, settings: Settings, body: dict | None = None
+    user: str,
+    session_id: str,
+    settings: Settings,
+    db: DatabaseCalls,
+    body: dict | None = None,
 ) -> Reply:
-    session = sessions.get_session(session_id, user)
-    archived = await conversations.archive_session(settings, session)
+    session = await db(sessions.get_session, session_id, user)
+    archived = await conversations.archive_session(settings, db, session)
     reply = SessionArchive(
         archive_id=archived.archive_id,
         archive_path=archived.archive_path,

@@ -97,6 +97,7 @@ class RunHandle:
         self.waiting = False  # in the scheduler's line
         self.status = "queued"  # as last written by this worker
         self.queued_written = False  # the "queued" status of this start is stored
+        self.admission: asyncio.Task[None] | None = None  # storing that status, off the loop
         self.finishing = False  # writing its end: a second cancel must not cut that short
         self.turn_ended = False  # its session turn was ended with its terminal state
 
@@ -392,13 +393,20 @@ class Executor:
 
     async def _admit(self, handle: RunHandle) -> None:
         """Off the loop: store and announce the "queued" status of this start (inline, it
-        was written by ``_start``), in the order the runs were started."""
+        was written by ``_start``), in the order the runs were started. The write is
+        shielded: a cancel that arrives meanwhile waits for it, so the status event is
+        never lost and never follows the run's end."""
         if handle.queued_written:
             return
+        if handle.admission is None:
+            handle.admission = asyncio.create_task(self._store_queued(handle))
+        await asyncio.shield(handle.admission)
+
+    async def _store_queued(self, handle: RunHandle) -> None:
         async with self._admission:
-            handle.queued_written = True
             if handle.status == "queued":
                 await self._set_status(handle, "queued")
+        handle.queued_written = True
 
     async def _gate(self, handle: RunHandle) -> None:
         """Between two events: wait out a pause, then for a slot (cancel still gets through)."""

@@ -76,10 +76,12 @@ class Supervisor:
         self.db = db or executor.db  # storage calls of the async paths (the tick included)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop_of: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop_of = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
@@ -89,8 +91,17 @@ class Supervisor:
                 await self._task
 
     def poke(self) -> None:
-        """Tick now rather than at the next interval."""
-        self._wake.set()
+        """Tick now rather than at the next interval; callable from any thread (on
+        PostgreSQL the resource handlers run in the threadpool)."""
+        loop = self._loop_of
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop:
+            self._wake.set()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def _loop(self) -> None:
         while True:
