@@ -147,8 +147,8 @@ async def archive_session(
     return reply, 200
 
 
-async def get_session_archive(user: str, session_id: str) -> FileResponse:
-    session = sessions.get_session(session_id, user)
+async def get_session_archive(user: str, session_id: str, db: DatabaseCalls) -> FileResponse:
+    session = await db(sessions.get_session, session_id, user)
     return FileResponse(
         conversations.archive_file(session),
         media_type="application/gzip",
