@@ -6,6 +6,8 @@ PostgreSQL (each test then starts from an empty schema), and
 Set ``CADRE_TEST_LIVE=1`` to run the HTTP and stream tests against ``cadre serve``
 on a real port (``tests/live.py``); tests marked ``inprocess`` need the app in the
 test's own process (patched internals, the app object) and are skipped then.
+With either setting, tests that would run just as they do on the default are
+deselected (``pytest_collection_modifyitems``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,42 @@ LIVE = os.environ.get("CADRE_TEST_LIVE") == "1"
 PASSWORD = "correct-horse-42"
 
 
+# Fixtures through which a test's outcome depends on the backend (SQLite or PostgreSQL,
+# Redis) or, for ``make_client``, on whether the app is a live server.
+BACKEND_FIXTURES = frozenset({"make_settings", "database", "make_client"})
+BACKEND_VARIABLES = ("TEST_DATABASE_URL", "TEST_REDIS_URL", "LIVE")
+
+
+def _reads_backend(item: pytest.Item) -> bool:
+    """The test runs differently on PostgreSQL + Redis: through a fixture, or its module
+    reads the backend settings itself (attacks that start their own servers)."""
+    if BACKEND_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    module = getattr(item, "module", None)
+    return any(hasattr(module, name) for name in BACKEND_VARIABLES)
+
+
+def _runs_live(item: pytest.Item) -> bool:
+    """The test talks to the app through ``make_client``, which is a live server when LIVE."""
+    module = getattr(item, "module", None)
+    return "make_client" in getattr(item, "fixturenames", ()) or hasattr(module, "LIVE")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """CI runs the suite three times (SQLite; PostgreSQL + Redis; live servers). A test
+    that would run the same way again is left to the pass where it differs: the
+    PostgreSQL + Redis pass keeps the tests that read the backend, the live pass those
+    whose app is the live server. Tests needing the app in-process skip the live pass."""
+    if LIVE:
+        keep = _runs_live
+    elif TEST_DATABASE_URL or TEST_REDIS_URL:
+        keep = _reads_backend
+    else:
+        return
+    kept = [item for item in items if keep(item)]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if not keep(item)])
+        items[:] = kept
     if not LIVE:
         return
     skip = pytest.mark.skip(reason="needs the app in the test's process (CADRE_TEST_LIVE=1)")
