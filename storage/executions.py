@@ -203,6 +203,20 @@ def requested_control(execution_id: str) -> str | None:
     return Execution.select(Execution.control).where(Execution.id == execution_id).scalar()
 
 
+def take_control(execution_id: str) -> str | None:
+    """The control request left for the execution, cleared: of a heartbeat and a Redis
+    poke reading it at once, exactly one gets it."""
+    control = requested_control(execution_id)
+    if control is None:
+        return None
+    taken = (
+        Execution.update(control=None)
+        .where((Execution.id == execution_id) & (Execution.control == control))
+        .execute()
+    )
+    return control if taken else None
+
+
 def get_status(execution_id: str) -> str | None:
     return Execution.select(Execution.status).where(Execution.id == execution_id).scalar()
 
