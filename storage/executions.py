@@ -174,6 +174,19 @@ def count_events(execution_id: str) -> int:
     return ExecutionEvent.select().where(ExecutionEvent.execution == execution_id).count()
 
 
+def changed_after(execution_id: str, seq: int) -> bool:
+    """Whether a status change (or the end) of the execution was recorded after ``seq``."""
+    return (
+        ExecutionEvent.select()
+        .where(
+            (ExecutionEvent.execution == execution_id)
+            & (ExecutionEvent.seq > seq)
+            & (ExecutionEvent.type.in_(("status", "complete")))
+        )
+        .exists()
+    )
+
+
 def last_seq(execution_id: str) -> int:
     value = (
         ExecutionEvent.select(peewee.fn.MAX(ExecutionEvent.seq))

@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -326,12 +325,11 @@ class Executor:
             status = await self.db(store.get_status, execution_id)  # approved meanwhile
             handle = self.handles.get(execution_id)
         if handle is None:  # another worker runs it: leave word, it reads it within a beat
+            before = await self.db(store.last_seq, execution_id)
             await self.db(store.update_execution, execution_id, control=action)
             if self.fanout is not None:  # or at once, told through Redis
                 await self.fanout.poke(execution_id)
-            await self._await_status(
-                execution_id, lambda now: now != status, 3 * self.config.heartbeat_seconds
-            )
+            await self._await_change(execution_id, before, 3 * self.config.heartbeat_seconds)
             return
         if action == "cancel":
             await self._interrupt(handle, "cancelled", wait=2.0)
@@ -388,12 +386,12 @@ class Executor:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(handle.task), wait)
 
-    async def _await_status(
-        self, execution_id: str, done: Callable[[str | None], bool], timeout: float
-    ) -> None:
+    async def _await_change(self, execution_id: str, seq: int, timeout: float) -> None:
+        """Wait until the run's status changed after event ``seq``: read from its events, so
+        that a change undone at once (a pause resumed straight away) is not missed."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not done(
-            await self.db(store.get_status, execution_id)
+        while time.monotonic() < deadline and not await self.db(
+            store.changed_after, execution_id, seq
         ):
             await asyncio.sleep(0.05)
 
