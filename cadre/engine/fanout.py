@@ -135,16 +135,22 @@ class Fanout:
         self._listener = asyncio.get_running_loop().create_task(self._listen(on_poke))
 
     async def _listen(self, on_poke: Callable[[str], None]) -> None:
+        failing = False
         while True:
             try:
                 async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CONTROL_CHANNEL)
+                    if failing:
+                        failing = False
+                        log.warning("the Redis control channel is back")
                     while True:
                         message = await pubsub.get_message(timeout=MAX_BLOCK_SECONDS)
                         if message is not None:
                             on_poke(message["data"].decode())
             except (RedisError, OSError) as exc:
-                log.warning("the Redis control channel failed (retrying in 1 s): %s", exc)
+                if not failing:  # once per outage: the heartbeat carries control meanwhile
+                    failing = True
+                    log.warning("the Redis control channel failed (retrying every 1 s): %s", exc)
                 await asyncio.sleep(1.0)
             except Exception:  # a failed poke must not end the listener
                 log.exception("handling a control poke failed")
