@@ -15,16 +15,13 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from cadre.db_calls import DatabaseCalls
-from cadre.engine.fanout import Fanout
+from cadre.engine.fanout import MAX_BLOCK_SECONDS, Fanout
 from storage import executions as store
 
 log = logging.getLogger("cadre.engine")
 
 Event = dict[str, Any]
-MAX_STREAM_WAIT = 1.0  # seconds a Redis read waits before the database is checked again
 
 
 class Channel:
@@ -232,31 +229,26 @@ class EventBus:
             if execution_id in self.channels:
                 continue
             if self.fanout is not None and not redis_failed:
-                wait = MAX_STREAM_WAIT if keepalive is None else min(keepalive, MAX_STREAM_WAIT)
-                try:
-                    events = await self.fanout.read(execution_id, cursor, wait)
-                except (RedisError, OSError) as exc:
-                    log.warning("following %s through Redis failed: %s", execution_id, exc)
-                    redis_failed = True  # the database, polled, from now on
+                wait = MAX_BLOCK_SECONDS if keepalive is None else min(keepalive, MAX_BLOCK_SECONDS)
+                followed = await self.fanout.follow(execution_id, cursor, wait)
+                if followed is None:  # Redis failed: poll the database from now on
+                    redis_failed = True
                     continue
+                events, gap = followed
                 for event in events:
-                    if event["seq"] != cursor + 1:
-                        break  # a gap (trimmed, or Redis was down): the database has it
                     cursor = event["seq"]
                     yield event
                     if event["type"] == "complete":
                         return
-                else:
-                    if events:
-                        idle = 0.0
-                        continue
-                    idle += wait  # nothing for a while: has it ended without us?
-                    if keepalive is not None and idle >= keepalive:
-                        idle = 0.0
-                        yield None
-                if events:  # stopped at a gap: wait for its events to reach the database
-                    await asyncio.sleep(self.flush_delay)
+                if events or gap:
+                    idle = 0.0
+                    if gap:  # its events are on their way to the database
+                        await asyncio.sleep(self.flush_delay)
                     continue
+                idle += wait  # nothing for a while: has it ended without us?
+                if keepalive is not None and idle >= keepalive:
+                    idle = 0.0
+                    yield None
             if await self.db(store.get_status, execution_id) in store.TERMINAL:
                 if not await self.db(store.events_after, execution_id, cursor, 1):
                     return

@@ -110,14 +110,28 @@ class Fanout:
             self._failing = False
             log.warning("Redis answers again: live events go through it again")
 
-    async def read(self, execution_id: str, after: int, block: float) -> list[Event]:
-        """The events after ``after`` in the stream, waiting up to ``block`` seconds for one;
-        raises ``RedisError``/``OSError`` when Redis is unreachable."""
-        milliseconds = max(1, int(min(block, MAX_BLOCK_SECONDS) * 1000))
-        reply = await self.redis.xread(
-            {stream_key(execution_id): f"{after}-0"}, count=500, block=milliseconds
-        )
-        return [json.loads(fields[b"e"]) for _, entries in reply for _, fields in entries]
+    async def follow(
+        self, execution_id: str, after: int, wait: float
+    ) -> tuple[list[Event], bool] | None:
+        """The unbroken run of events after ``after`` in the stream, waiting up to ``wait``
+        seconds for one, and whether a gap follows it (its events are in the database);
+        None when Redis cannot be reached."""
+        milliseconds = max(1, int(min(wait, MAX_BLOCK_SECONDS) * 1000))
+        try:
+            reply = await self.redis.xread(
+                {stream_key(execution_id): f"{after}-0"}, count=500, block=milliseconds
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("following %s through Redis failed: %s", execution_id, exc)
+            return None
+        events: list[Event] = []
+        for _, entries in reply:
+            for _, fields in entries:
+                event = json.loads(fields[b"e"])
+                if event["seq"] != after + len(events) + 1:
+                    return events, True  # trimmed, or published while Redis was down
+                events.append(event)
+        return events, False
 
     # -- control -------------------------------------------------------------------------
 
