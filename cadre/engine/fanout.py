@@ -54,6 +54,7 @@ class Fanout:
         self._listener: asyncio.Task[None] | None = None
         self._failing = False
         self._sending = False  # a batch is on its way to Redis
+        self._closing = False
 
     # -- events --------------------------------------------------------------------------
 
@@ -65,7 +66,7 @@ class Fanout:
             self._writer = asyncio.get_running_loop().create_task(self._write())
 
     async def _write(self) -> None:
-        while True:
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
             batch, self._queue = self._queue, []
@@ -150,14 +151,16 @@ class Fanout:
 
     async def _listen(self, on_poke: Callable[[str], None]) -> None:
         failing = False
-        while True:
+        while not self._closing:
             try:
                 async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CONTROL_CHANNEL)
                     if failing:
                         failing = False
                         log.warning("the Redis control channel is back")
-                    while True:
+                    # Not only cancelled: a cancel that lands as a read times out can be
+                    # swallowed (Python 3.11's timeouts), so the loop checks a flag too.
+                    while not self._closing:
                         message = await pubsub.get_message(timeout=MAX_BLOCK_SECONDS)
                         if message is not None:
                             on_poke(message["data"].decode())
@@ -184,11 +187,12 @@ class Fanout:
                 if not (self._queue or self._sending) or self._writer.done():
                     break
                 await asyncio.sleep(0.05)
-            self._writer.cancel()
-        if self._listener is not None:
-            self._listener.cancel()
+        self._closing = True
+        self._wake.set()
         for task in (self._writer, self._listener):
             if task is not None:
+                task.cancel()
                 with contextlib.suppress(BaseException):
-                    await task
-        await self.redis.aclose()
+                    await asyncio.wait_for(task, MAX_BLOCK_SECONDS * 2)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.redis.aclose(), MAX_BLOCK_SECONDS * 2)
