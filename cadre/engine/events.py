@@ -201,6 +201,7 @@ class EventBus:
         cursor = after
         idle = 0.0
         redis_failed = False
+        streaming = False  # the stream is unbroken so far: no need to read the database
         while True:
             channel = self.channels.get(execution_id)
             if channel is not None:
@@ -217,7 +218,7 @@ class EventBus:
                 continue
             # Not running in this process: read the database, then follow the run live
             # through Redis (or poll the database) while it is unfinished.
-            rows = await self.db(store.events_after, execution_id, cursor, 500)
+            rows = [] if streaming else await self.db(store.events_after, execution_id, cursor, 500)
             for row in rows:
                 cursor = row.seq
                 yield row.data
@@ -232,9 +233,10 @@ class EventBus:
                 wait = MAX_BLOCK_SECONDS if keepalive is None else min(keepalive, MAX_BLOCK_SECONDS)
                 followed = await self.fanout.follow(execution_id, cursor, wait)
                 if followed is None:  # Redis failed: poll the database from now on
-                    redis_failed = True
+                    redis_failed, streaming = True, False
                     continue
                 events, gap = followed
+                streaming = bool(events) and not gap
                 for event in events:
                     cursor = event["seq"]
                     yield event
