@@ -6,7 +6,8 @@ user at their cap not holding up the others (``Scheduler``). A paused run gives 
 slot back and queues again when resumed. Every run ends ``timeout`` after
 ``max_execution_seconds`` at most, paused time included. Control requests reach
 a local run directly; one run by another worker gets them through the ``control``
-column, which every worker reads on its heartbeat. On the same beat each worker
+column, which every worker reads on its heartbeat, and at once when Redis pokes it
+(``cadre.engine.fanout``). On the same beat each worker
 cancels the runs (running, queued, paused, or awaiting an approval) of accounts that
 were disabled or deleted, however that happened (a direct database update included).
 
