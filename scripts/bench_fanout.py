@@ -5,9 +5,10 @@ Two ``cadre serve`` processes share PostgreSQL (and Redis). For every token even
 subscribers get, the latency is its arrival at the client minus the event's
 ``timestamp`` (set by A when it published it; same machine, same clock). The added
 latency is B's minus A's, event by event, measured in the same run. The same is then
-measured without Redis (B polls the database) as the reference Redis replaces.
+measured without Redis (B polls the database) as the reference Redis replaces. Then
+``--cycles`` pauses are sent to B for a run on A: how long until A published ``paused``.
 
-    python scripts/bench_fanout.py [--executions 5] [--tokens 300] [--delay-ms 10]
+    python scripts/bench_fanout.py [--executions 5] [--tokens 300] [--delay-ms 10] [--cycles 10]
 
 Needs ``--database-url postgresql://…`` and ``--redis-url redis://…`` (default:
 ``CADRE_TEST_DATABASE_URL`` and ``CADRE_TEST_REDIS_URL``); without them it says so and
@@ -75,6 +76,30 @@ async def one_run(
     return on_a, on_b
 
 
+async def control_delays(a: str, b: str, token: str, cycles: int) -> list[float]:
+    """Milliseconds from a pause sent to B to the ``paused`` status A published, per cycle."""
+    task = {"task": "pause me", "inputs": {"echo": {"tokens": 100_000, "delay_ms": 10}}}
+    headers = {"Authorization": f"Bearer {token}"}
+    delays: list[float] = []
+    ws_a = "ws" + a.removeprefix("http")
+    async with (
+        httpx.AsyncClient(base_url=b, headers=headers, timeout=30) as client,
+        websockets.connect(f"{ws_a}/api/v1/agents/bench/stream?token={token}") as ws,
+    ):
+        await ws.send(json.dumps(task))
+        execution_id = json.loads(await ws.recv())["execution_id"]
+        for _ in range(cycles):
+            sent = time.time()
+            (await client.post(f"/api/v1/executions/{execution_id}/pause")).raise_for_status()
+            while (event := json.loads(await ws.recv())).get("status") != "paused":
+                pass
+            published = datetime.fromisoformat(event["timestamp"]).timestamp()
+            delays.append((published - sent) * 1000)
+            (await client.post(f"/api/v1/executions/{execution_id}/resume")).raise_for_status()
+        (await client.post(f"/api/v1/executions/{execution_id}/cancel")).raise_for_status()
+    return delays
+
+
 def percentiles(values: list[float]) -> tuple[float, float]:
     ordered = sorted(values)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
@@ -105,18 +130,25 @@ async def measure(database_url: str, redis_url: str | None, args: argparse.Names
                 same += on_a.values()
                 cross += on_b.values()
                 added += [on_b[seq] - on_a[seq] for seq in on_b.keys() & on_a.keys()]
-    return {"same": percentiles(same), "cross": percentiles(cross), "added": percentiles(added)}
+            control = await control_delays(a.url, b.url, token, args.cycles)
+    return {
+        "same": percentiles(same),
+        "cross": percentiles(cross),
+        "added": percentiles(added),
+        "control": percentiles(control),
+    }
 
 
 def report(name: str, result: dict) -> None:
     print(f"{name}:")
     for key, label in (
-        ("same", "same process (A) "),
+        ("same", "same process (A)"),
         ("cross", "other process (B)"),
-        ("added", "added by B       "),
+        ("added", "added by B"),
+        ("control", "pause sent to B, paused on A"),
     ):
         p50, p99 = result[key]
-        print(f"  {label}  p50 {p50:8.2f} ms   p99 {p99:8.2f} ms")
+        print(f"  {label:<28}  p50 {p50:8.2f} ms   p99 {p99:8.2f} ms")
 
 
 async def main() -> None:
@@ -124,6 +156,7 @@ async def main() -> None:
     parser.add_argument("--executions", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=300)
     parser.add_argument("--delay-ms", type=int, default=10)
+    parser.add_argument("--cycles", type=int, default=10, help="pauses sent to B")
     parser.add_argument("--database-url", default=os.environ.get("CADRE_TEST_DATABASE_URL"))
     parser.add_argument("--redis-url", default=os.environ.get("CADRE_TEST_REDIS_URL"))
     args = parser.parse_args()
