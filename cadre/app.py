@@ -40,6 +40,7 @@ from cadre.connexion import (
 from cadre.db_calls import DatabaseCalls
 from cadre.engine.events import EventBus
 from cadre.engine.executor import EngineConfig, Executor
+from cadre.engine.fanout import Fanout
 from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.registry import ProviderSettings
 from cadre.engine.supervisor import Supervisor, SupervisorConfig
@@ -155,8 +156,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
     spec = load_spec()
     registry = CollectorRegistry()
     calls = DatabaseCalls(settings.effective_database_url)  # off the loop on PostgreSQL
-    bus = EventBus(db=calls)
-    executor = Executor(engine_config(settings), bus, calls)
+    fanout = None
+    if settings.redis_url:  # events and control across processes
+        fanout = Fanout(
+            settings.redis_url,
+            maxlen=settings.redis_stream_maxlen,
+            ttl_seconds=settings.redis_stream_ttl_seconds,
+        )
+    bus = EventBus(db=calls, fanout=fanout)
+    executor = Executor(engine_config(settings), bus, calls, fanout)
     supervisor = Supervisor(supervisor_config(settings), executor, calls)
     limiter = None
     if settings.rate_limit_enabled:
@@ -175,6 +183,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         db=calls,
         supervisor=supervisor,
         rate_limiter=limiter,  # the WebSocket channels count in the same buckets
+        fanout=fanout,
     )
 
     api = CadreConnexionApp(
@@ -221,6 +230,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         gc.unfreeze()  # collectable again once this app is gone (tests build many)
         await supervisor.stop()
         await executor.stop()
+        if fanout is not None:
+            await fanout.aclose()
         await services.tokens.aclose()
         if limiter is not None:
             await limiter.aclose()

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     database_url: str | None = None
     redis_url: str | None = None
+    redis_stream_maxlen: int = Field(10_000, ge=100, le=10_000_000)
+    redis_stream_ttl_seconds: int = Field(3600, ge=60, le=30 * 86_400)
     secret_key: str | None = None
     jwt_algorithm: str = "HS256"
     jwt_expire_minutes: int = Field(60, ge=1)

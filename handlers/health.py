@@ -8,21 +8,27 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from cadre import __version__
 from cadre.connexion.binding import Reply
+from cadre.db_calls import DatabaseCalls
+from cadre.engine.fanout import Fanout
 from models_gen.api import Health
 from storage.db import ping
 
 METRICS_CONTENT_TYPE = "text/plain"  # the 0.0.4 exposition format, which scrapers assume
 
 
-def get_health() -> Reply:
-    database = "healthy" if ping() else "unhealthy"
+async def get_health(db: DatabaseCalls, fanout: Fanout | None) -> Reply:
+    """The database decides the status: without Redis, events and control still work."""
+    database = "healthy" if await db(ping) else "unhealthy"
+    services = {"database": database}
+    if fanout is not None:
+        services["redis"] = "healthy" if await fanout.ping() else "unhealthy"
     health = Health(
         status=database,
         version=__version__,
         timestamp=datetime.now(UTC),
-        services={"database": database},
+        services=services,
     )
-    return health, 200 if database == "healthy" else 503
+    return health.model_dump(mode="json", exclude_unset=True), 200 if database == "healthy" else 503
 
 
 get_api_health = get_health  # /api/v1/health: the same handler

@@ -39,15 +39,26 @@ class Database(StrEnum):
     unhealthy = 'unhealthy'
 
 
+class Redis(StrEnum):
+    healthy = 'healthy'
+    unhealthy = 'unhealthy'
+
+
 class Services(BaseModel):
     database: Database
+    redis: Redis | None = None
 
 
 class Health(BaseModel):
     status: Status
     version: str
     timestamp: AwareDatetime
-    services: Services
+    services: Annotated[
+        Services,
+        Field(
+            description='`redis` is present when `CADRE_REDIS_URL` is set. Without Redis, live events and control fall back to the database, so `status` follows the database alone.'
+        ),
+    ]
 
 
 class Role(StrEnum):

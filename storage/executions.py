@@ -174,6 +174,19 @@ def count_events(execution_id: str) -> int:
     return ExecutionEvent.select().where(ExecutionEvent.execution == execution_id).count()
 
 
+def changed_after(execution_id: str, seq: int) -> bool:
+    """Whether a status change (or the end) of the execution was recorded after ``seq``."""
+    return (
+        ExecutionEvent.select()
+        .where(
+            (ExecutionEvent.execution == execution_id)
+            & (ExecutionEvent.seq > seq)
+            & (ExecutionEvent.type.in_(("status", "complete")))
+        )
+        .exists()
+    )
+
+
 def last_seq(execution_id: str) -> int:
     value = (
         ExecutionEvent.select(peewee.fn.MAX(ExecutionEvent.seq))
@@ -201,6 +214,20 @@ def stale_unfinished(older_than: datetime) -> list[Execution]:
 
 def requested_control(execution_id: str) -> str | None:
     return Execution.select(Execution.control).where(Execution.id == execution_id).scalar()
+
+
+def take_control(execution_id: str) -> str | None:
+    """The control request left for the execution, cleared: of a heartbeat and a Redis
+    poke reading it at once, exactly one gets it."""
+    control = requested_control(execution_id)
+    if control is None:
+        return None
+    taken = (
+        Execution.update(control=None)
+        .where((Execution.id == execution_id) & (Execution.control == control))
+        .execute()
+    )
+    return control if taken else None
 
 
 def get_status(execution_id: str) -> str | None:

@@ -5,13 +5,18 @@ from datetime import datetime
 import peewee
 import pytest
 
+from scripts.live_server import free_port
+from tests.conftest import TEST_REDIS_URL
+
+SERVICES = {"database": "healthy", **({"redis": "healthy"} if TEST_REDIS_URL else {})}
+
 
 def test_health_reports_healthy_database(client):
     reply = client.get("/health")
     assert reply.status_code == 200
     body = reply.json()
     assert body["status"] == "healthy"
-    assert body["services"] == {"database": "healthy"}
+    assert body["services"] == SERVICES
     assert body["version"] == "0.1.0"
     assert datetime.fromisoformat(body["timestamp"]).tzinfo is not None
 
@@ -28,7 +33,21 @@ def test_health_is_503_when_the_database_is_unreachable(client, tmp_path):
         database.initialize(working)
     assert reply.status_code == 503
     assert reply.json()["status"] == "unhealthy"
-    assert reply.json()["services"] == {"database": "unhealthy"}
+    assert reply.json()["services"] == {**SERVICES, "database": "unhealthy"}
+
+
+def test_health_reports_unreachable_redis_but_stays_healthy(make_client):
+    """Without Redis, live events and control go through the database: still serving."""
+    client = make_client(redis_url=f"redis://127.0.0.1:{free_port()}/0", rate_limit_enabled=False)
+    reply = client.get("/health")
+    assert reply.status_code == 200
+    assert reply.json()["status"] == "healthy"
+    assert reply.json()["services"] == {"database": "healthy", "redis": "unhealthy"}
+
+
+def test_health_leaves_redis_out_without_it(make_client):
+    client = make_client(redis_url=None)
+    assert "redis" not in client.get("/health").json()["services"]
 
 
 def test_health_needs_no_token(client):

@@ -3,7 +3,8 @@
 A subscriber names the last sequence number it has seen and gets everything
 after it, in order, exactly once: from memory while the execution runs in this
 process, from the database otherwise (finished executions, or ones another
-worker runs, which it polls).
+worker runs). An execution another worker runs is followed live through its Redis
+stream when there is one (``cadre.engine.fanout``), else by polling the database.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cadre.db_calls import DatabaseCalls
+from cadre.engine.fanout import MAX_BLOCK_SECONDS, Fanout
 from storage import executions as store
 
 log = logging.getLogger("cadre.engine")
@@ -71,8 +73,10 @@ class EventBus:
         poll_interval: float = 0.25,
         flush_delay: float = 0.01,
         db: DatabaseCalls | None = None,
+        fanout: Fanout | None = None,
     ) -> None:
         self.channels: dict[str, Channel] = {}
+        self.fanout = fanout  # every event goes to Redis too, for other processes
         self.poll_interval = poll_interval
         self.flush_delay = flush_delay
         self.db = db or DatabaseCalls()
@@ -163,6 +167,8 @@ class EventBus:
         }
         self._pending.append((execution_id, event["seq"], type_, event))
         self._schedule_flush()
+        if self.fanout is not None:
+            self.fanout.append(event)
         channel.events.append(event)
         channel.notify()
         return event
@@ -194,6 +200,8 @@ class EventBus:
         """
         cursor = after
         idle = 0.0
+        redis_failed = False
+        streaming = False  # the stream is unbroken so far: no need to read the database
         while True:
             channel = self.channels.get(execution_id)
             if channel is not None:
@@ -208,8 +216,9 @@ class EventBus:
                 if not batch and not await channel.wait(keepalive):
                     yield None
                 continue
-            # Not running in this process: read the database, polling while unfinished.
-            rows = await self.db(store.events_after, execution_id, cursor, 500)
+            # Not running in this process: read the database, then follow the run live
+            # through Redis (or poll the database) while it is unfinished.
+            rows = [] if streaming else await self.db(store.events_after, execution_id, cursor, 500)
             for row in rows:
                 cursor = row.seq
                 yield row.data
@@ -220,9 +229,33 @@ class EventBus:
                 continue
             if execution_id in self.channels:
                 continue
+            if self.fanout is not None and not redis_failed:
+                wait = MAX_BLOCK_SECONDS if keepalive is None else min(keepalive, MAX_BLOCK_SECONDS)
+                followed = await self.fanout.follow(execution_id, cursor, wait)
+                if followed is None:  # Redis failed: poll the database from now on
+                    redis_failed, streaming = True, False
+                    continue
+                events, gap = followed
+                streaming = bool(events) and not gap
+                for event in events:
+                    cursor = event["seq"]
+                    yield event
+                    if event["type"] == "complete":
+                        return
+                if events or gap:
+                    idle = 0.0
+                    if gap:  # its events are on their way to the database
+                        await asyncio.sleep(self.flush_delay)
+                    continue
+                idle += wait  # nothing for a while: has it ended without us?
+                if keepalive is not None and idle >= keepalive:
+                    idle = 0.0
+                    yield None
             if await self.db(store.get_status, execution_id) in store.TERMINAL:
                 if not await self.db(store.events_after, execution_id, cursor, 1):
                     return
+                continue
+            if self.fanout is not None and not redis_failed:
                 continue
             await asyncio.sleep(self.poll_interval)
             idle += self.poll_interval

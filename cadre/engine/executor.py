@@ -6,7 +6,8 @@ user at their cap not holding up the others (``Scheduler``). A paused run gives 
 slot back and queues again when resumed. Every run ends ``timeout`` after
 ``max_execution_seconds`` at most, paused time included. Control requests reach
 a local run directly; one run by another worker gets them through the ``control``
-column, which every worker reads on its heartbeat. On the same beat each worker
+column, which every worker reads on its heartbeat, and at once when Redis pokes it
+(``cadre.engine.fanout``). On the same beat each worker
 cancels the runs (running, queued, paused, or awaiting an approval) of accounts that
 were disabled or deleted, however that happened (a direct database update included).
 
@@ -32,7 +33,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -40,6 +40,7 @@ from typing import Any
 
 from cadre.db_calls import DatabaseCalls
 from cadre.engine.events import EventBus
+from cadre.engine.fanout import Fanout
 from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.base import Message, Provider, ProviderNotConfigured
 from cadre.engine.providers.registry import ProviderSettings, get_provider
@@ -104,11 +105,17 @@ class RunHandle:
 
 class Executor:
     def __init__(
-        self, config: EngineConfig, bus: EventBus, db: DatabaseCalls | None = None
+        self,
+        config: EngineConfig,
+        bus: EventBus,
+        db: DatabaseCalls | None = None,
+        fanout: Fanout | None = None,
     ) -> None:
         self.config = config
         self.bus = bus
         self.db = db or bus.db
+        self.fanout = fanout  # with Redis: control requests reach the holder at once
+        self._poked: set[asyncio.Task[None]] = set()
         self.slots = Scheduler(config.max_concurrent, config.max_concurrent_per_user)
         self.handles: dict[str, RunHandle] = {}
         self.providers: dict[str, Provider] = {}
@@ -123,6 +130,8 @@ class Executor:
     async def start(self) -> None:
         await self.recover()
         self._heartbeat = asyncio.create_task(self._beat())
+        if self.fanout is not None:
+            self.fanout.listen(self._on_poke)
 
     async def stop(self) -> None:
         """Shutting down: unfinished runs stop where they are, resumable. Each keeps its
@@ -184,10 +193,7 @@ class Executor:
             try:
                 await self.db(store.touch_heartbeats, list(self.handles))
                 for execution_id in list(self.handles):
-                    control = await self.db(store.requested_control, execution_id)
-                    if control:
-                        await self.db(store.update_execution, execution_id, control=None)
-                        await self.control(execution_id, control)
+                    await self._take_control(execution_id)
                 await self._cancel_disabled()
                 for execution_id in await self.db(store.awaiting_of_disabled):
                     if await self.db(store.leave_awaiting, execution_id, "cancelled"):
@@ -196,6 +202,26 @@ class Executor:
                 self._turns_changed()  # turns of other workers may have ended
             except Exception:  # the heartbeat must outlive a database hiccup
                 log.exception("executor heartbeat failed")
+
+    async def _take_control(self, execution_id: str) -> None:
+        """Apply the control request another worker left for a run of this one, if any."""
+        control = await self.db(store.take_control, execution_id)
+        if control:
+            with contextlib.suppress(Conflict):  # no longer applies (the run ended meanwhile)
+                await self.control(execution_id, control)
+
+    def _on_poke(self, execution_id: str) -> None:
+        """A Redis poke: another worker left a control request; act now if the run is ours."""
+        if execution_id in self.handles:
+            task = asyncio.create_task(self._answer_poke(execution_id))
+            self._poked.add(task)
+            task.add_done_callback(self._poked.discard)
+
+    async def _answer_poke(self, execution_id: str) -> None:
+        try:
+            await self._take_control(execution_id)
+        except Exception:  # the heartbeat tries again
+            log.exception("applying the control request for %s failed", execution_id)
 
     async def _cancel_disabled(self) -> None:
         """Cancel this worker's runs whose account is disabled or gone (one query a beat)."""
@@ -300,10 +326,11 @@ class Executor:
             status = await self.db(store.get_status, execution_id)  # approved meanwhile
             handle = self.handles.get(execution_id)
         if handle is None:  # another worker runs it: leave word, it reads it within a beat
+            before = await self.db(store.last_seq, execution_id)
             await self.db(store.update_execution, execution_id, control=action)
-            await self._await_status(
-                execution_id, lambda now: now != status, 3 * self.config.heartbeat_seconds
-            )
+            if self.fanout is not None:  # or at once, told through Redis
+                await self.fanout.poke(execution_id)
+            await self._await_change(execution_id, before, 3 * self.config.heartbeat_seconds)
             return
         if action == "cancel":
             await self._interrupt(handle, "cancelled", wait=2.0)
@@ -360,12 +387,12 @@ class Executor:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(handle.task), wait)
 
-    async def _await_status(
-        self, execution_id: str, done: Callable[[str | None], bool], timeout: float
-    ) -> None:
+    async def _await_change(self, execution_id: str, seq: int, timeout: float) -> None:
+        """Wait until the run's status changed after event ``seq``: read from its events, so
+        that a change undone at once (a pause resumed straight away) is not missed."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not done(
-            await self.db(store.get_status, execution_id)
+        while time.monotonic() < deadline and not await self.db(
+            store.changed_after, execution_id, seq
         ):
             await asyncio.sleep(0.05)
 
