@@ -22,6 +22,8 @@ import argparse
 import asyncio
 import json
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -119,6 +121,14 @@ async def sample_rss(pid: int, done: asyncio.Event) -> float:
     return peak
 
 
+def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` into ``out`` (collapsed stacks) until it gets SIGINT."""
+    command = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "250"]
+    spy = subprocess.Popen([*command, "--output", str(out)], stdout=subprocess.DEVNULL)
+    time.sleep(1)  # attached before the streams start
+    return spy
+
+
 async def measured(name: str, args: argparse.Namespace, delay_ms: int, timed: bool) -> dict:
     """Start ``name``, stream, and return the CPU per token (µs), RSS and latencies."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,17 +144,22 @@ async def measured(name: str, args: argparse.Namespace, delay_ms: int, timed: bo
                     f"{server.base}/api/v1/agents", json={"name": "bench"}, headers=auth(token)
                 )
                 reply.raise_for_status()
-            url = server.base.replace("http://", "ws://") + f"/api/v1/agents/bench/stream?token={token}"
+            ws_base = server.base.replace("http://", "ws://")
+            url = f"{ws_base}/api/v1/agents/bench/stream?token={token}"
             await streams(url, min(10, args.streams), 20, 0, False)  # warm-up
             pid = server.process.pid
             done = asyncio.Event()
             peak = asyncio.ensure_future(sample_rss(pid, done))
+            spy = _py_spy(pid, args.py_spy) if args.py_spy and name == "cadre" else None
             before = cpu_seconds(pid)
             started = time.perf_counter()
             run = await streams(url, args.streams, args.tokens, delay_ms, timed)
             elapsed = time.perf_counter() - started
             cpu = cpu_seconds(pid) - before
             done.set()
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait()
             return {
                 "cpu_us_per_token": cpu / run.tokens * 1e6,
                 "seconds": elapsed,
@@ -184,8 +199,12 @@ async def many(args: argparse.Namespace) -> None:
         f"at {args.rate:g}/s ({row['seconds']:.0f} s)"
     )
     print(f"  peak RSS:          {row['peak_rss_mb']:.0f} MB")
-    print(f"  token delay:       p50 {row['delay_p50_ms']:.1f} ms, p99 {row['delay_p99_ms']:.1f} ms")
-    print(f"  first token:       p50 {row['first_p50_ms']:.0f} ms, p99 {row['first_p99_ms']:.0f} ms")
+    delay, first = (
+        (row["delay_p50_ms"], row["delay_p99_ms"]),
+        (row["first_p50_ms"], row["first_p99_ms"]),
+    )
+    print(f"  token delay:       p50 {delay[0]:.1f} ms, p99 {delay[1]:.1f} ms")
+    print(f"  first token:       p50 {first[0]:.0f} ms, p99 {first[1]:.0f} ms")
     print(f"  CPU per token:     {row['cpu_us_per_token']:.1f} µs")
     print(f"  frames per token:  {row['frames_per_token']:.2f}")
 
@@ -199,6 +218,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved; the best is reported")
     parser.add_argument("--many", action="store_true", help="Cadre alone, paced tokens")
     parser.add_argument("--rate", type=float, default=5.0, help="--many: tokens/s per stream")
+    parser.add_argument("--py-spy", type=Path, help="record Cadre's stacks into this file")
     args = parser.parse_args()
     args.streams = args.streams or (1000 if args.many else 100)
     if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:

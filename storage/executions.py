@@ -140,25 +140,53 @@ def update_execution(execution_id: str, **fields: Any) -> None:
 
 
 def append_events(
-    events: list[tuple[str, int, str, dict[str, Any]]],
+    events: list[tuple[str, int, str, str | dict[str, Any]]],
     progress: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """Store ``(execution_id, seq, type, data)`` rows in one statement, and in the same
-    transaction each execution's ``progress`` (the usage it accrued so far)."""
-    now = utcnow()
-    rows = [(execution_id, seq, type_, data, now) for execution_id, seq, type_, data in events]
-    fields = [
-        ExecutionEvent.execution,
-        ExecutionEvent.seq,
-        ExecutionEvent.type,
-        ExecutionEvent.data,
-        ExecutionEvent.created_at,
+    """Store ``(execution_id, seq, type, data)`` rows, ``data`` as JSON text (or a value to
+    encode), and in the same transaction each execution's ``progress`` (its usage so far).
+
+    The statements are prepared once and run with ``executemany``: this runs for every
+    batch of streamed tokens, where building Peewee queries cost more than the writes.
+    """
+    now = ExecutionEvent.created_at.db_value(utcnow())
+    rows = [
+        (execution_id, seq, type_, data if isinstance(data, str) else _json(data), now)
+        for execution_id, seq, type_, data in events
     ]
+    updates: dict[tuple[str, ...], list[list[Any]]] = {}
+    for execution_id, values in (progress or {}).items():
+        names = tuple(sorted(values))
+        fields = Execution._meta.fields
+        updates.setdefault(names, []).append(
+            [*(fields[name].db_value(values[name]) for name in names), execution_id]
+        )
     with database.atomic():
+        cursor = database.cursor()
         if rows:
-            ExecutionEvent.insert_many(rows, fields=fields).execute()
-        for execution_id, values in (progress or {}).items():
-            Execution.update(**values).where(Execution.id == execution_id).execute()
+            cursor.executemany(_insert_events_sql(), rows)
+        for names, params in updates.items():
+            cursor.executemany(_update_sql(names), params)
+
+
+def _json(value: Any) -> str:
+    return ExecutionEvent.data.db_value(value)
+
+
+def _insert_events_sql() -> str:
+    meta, mark = ExecutionEvent._meta, database.param
+    columns = ", ".join(
+        f'"{meta.fields[name].column_name}"'
+        for name in ("execution", "seq", "type", "data", "created_at")
+    )
+    return f'INSERT INTO "{meta.table_name}" ({columns}) VALUES ({", ".join([mark] * 5)})'
+
+
+def _update_sql(names: tuple[str, ...]) -> str:
+    meta, mark = Execution._meta, database.param
+    assignments = ", ".join(f'"{meta.fields[name].column_name}" = {mark}' for name in names)
+    key = meta.primary_key.column_name
+    return f'UPDATE "{meta.table_name}" SET {assignments} WHERE "{key}" = {mark}'
 
 
 def events_after(execution_id: str, after: int, limit: int) -> list[ExecutionEvent]:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from cadre.db_calls import DatabaseCalls
 from storage import executions as store
@@ -20,36 +23,77 @@ from storage import executions as store
 log = logging.getLogger("cadre.engine")
 
 Event = dict[str, Any]
+Frame = tuple[Event, str]  # an event and its JSON text, encoded once for every subscriber
+DEFAULT_HISTORY = 128
+READ_BATCH = 500
+
+
+def encode(event: Event) -> str:
+    """An event's JSON text, as it is stored and sent (compact, UTF-8 as is)."""
+    return orjson.dumps(event).decode()
 
 
 class Channel:
-    """The live events of one running execution."""
+    """The live events of one running execution: the last ``history`` of them, each with
+    its encoded text; older ones are read back from the database.
 
-    def __init__(self, execution_id: str, last_seq: int = 0) -> None:
+    Subscribers wait on futures woken by ``notify`` (no task, and no timer per event): a
+    waiter with a timeout shares the channel's one timer, set for the earliest deadline.
+    """
+
+    def __init__(self, execution_id: str, last_seq: int = 0, history: int = DEFAULT_HISTORY):
         self.execution_id = execution_id
-        self.base = last_seq  # events[i] has seq base + i + 1
-        self.events: list[Event] = []
+        self.last_seq = last_seq
+        self.frames: deque[Frame] = deque(maxlen=history)
         self.done = False
-        self._changed = asyncio.Event()
+        self._waiters: list[asyncio.Future[bool]] = []
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
-    def last_seq(self) -> int:
-        return self.base + len(self.events)
+    def first_seq(self) -> int:
+        """The oldest sequence number still in memory (``last_seq + 1`` when none is)."""
+        return self.last_seq - len(self.frames) + 1
 
-    def after(self, seq: int) -> list[Event]:
-        return self.events[max(0, seq - self.base) :]
+    def append(self, event: Event, text: str) -> None:
+        self.frames.append((event, text))
+        self.last_seq = event["seq"]
+
+    def after(self, seq: int) -> list[Frame]:
+        """The frames after ``seq``, all in memory (the caller checked ``first_seq``)."""
+        start = seq - self.first_seq + 1
+        frames = self.frames
+        if start <= 0:
+            return list(frames)
+        return [frames[i] for i in range(start, len(frames))]
 
     def notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._wake(True)
+
+    def _wake(self, changed: bool) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(changed)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._wake(False)
 
     async def wait(self, timeout: float | None) -> bool:
         """Wait for the next change; False when ``timeout`` passed first."""
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            if deadline is not None and (self._timer is None or self._timer.when() > deadline):
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(deadline, self._tick)
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            if await waiter:
+                return True
+            if deadline is not None and loop.time() >= deadline:
+                return False
 
 
 class EventBus:
@@ -71,12 +115,14 @@ class EventBus:
         poll_interval: float = 0.25,
         flush_delay: float = 0.01,
         db: DatabaseCalls | None = None,
+        history: int = DEFAULT_HISTORY,
     ) -> None:
         self.channels: dict[str, Channel] = {}
+        self.history = history
         self.poll_interval = poll_interval
         self.flush_delay = flush_delay
         self.db = db or DatabaseCalls()
-        self._pending: list[tuple[str, int, str, Event]] = []
+        self._pending: list[tuple[str, int, str, str]] = []
         self._progress: dict[str, dict[str, Any]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self._writing: asyncio.Future[None] | None = None  # the last batch handed to a thread
@@ -98,7 +144,7 @@ class EventBus:
     async def _write(
         self,
         before: asyncio.Future[None] | None,
-        pending: list[tuple[str, int, str, Event]],
+        pending: list[tuple[str, int, str, str]],
         progress: dict[str, dict[str, Any]],
     ) -> None:
         if before is not None:
@@ -134,8 +180,15 @@ class EventBus:
     def open(self, execution_id: str) -> Channel:
         channel = self.channels.get(execution_id)
         if channel is None:
-            channel = Channel(execution_id, store.last_seq(execution_id))
+            channel = Channel(execution_id, store.last_seq(execution_id), self.history)
             self.channels[execution_id] = channel
+        return channel
+
+    def begin(self, execution_id: str) -> Channel:
+        """``open`` for an execution just created, which cannot have events yet: no read."""
+        channel = self.channels.get(execution_id)
+        if channel is None:
+            channel = self.channels[execution_id] = Channel(execution_id, 0, self.history)
         return channel
 
     async def attach(self, execution_id: str) -> Channel:
@@ -147,23 +200,26 @@ class EventBus:
             last_seq = await self.db(store.last_seq, execution_id)
             channel = self.channels.get(execution_id)
             if channel is None:
-                channel = Channel(execution_id, last_seq)
+                channel = Channel(execution_id, last_seq, self.history)
                 self.channels[execution_id] = channel
         return channel
 
     def publish(self, execution_id: str, type_: str, **data: Any) -> Event:
-        """Store the event, then wake every live subscriber."""
-        channel = self.open(execution_id)
+        """Store the event, then wake every live subscriber; it is encoded once, here."""
+        channel = self.channels.get(execution_id) or self.open(execution_id)
+        seq = channel.last_seq + 1
         event: Event = {
             "type": type_,
             "execution_id": execution_id,
-            "seq": channel.last_seq + 1,
+            "seq": seq,
             "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             **data,
         }
-        self._pending.append((execution_id, event["seq"], type_, event))
-        self._schedule_flush()
-        channel.events.append(event)
+        text = encode(event)
+        self._pending.append((execution_id, seq, type_, text))
+        if self._flush_handle is None:
+            self._schedule_flush()
+        channel.append(event, text)
         channel.notify()
         return event
 
@@ -192,34 +248,55 @@ class EventBus:
 
         With ``keepalive`` set, a ``None`` is yielded after that many idle seconds.
         """
+        async for frames in self.follow(execution_id, after, keepalive):
+            if not frames:
+                yield None
+            for event, _ in frames:
+                yield event
+
+    async def follow(
+        self, execution_id: str, after: int = 0, keepalive: float | None = None
+    ) -> AsyncIterator[list[Frame]]:
+        """``subscribe`` in batches of encoded events: all those ready at once, in order
+        (an empty batch marks idle time), so a relay that fell behind can send them
+        together. Events no longer in the channel's memory are read from the database."""
         cursor = after
         idle = 0.0
         while True:
             channel = self.channels.get(execution_id)
-            if channel is not None:
+            if channel is not None and cursor + 1 >= channel.first_seq:
                 batch = channel.after(cursor)
-                for event in batch:
-                    cursor = event["seq"]
-                    yield event
-                    if event["type"] == "complete":
+                if batch:
+                    batch, ended = _through_complete(batch)
+                    cursor = batch[-1][0]["seq"]
+                    yield batch
+                    if ended:
                         return
-                if channel.done and cursor >= channel.last_seq:
+                elif channel.done:
                     return
-                if not batch and not await channel.wait(keepalive):
-                    yield None
+                elif not await channel.wait(keepalive):
+                    yield []
                 continue
-            # Not running in this process: read the database, polling while unfinished.
-            rows = await self.db(store.events_after, execution_id, cursor, 500)
-            for row in rows:
-                cursor = row.seq
-                yield row.data
-                if row.type == "complete":
-                    return
+            if channel is not None:
+                await self.drain()  # the events it fell behind on are stored first
+            rows = await self.db(store.events_after, execution_id, cursor, READ_BATCH)
             if rows:
+                batch, ended = _through_complete([(row.data, encode(row.data)) for row in rows])
+                cursor = batch[-1][0]["seq"]
+                yield batch
+                if ended:
+                    return
                 idle = 0.0
+                continue
+            if channel is not None:  # its write failed (logged): go on with what is left
+                log.warning(
+                    "events %d-%d of %s were lost", cursor + 1, channel.first_seq - 1, execution_id
+                )
+                cursor = channel.first_seq - 1
                 continue
             if execution_id in self.channels:
                 continue
+            # Not running in this process: poll the database while it is unfinished.
             if await self.db(store.get_status, execution_id) in store.TERMINAL:
                 if not await self.db(store.events_after, execution_id, cursor, 1):
                     return
@@ -228,4 +305,12 @@ class EventBus:
             idle += self.poll_interval
             if keepalive is not None and idle >= keepalive:
                 idle = 0.0
-                yield None
+                yield []
+
+
+def _through_complete(batch: list[Frame]) -> tuple[list[Frame], bool]:
+    """``batch`` up to its ``complete`` event, and whether it had one (the stream ends)."""
+    for index, (event, _) in enumerate(batch):
+        if event["type"] == "complete":
+            return batch[: index + 1], True
+    return batch, False
