@@ -155,7 +155,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     spec = load_spec()
     registry = CollectorRegistry()
     calls = DatabaseCalls(settings.effective_database_url)  # off the loop on PostgreSQL
-    bus = EventBus(db=calls)
+    bus = EventBus(db=calls, history=settings.stream_history_events)
     executor = Executor(engine_config(settings), bus, calls)
     supervisor = Supervisor(supervisor_config(settings), executor, calls)
     limiter = None
