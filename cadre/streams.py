@@ -301,14 +301,18 @@ async def _protocol_error(websocket: WebSocket, error: CadreError | str, code: i
 async def _relay(websocket: WebSocket, execution_id: str, after: int) -> None:
     """Send events until ``complete`` while obeying commands; stop if the client leaves."""
     current = _services(websocket)
+    ended: list[str] = []  # the status ``complete`` reported
+
     async with anyio.create_task_group() as group:
 
         async def send_events() -> None:
             async for batch in current.bus.follow(
                 execution_id, after, keepalive=current.settings.stream_keepalive_seconds
             ):
-                for _, text in coalesced(batch):
+                for event, text in coalesced(batch):
                     await websocket.send_text(text)
+                    if event["type"] == "complete":
+                        ended.append(event["status"])
             group.cancel_scope.cancel()
 
         async def obey_commands() -> None:
@@ -360,8 +364,9 @@ async def _relay(websocket: WebSocket, execution_id: str, after: int) -> None:
     if states != ("CONNECTED", "CONNECTED"):
         return  # closed by recheck_token, or the client went away
     # The run may have ended because its account was disabled (the executor cancels such
-    # runs): then this closes with 1008 too, whenever the token was last checked.
-    if await _closed_for_token(websocket, fresh=True):
+    # runs): then this closes with 1008 too, whenever the token was last checked. A run
+    # that completed was not cancelled: the token's last check (a second old) stands.
+    if await _closed_for_token(websocket, fresh=ended != ["completed"]):
         return
     # The client may have closed first, after ``complete``, as most clients do: its
     # close frame is unread, so the state still says connected.

@@ -160,6 +160,10 @@ async def measured(name: str, args: argparse.Namespace, delay_ms: int, timed: bo
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait()
+            await asyncio.sleep(0.5)  # the last closes are logged
+            log = (data_dir.parent / f"{data_dir.name}.log").read_text()
+            if "Traceback" in log:
+                raise SystemExit(f"{name} logged errors:\n{log[-4000:]}")
             return {
                 "cpu_us_per_token": cpu / run.tokens * 1e6,
                 "seconds": elapsed,

@@ -262,9 +262,14 @@ class EventBus:
         together. Events no longer in the channel's memory are read from the database."""
         cursor = after
         idle = 0.0
+        held: Channel | None = None  # the channel followed last, closed or detached since
         while True:
             channel = self.channels.get(execution_id)
+            live = channel is not None
+            if not live and held is not None and held.last_seq > cursor:
+                channel = held  # its last events are still in memory: no database read
             if channel is not None and cursor + 1 >= channel.first_seq:
+                held = channel
                 batch = channel.after(cursor)
                 if batch:
                     batch, ended = _through_complete(batch)
@@ -272,12 +277,15 @@ class EventBus:
                     yield batch
                     if ended:
                         return
-                elif channel.done:
+                    continue
+                if channel.done:
                     return
-                elif not await channel.wait(keepalive):
-                    yield []
-                continue
-            if channel is not None:
+                if live:
+                    if not await channel.wait(keepalive):
+                        yield []
+                    continue
+            held = None
+            if live:
                 await self.drain()  # the events it fell behind on are stored first
             rows = await self.db(store.events_after, execution_id, cursor, READ_BATCH)
             if rows:
@@ -288,7 +296,7 @@ class EventBus:
                     return
                 idle = 0.0
                 continue
-            if channel is not None:  # its write failed (logged): go on with what is left
+            if live and channel is not None:  # its write failed (logged): go on with the rest
                 log.warning(
                     "events %d-%d of %s were lost", cursor + 1, channel.first_seq - 1, execution_id
                 )

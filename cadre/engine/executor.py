@@ -210,8 +210,11 @@ class Executor:
 
     # -- submitting and controlling ------------------------------------------------------
 
-    def submit(self, execution: Execution) -> None:
-        """Run ``execution`` here, from its last checkpoint if it has one."""
+    def submit(self, execution: Execution, *, new: bool = False) -> None:
+        """Run ``execution`` here, from its last checkpoint if it has one; ``new``: it was
+        just created, so it has no events yet (its channel opens without a read)."""
+        if new:
+            self.bus.begin(execution.id)
         self._start(execution)
 
     def _start(self, execution: Execution, paused: bool = False) -> None:
