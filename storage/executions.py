@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -136,7 +137,17 @@ def list_executions(
 
 
 def update_execution(execution_id: str, **fields: Any) -> None:
-    Execution.update(**fields).where(Execution.id == execution_id).execute()
+    """Set columns of one execution (a prepared statement: the engine calls this a few
+    times per execution, where building the Peewee query cost more than running it)."""
+    names = tuple(sorted(fields))
+    database.execute_sql(
+        _update_sql(names, database.param), [*_values(names, fields), execution_id]
+    )
+
+
+def _values(names: tuple[str, ...], fields: dict[str, Any]) -> list[Any]:
+    columns = Execution._meta.fields
+    return [columns[name].db_value(fields[name]) for name in names]
 
 
 def append_events(
@@ -157,24 +168,23 @@ def append_events(
     updates: dict[tuple[str, ...], list[list[Any]]] = {}
     for execution_id, values in (progress or {}).items():
         names = tuple(sorted(values))
-        fields = Execution._meta.fields
-        updates.setdefault(names, []).append(
-            [*(fields[name].db_value(values[name]) for name in names), execution_id]
-        )
+        updates.setdefault(names, []).append([*_values(names, values), execution_id])
+    mark = database.param
     with database.atomic():
         cursor = database.cursor()
         if rows:
-            cursor.executemany(_insert_events_sql(), rows)
+            cursor.executemany(_insert_events_sql(mark), rows)
         for names, params in updates.items():
-            cursor.executemany(_update_sql(names), params)
+            cursor.executemany(_update_sql(names, mark), params)
 
 
 def _json(value: Any) -> str:
     return ExecutionEvent.data.db_value(value)
 
 
-def _insert_events_sql() -> str:
-    meta, mark = ExecutionEvent._meta, database.param
+@functools.cache
+def _insert_events_sql(mark: str) -> str:
+    meta = ExecutionEvent._meta
     columns = ", ".join(
         f'"{meta.fields[name].column_name}"'
         for name in ("execution", "seq", "type", "data", "created_at")
@@ -182,8 +192,9 @@ def _insert_events_sql() -> str:
     return f'INSERT INTO "{meta.table_name}" ({columns}) VALUES ({", ".join([mark] * 5)})'
 
 
-def _update_sql(names: tuple[str, ...]) -> str:
-    meta, mark = Execution._meta, database.param
+@functools.cache
+def _update_sql(names: tuple[str, ...], mark: str) -> str:
+    meta = Execution._meta
     assignments = ", ".join(f'"{meta.fields[name].column_name}" = {mark}' for name in names)
     key = meta.primary_key.column_name
     return f'UPDATE "{meta.table_name}" SET {assignments} WHERE "{key}" = {mark}'

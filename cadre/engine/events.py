@@ -164,9 +164,10 @@ class EventBus:
                 self._writing = None
 
     def progress(self, execution_id: str, **fields: Any) -> None:
-        """Columns of the execution to write with its next batch of events (usage so far):
-        stored no later than the events that follow this call, so a crash loses neither."""
-        self._progress[execution_id] = fields
+        """Columns of the execution to write with its next batch of events (usage so far,
+        or its terminal state): stored no later than the events that follow this call, so
+        a crash loses neither. Columns noted again replace the unwritten values."""
+        self._progress.setdefault(execution_id, {}).update(fields)
         self._schedule_flush()
 
     def drop_progress(self, execution_id: str) -> None:

@@ -615,11 +615,10 @@ class Executor:
         """Write the terminal state (and end the session turn it held), then tell subscribers
         (status first, so none waits forever).
 
-        Every event published before is stored first: a reader that sees the terminal status
-        finds all of them (and ``close`` stores the last ones before the channel goes)."""
-        await self.bus.drain()
-        await self.db(
-            store.update_execution,
+        Every event published before is stored in the same transaction as the terminal state:
+        a reader that sees the terminal status finds all of them (and ``close`` stores the
+        last ones before the channel goes)."""
+        self.bus.progress(  # written with the pending events, in one transaction
             execution_id,
             status=status,
             stop_reason=stop_reason,
@@ -629,9 +628,13 @@ class Executor:
             control=None,
             **(usage or {}),
         )
+        await self.bus.drain()
         if session_id is not None:
             await self.db(sessions.end_turn, session_id, execution_id)
-        execution = await self.db(store.Execution.get_by_id, execution_id)
+        if usage is None:
+            execution = await self.db(store.Execution.get_by_id, execution_id)
+        else:  # the columns just written: no need to read them back
+            execution = store.Execution(**usage)
         await self.bus.attach(execution_id)
         if error is not None:
             self.bus.publish(execution_id, "error", message=error, stop_reason=stop_reason)
