@@ -87,7 +87,7 @@ def create_execution(**fields: Any) -> Execution:
     """Insert a queued execution; a concurrent duplicate Idempotency-Key is a 409."""
     try:
         with database.atomic():
-            execution = Execution.create(id=new_id("exec"), heartbeat_at=utcnow(), **fields)
+            execution = Execution.insert_row(id=new_id("exec"), heartbeat_at=utcnow(), **fields)
             counts.bump(execution.owner_id, "execution")
             return execution
     except peewee.IntegrityError as exc:
