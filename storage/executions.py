@@ -238,8 +238,17 @@ def stale_unfinished(older_than: datetime) -> list[Execution]:
     )
 
 
-def requested_control(execution_id: str) -> str | None:
-    return Execution.select(Execution.control).where(Execution.id == execution_id).scalar()
+def touch_and_read_controls(execution_ids: list[str]) -> dict[str, str]:
+    """Refresh the heartbeat of these executions and return the controls (cancel, pause…)
+    other workers asked of them: one transaction, two statements, however many run."""
+    if not execution_ids:
+        return {}
+    with database.atomic():
+        touch_heartbeats(execution_ids)
+        rows = Execution.select(Execution.id, Execution.control).where(
+            Execution.id.in_(execution_ids) & Execution.control.is_null(False)
+        )
+        return {row.id: row.control for row in rows.objects()}
 
 
 def get_status(execution_id: str) -> str | None:

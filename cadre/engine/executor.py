@@ -182,12 +182,10 @@ class Executor:
         while True:
             await asyncio.sleep(self.config.heartbeat_seconds)
             try:
-                await self.db(store.touch_heartbeats, list(self.handles))
-                for execution_id in list(self.handles):
-                    control = await self.db(store.requested_control, execution_id)
-                    if control:
-                        await self.db(store.update_execution, execution_id, control=None)
-                        await self.control(execution_id, control)
+                controls = await self.db(store.touch_and_read_controls, list(self.handles))
+                for execution_id, control in controls.items():
+                    await self.db(store.update_execution, execution_id, control=None)
+                    await self.control(execution_id, control)
                 await self._cancel_disabled()
                 for execution_id in await self.db(store.awaiting_of_disabled):
                     if await self.db(store.leave_awaiting, execution_id, "cancelled"):
