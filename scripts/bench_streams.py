@@ -131,6 +131,9 @@ def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
 
 async def measured(name: str, args: argparse.Namespace, delay_ms: int, timed: bool) -> dict:
     """Start ``name``, stream, and return the CPU per token (µs), RSS and latencies."""
+    options = SERVER_OPTIONS["cadre"]  # room for every stream, as `cadre serve` leaves it
+    limit = options.index("--limit-concurrency") + 1
+    options[limit] = str(max(int(options[limit]), args.streams + 100))
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / name
         token = await asyncio.to_thread(prepare_direct_login, data_dir)

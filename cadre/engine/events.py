@@ -24,7 +24,7 @@ log = logging.getLogger("cadre.engine")
 
 Event = dict[str, Any]
 Frame = tuple[Event, str]  # an event and its JSON text, encoded once for every subscriber
-DEFAULT_HISTORY = 128
+DEFAULT_HISTORY = 32
 READ_BATCH = 500
 
 
