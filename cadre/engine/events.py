@@ -2,8 +2,9 @@
 
 A subscriber names the last sequence number it has seen and gets everything
 after it, in order, exactly once: from memory while the execution runs in this
-process, from the database otherwise (finished executions, or ones another
-worker runs, which it polls).
+process (its latest ``history`` events, each encoded once for every subscriber), from
+the database otherwise (older events, finished executions, or ones another worker
+runs, which it polls).
 """
 
 from __future__ import annotations
