@@ -50,6 +50,7 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py
 	$(BIN)/python scripts/bench_executions.py
+	$(BIN)/python scripts/bench_streams.py
 	$(BIN)/python scripts/bench_lists.py
 
 clean:

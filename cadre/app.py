@@ -163,7 +163,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             maxlen=settings.redis_stream_maxlen,
             ttl_seconds=settings.redis_stream_ttl_seconds,
         )
-    bus = EventBus(db=calls, fanout=fanout)
+    bus = EventBus(db=calls, fanout=fanout, history=settings.stream_history_events)
     executor = Executor(engine_config(settings), bus, calls, fanout)
     supervisor = Supervisor(supervisor_config(settings), executor, calls)
     limiter = None

@@ -25,7 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from cadre import json_limits
 from cadre.auth import TokenService
 from cadre.connexion.validation import RequestValidator
-from cadre.engine.events import EventBus
+from cadre.engine.events import Event, EventBus, Frame, encode
 from cadre.engine.launch import launch_async
 from cadre.errors import CadreError, RateLimited, Unauthorized, excerpt
 from cadre.services import Services
@@ -39,9 +39,41 @@ TOKEN_RECHECK_SECONDS = 1.0
 COMMANDS = ("cancel", "pause", "resume", "ping")
 
 
-def _sse_frame(event: dict[str, Any]) -> bytes:
-    data = json.dumps(event, separators=(",", ":"))
+def _sse_frame(event: dict[str, Any], data: str | None = None) -> bytes:
+    data = encode(event) if data is None else data
     return f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
+
+
+def coalesced(batch: list[Frame]) -> list[Frame]:
+    """``batch`` with each run of consecutive ``token`` events merged into one: the last
+    token's event with the run's ``content`` joined and ``first_seq``, the first token's
+    ``seq`` (asyncapi.yaml). A subscriber that fell behind catches up in fewer frames;
+    nothing is dropped or reordered, and ``seq`` stays the last one sent."""
+    if len(batch) < 2:
+        return batch
+    out: list[Frame] = []
+    run: list[Frame] = []
+    for frame in batch:
+        if frame[0]["type"] == "token":
+            run.append(frame)
+            continue
+        out.extend(_merged(run))
+        run = []
+        out.append(frame)
+    out.extend(_merged(run))
+    return out
+
+
+def _merged(run: list[Frame]) -> list[Frame]:
+    if len(run) < 2:
+        return run
+    first, last = run[0][0], run[-1][0]
+    event: Event = {
+        **last,
+        "first_seq": first.get("first_seq", first["seq"]),
+        "content": "".join(event["content"] for event, _ in run),
+    }
+    return [(event, encode(event))]
 
 
 async def token_problem(
@@ -88,7 +120,7 @@ def sse_response(
     async def frames() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
         checked = sent = time.monotonic()
-        async for event in bus.subscribe(execution_id, after, keepalive=wake):
+        async for batch in bus.follow(execution_id, after, keepalive=wake):
             now = time.monotonic()
             if now - checked >= TOKEN_RECHECK_SECONDS:
                 checked = now
@@ -96,11 +128,16 @@ def sse_response(
                 if problem is not None:
                     yield _sse_problem(problem)
                     return
-            if event is not None:
-                shown = event if translate is None else translate(event)
-                if shown is not None:
-                    yield _sse_frame(shown)
-                    sent = now
+            if batch:
+                if translate is None:
+                    yield b"".join(_sse_frame(event, text) for event, text in coalesced(batch))
+                else:
+                    shown = [translate(event) for event, _ in batch]
+                    chunk = b"".join(_sse_frame(event) for event in shown if event is not None)
+                    if not chunk:
+                        continue
+                    yield chunk
+                sent = now
             elif now - sent >= keepalive:
                 yield b": keep-alive\n\n"
                 sent = now
@@ -264,14 +301,18 @@ async def _protocol_error(websocket: WebSocket, error: CadreError | str, code: i
 async def _relay(websocket: WebSocket, execution_id: str, after: int) -> None:
     """Send events until ``complete`` while obeying commands; stop if the client leaves."""
     current = _services(websocket)
+    ended: list[str] = []  # the status ``complete`` reported
+
     async with anyio.create_task_group() as group:
 
         async def send_events() -> None:
-            async for event in current.bus.subscribe(
+            async for batch in current.bus.follow(
                 execution_id, after, keepalive=current.settings.stream_keepalive_seconds
             ):
-                if event is not None:
-                    await websocket.send_json(event)
+                for event, text in coalesced(batch):
+                    await websocket.send_text(text)
+                    if event["type"] == "complete":
+                        ended.append(event["status"])
             group.cancel_scope.cancel()
 
         async def obey_commands() -> None:
@@ -323,8 +364,9 @@ async def _relay(websocket: WebSocket, execution_id: str, after: int) -> None:
     if states != ("CONNECTED", "CONNECTED"):
         return  # closed by recheck_token, or the client went away
     # The run may have ended because its account was disabled (the executor cancels such
-    # runs): then this closes with 1008 too, whenever the token was last checked.
-    if await _closed_for_token(websocket, fresh=True):
+    # runs): then this closes with 1008 too, whenever the token was last checked. A run
+    # that completed was not cancelled: the token's last check (a second old) stands.
+    if await _closed_for_token(websocket, fresh=ended != ["completed"]):
         return
     # The client may have closed first, after ``complete``, as most clients do: its
     # close frame is unread, so the state still says connected.

@@ -1,6 +1,7 @@
-"""Execution benchmarks: throughput and time to first token at 1, 10 and 100 concurrent
-executions (echo provider, WebSocket streams), and what Cadre adds per streamed token
-compared with the same provider yielding into a bare loop, measured in the same run.
+"""Execution benchmarks: throughput, time to first token and the server's CPU time per
+execution at 1, 10 and 100 concurrent executions (echo provider, WebSocket streams), and
+what Cadre adds per streamed token compared with the same provider yielding into a bare
+loop, measured in the same run.
 
     python scripts/bench_executions.py [--executions 200] [--tokens 20] [--long 5000]
 """
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cadre.engine.providers.base import Message, ProviderRequest, TextDelta
 from cadre.engine.providers.echo import EchoProvider
+from scripts.bench import cpu_seconds
 from scripts.live_server import live_server, login_token
 
 
@@ -44,7 +46,9 @@ async def one_execution(ws_base: str, token: str, tokens: int) -> tuple[float, f
     raise RuntimeError("stream ended without complete")
 
 
-async def level(ws_base: str, token: str, concurrency: int, total: int, tokens: int) -> dict:
+async def level(
+    ws_base: str, token: str, concurrency: int, total: int, tokens: int, pid: int
+) -> dict:
     queue = list(range(total))
     results: list[tuple[float, float]] = []
 
@@ -53,14 +57,15 @@ async def level(ws_base: str, token: str, concurrency: int, total: int, tokens: 
             queue.pop()
             results.append(await one_execution(ws_base, token, tokens))
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds(pid)
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu
     firsts = sorted(r[0] * 1000 for r in results)
     return {
         "concurrency": concurrency,
         "executions": total,
         "executions_per_s": total / elapsed,
+        "cpu_ms": cpu / total * 1000,
         "ttft_p50_ms": statistics.median(firsts),
         "ttft_p99_ms": firsts[min(len(firsts) - 1, int(len(firsts) * 0.99))],
     }
@@ -110,18 +115,22 @@ async def main() -> None:
             headers = {"Authorization": f"Bearer {token}"}
             httpx.post(f"{server.url}/api/v1/agents", json={"name": "bench"}, headers=headers)
             ws_base = server.url.replace("http://", "ws://")
+            pid = server.process.pid
             rows = [
-                await level(ws_base, token, c, max(args.executions, c), args.tokens)
+                await level(ws_base, token, c, max(args.executions, c), args.tokens, pid)
                 for c in (1, 10, 100)
             ]
             cadre = await cadre_seconds_per_token(server.url, headers, args.long)
     bare = await bare_loop_seconds_per_token(args.long)
     print(f"\nExecutions ({args.tokens} echo tokens each, streamed over WebSocket, one worker)")
-    print(f"{'concurrent':>10} {'exec/s':>8} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12}")
+    print(
+        f"{'concurrent':>10} {'exec/s':>8} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} "
+        f"{'CPU ms/exec':>12}"
+    )
     for row in rows:
         print(
             f"{row['concurrency']:>10} {row['executions_per_s']:>8.1f} "
-            f"{row['ttft_p50_ms']:>12.1f} {row['ttft_p99_ms']:>12.1f}"
+            f"{row['ttft_p50_ms']:>12.1f} {row['ttft_p99_ms']:>12.1f} {row['cpu_ms']:>12.2f}"
         )
     print(f"\nPer streamed token ({args.long}-token execution)")
     print(f"  bare provider loop: {bare * 1e6:8.1f} µs")

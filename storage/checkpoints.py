@@ -16,7 +16,7 @@ import peewee
 from cadre.errors import NotFound
 from storage import costs, sessions
 from storage.db import BaseModel, database
-from storage.executions import Execution
+from storage.executions import Execution, update_execution
 from storage.fields import JSONField, UTCDateTimeField
 from storage.ids import new_id, utcnow
 from storage.queries import Page, paginate
@@ -39,8 +39,13 @@ class Checkpoint(BaseModel):
 
 
 def save(execution_id: str, session_id: str | None, step: int, state: dict[str, Any]) -> Checkpoint:
-    return Checkpoint.create(
-        id=new_id("ckpt"), execution=execution_id, session_id=session_id, step=step, state=state
+    return Checkpoint.insert_row(
+        id=new_id("ckpt"),
+        execution=execution_id,
+        session_id=session_id,
+        step=step,
+        state=state,
+        created_at=utcnow(),
     )
 
 
@@ -64,7 +69,7 @@ def save_step(
         if bill is not None:
             costs.bill_execution(execution, totals=totals or {}, **bill)
         elif totals:
-            Execution.update(**totals).where(Execution.id == execution.id).execute()
+            update_execution(execution.id, **totals)
         if session_id is not None:
             if session_messages:
                 sessions.append_messages(session_id, session_messages)

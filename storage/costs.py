@@ -34,17 +34,18 @@ class CostRecord(BaseModel):
 
 
 def record_cost(**fields: object) -> CostRecord:
-    return CostRecord.create(id=new_id("cost"), timestamp=utcnow(), **fields)
+    return CostRecord.insert_row(id=new_id("cost"), timestamp=utcnow(), **fields)
 
 
 def bill_call(totals: dict[str, Any], **fields: Any) -> CostRecord:
     """One provider call's record and its execution's new totals, in one transaction:
     recovery bills what an execution's totals hold beyond its records, never twice."""
-    from storage.executions import Execution
+    from storage.executions import update_execution
 
     with database.atomic():
         record = record_cost(**fields)
-        Execution.update(**totals).where(Execution.id == fields["execution_id"]).execute()
+        if totals:
+            update_execution(fields["execution_id"], **totals)
     return record
 
 

@@ -53,6 +53,30 @@ class BaseModel(peewee.Model):
         instance.__data__, instance._dirty, instance.__rel__ = data, set(), {}
         return instance
 
+    @classmethod
+    def insert_row(cls, **values: Any) -> Self:
+        """``create`` for hot paths: one prepared ``INSERT`` (no query built each time),
+        missing columns given their field defaults, returning the model as ``create`` would."""
+        fields = cls._meta.fields
+        for name, field in fields.items():
+            if name not in values and field.default is not None:
+                values[name] = field.default() if callable(field.default) else field.default
+        names = tuple(values)
+        params = [fields[name].db_value(values[name]) for name in names]
+        database.execute_sql(_insert_sql(cls, names, database.param), params)
+        instance = cls.__new__(cls)
+        data = {name: values.get(name) for name in fields}
+        instance.__data__, instance._dirty, instance.__rel__ = data, set(), {}
+        return instance
+
+
+@functools.cache
+def _insert_sql(model: type[BaseModel], names: tuple[str, ...], mark: str) -> str:
+    meta = model._meta
+    columns = ", ".join(f'"{meta.fields[name].column_name}"' for name in names)
+    marks = ", ".join([mark] * len(names))
+    return f'INSERT INTO "{meta.table_name}" ({columns}) VALUES ({marks})'
+
 
 @functools.cache
 def _row_plan(model: type[BaseModel]) -> tuple[tuple[str, ...], tuple[tuple[str, Any], ...]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -86,7 +87,7 @@ def create_execution(**fields: Any) -> Execution:
     """Insert a queued execution; a concurrent duplicate Idempotency-Key is a 409."""
     try:
         with database.atomic():
-            execution = Execution.create(id=new_id("exec"), heartbeat_at=utcnow(), **fields)
+            execution = Execution.insert_row(id=new_id("exec"), heartbeat_at=utcnow(), **fields)
             counts.bump(execution.owner_id, "execution")
             return execution
     except peewee.IntegrityError as exc:
@@ -136,29 +137,67 @@ def list_executions(
 
 
 def update_execution(execution_id: str, **fields: Any) -> None:
-    Execution.update(**fields).where(Execution.id == execution_id).execute()
+    """Set columns of one execution (a prepared statement: the engine calls this a few
+    times per execution, where building the Peewee query cost more than running it)."""
+    names = tuple(sorted(fields))
+    database.execute_sql(
+        _update_sql(names, database.param), [*_values(names, fields), execution_id]
+    )
+
+
+def _values(names: tuple[str, ...], fields: dict[str, Any]) -> list[Any]:
+    columns = Execution._meta.fields
+    return [columns[name].db_value(fields[name]) for name in names]
 
 
 def append_events(
-    events: list[tuple[str, int, str, dict[str, Any]]],
+    events: list[tuple[str, int, str, str | dict[str, Any]]],
     progress: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """Store ``(execution_id, seq, type, data)`` rows in one statement, and in the same
-    transaction each execution's ``progress`` (the usage it accrued so far)."""
-    now = utcnow()
-    rows = [(execution_id, seq, type_, data, now) for execution_id, seq, type_, data in events]
-    fields = [
-        ExecutionEvent.execution,
-        ExecutionEvent.seq,
-        ExecutionEvent.type,
-        ExecutionEvent.data,
-        ExecutionEvent.created_at,
+    """Store ``(execution_id, seq, type, data)`` rows, ``data`` as JSON text (or a value to
+    encode), and in the same transaction each execution's ``progress`` (its usage so far).
+
+    The statements are prepared once and run with ``executemany``: this runs for every
+    batch of streamed tokens, where building Peewee queries cost more than the writes.
+    """
+    now = ExecutionEvent.created_at.db_value(utcnow())
+    rows = [
+        (execution_id, seq, type_, data if isinstance(data, str) else _json(data), now)
+        for execution_id, seq, type_, data in events
     ]
+    updates: dict[tuple[str, ...], list[list[Any]]] = {}
+    for execution_id, values in (progress or {}).items():
+        names = tuple(sorted(values))
+        updates.setdefault(names, []).append([*_values(names, values), execution_id])
+    mark = database.param
     with database.atomic():
+        cursor = database.cursor()
         if rows:
-            ExecutionEvent.insert_many(rows, fields=fields).execute()
-        for execution_id, values in (progress or {}).items():
-            Execution.update(**values).where(Execution.id == execution_id).execute()
+            cursor.executemany(_insert_events_sql(mark), rows)
+        for names, params in updates.items():
+            cursor.executemany(_update_sql(names, mark), params)
+
+
+def _json(value: Any) -> str:
+    return ExecutionEvent.data.db_value(value)
+
+
+@functools.cache
+def _insert_events_sql(mark: str) -> str:
+    meta = ExecutionEvent._meta
+    columns = ", ".join(
+        f'"{meta.fields[name].column_name}"'
+        for name in ("execution", "seq", "type", "data", "created_at")
+    )
+    return f'INSERT INTO "{meta.table_name}" ({columns}) VALUES ({", ".join([mark] * 5)})'
+
+
+@functools.cache
+def _update_sql(names: tuple[str, ...], mark: str) -> str:
+    meta = Execution._meta
+    assignments = ", ".join(f'"{meta.fields[name].column_name}" = {mark}' for name in names)
+    key = meta.primary_key.column_name
+    return f'UPDATE "{meta.table_name}" SET {assignments} WHERE "{key}" = {mark}'
 
 
 def events_after(execution_id: str, after: int, limit: int) -> list[ExecutionEvent]:
@@ -212,14 +251,23 @@ def stale_unfinished(older_than: datetime) -> list[Execution]:
     )
 
 
-def requested_control(execution_id: str) -> str | None:
-    return Execution.select(Execution.control).where(Execution.id == execution_id).scalar()
+def touch_and_read_controls(execution_ids: list[str]) -> dict[str, str]:
+    """Refresh the heartbeat of these executions and return the controls (cancel, pause…)
+    other workers asked of them: one transaction, two statements, however many run."""
+    if not execution_ids:
+        return {}
+    with database.atomic():
+        touch_heartbeats(execution_ids)
+        rows = Execution.select(Execution.id, Execution.control).where(
+            Execution.id.in_(execution_ids) & Execution.control.is_null(False)
+        )
+        return {row.id: row.control for row in rows.objects()}
 
 
 def take_control(execution_id: str) -> str | None:
     """The control request left for the execution, cleared: of a heartbeat and a Redis
     poke reading it at once, exactly one gets it."""
-    control = requested_control(execution_id)
+    control = Execution.select(Execution.control).where(Execution.id == execution_id).scalar()
     if control is None:
         return None
     taken = (

@@ -259,6 +259,18 @@ def execute(client, account: Account, agent: str, task: str = "hello there world
     return reply.json()["execution_id"]
 
 
+def seqs_of(messages: list[dict]) -> list[int]:
+    """Every event number the messages carry: a coalesced token frame carries
+    ``first_seq`` to ``seq`` (asyncapi.yaml)."""
+    return [
+        n for m in messages if "seq" in m for n in range(m.get("first_seq", m["seq"]), m["seq"] + 1)
+    ]
+
+
+def joined_tokens(messages: list[dict]) -> str:
+    return "".join(m["content"] for m in messages if m.get("type") == "token")
+
+
 def events_of(client, account: Account, execution_id: str, after: int = 0) -> list[dict]:
     from tests.asyncapi_check import check_server_message
 

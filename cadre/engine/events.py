@@ -2,18 +2,22 @@
 
 A subscriber names the last sequence number it has seen and gets everything
 after it, in order, exactly once: from memory while the execution runs in this
-process, from the database otherwise (finished executions, or ones another
-worker runs). An execution another worker runs is followed live through its Redis
-stream when there is one (``cadre.engine.fanout``), else by polling the database.
+process (its latest ``history`` events, each encoded once for every subscriber), from
+the database otherwise (older events, finished executions, or ones another worker
+runs). An execution another worker runs is followed live through its Redis stream
+when there is one (``cadre.engine.fanout``), else by polling the database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from cadre.db_calls import DatabaseCalls
 from cadre.engine.fanout import MAX_BLOCK_SECONDS, Fanout
@@ -22,36 +26,77 @@ from storage import executions as store
 log = logging.getLogger("cadre.engine")
 
 Event = dict[str, Any]
+Frame = tuple[Event, str]  # an event and its JSON text, encoded once for every subscriber
+DEFAULT_HISTORY = 32
+READ_BATCH = 500
+
+
+def encode(event: Event) -> str:
+    """An event's JSON text, as it is stored and sent (compact, UTF-8 as is)."""
+    return orjson.dumps(event).decode()
 
 
 class Channel:
-    """The live events of one running execution."""
+    """The live events of one running execution: the last ``history`` of them, each with
+    its encoded text; older ones are read back from the database.
 
-    def __init__(self, execution_id: str, last_seq: int = 0) -> None:
+    Subscribers wait on futures woken by ``notify`` (no task, and no timer per event): a
+    waiter with a timeout shares the channel's one timer, set for the earliest deadline.
+    """
+
+    def __init__(self, execution_id: str, last_seq: int = 0, history: int = DEFAULT_HISTORY):
         self.execution_id = execution_id
-        self.base = last_seq  # events[i] has seq base + i + 1
-        self.events: list[Event] = []
+        self.last_seq = last_seq
+        self.frames: deque[Frame] = deque(maxlen=history)
         self.done = False
-        self._changed = asyncio.Event()
+        self._waiters: list[asyncio.Future[bool]] = []
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
-    def last_seq(self) -> int:
-        return self.base + len(self.events)
+    def first_seq(self) -> int:
+        """The oldest sequence number still in memory (``last_seq + 1`` when none is)."""
+        return self.last_seq - len(self.frames) + 1
 
-    def after(self, seq: int) -> list[Event]:
-        return self.events[max(0, seq - self.base) :]
+    def append(self, event: Event, text: str) -> None:
+        self.frames.append((event, text))
+        self.last_seq = event["seq"]
+
+    def after(self, seq: int) -> list[Frame]:
+        """The frames after ``seq``, all in memory (the caller checked ``first_seq``)."""
+        start = seq - self.first_seq + 1
+        frames = self.frames
+        if start <= 0:
+            return list(frames)
+        return [frames[i] for i in range(start, len(frames))]
 
     def notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._wake(True)
+
+    def _wake(self, changed: bool) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(changed)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._wake(False)
 
     async def wait(self, timeout: float | None) -> bool:
         """Wait for the next change; False when ``timeout`` passed first."""
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            if deadline is not None and (self._timer is None or self._timer.when() > deadline):
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(deadline, self._tick)
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            if await waiter:
+                return True
+            if deadline is not None and loop.time() >= deadline:
+                return False
 
 
 class EventBus:
@@ -74,13 +119,15 @@ class EventBus:
         flush_delay: float = 0.01,
         db: DatabaseCalls | None = None,
         fanout: Fanout | None = None,
+        history: int = DEFAULT_HISTORY,
     ) -> None:
         self.channels: dict[str, Channel] = {}
         self.fanout = fanout  # every event goes to Redis too, for other processes
+        self.history = history
         self.poll_interval = poll_interval
         self.flush_delay = flush_delay
         self.db = db or DatabaseCalls()
-        self._pending: list[tuple[str, int, str, Event]] = []
+        self._pending: list[tuple[str, int, str, str]] = []
         self._progress: dict[str, dict[str, Any]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self._writing: asyncio.Future[None] | None = None  # the last batch handed to a thread
@@ -102,7 +149,7 @@ class EventBus:
     async def _write(
         self,
         before: asyncio.Future[None] | None,
-        pending: list[tuple[str, int, str, Event]],
+        pending: list[tuple[str, int, str, str]],
         progress: dict[str, dict[str, Any]],
     ) -> None:
         if before is not None:
@@ -122,9 +169,10 @@ class EventBus:
                 self._writing = None
 
     def progress(self, execution_id: str, **fields: Any) -> None:
-        """Columns of the execution to write with its next batch of events (usage so far):
-        stored no later than the events that follow this call, so a crash loses neither."""
-        self._progress[execution_id] = fields
+        """Columns of the execution to write with its next batch of events (usage so far,
+        or its terminal state): stored no later than the events that follow this call, so
+        a crash loses neither. Columns noted again replace the unwritten values."""
+        self._progress.setdefault(execution_id, {}).update(fields)
         self._schedule_flush()
 
     def drop_progress(self, execution_id: str) -> None:
@@ -138,8 +186,15 @@ class EventBus:
     def open(self, execution_id: str) -> Channel:
         channel = self.channels.get(execution_id)
         if channel is None:
-            channel = Channel(execution_id, store.last_seq(execution_id))
+            channel = Channel(execution_id, store.last_seq(execution_id), self.history)
             self.channels[execution_id] = channel
+        return channel
+
+    def begin(self, execution_id: str) -> Channel:
+        """``open`` for an execution just created, which cannot have events yet: no read."""
+        channel = self.channels.get(execution_id)
+        if channel is None:
+            channel = self.channels[execution_id] = Channel(execution_id, 0, self.history)
         return channel
 
     async def attach(self, execution_id: str) -> Channel:
@@ -151,25 +206,28 @@ class EventBus:
             last_seq = await self.db(store.last_seq, execution_id)
             channel = self.channels.get(execution_id)
             if channel is None:
-                channel = Channel(execution_id, last_seq)
+                channel = Channel(execution_id, last_seq, self.history)
                 self.channels[execution_id] = channel
         return channel
 
     def publish(self, execution_id: str, type_: str, **data: Any) -> Event:
-        """Store the event, then wake every live subscriber."""
-        channel = self.open(execution_id)
+        """Store the event, then wake every live subscriber; it is encoded once, here."""
+        channel = self.channels.get(execution_id) or self.open(execution_id)
+        seq = channel.last_seq + 1
         event: Event = {
             "type": type_,
             "execution_id": execution_id,
-            "seq": channel.last_seq + 1,
+            "seq": seq,
             "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             **data,
         }
-        self._pending.append((execution_id, event["seq"], type_, event))
-        self._schedule_flush()
+        text = encode(event)
+        self._pending.append((execution_id, seq, type_, text))
+        if self._flush_handle is None:
+            self._schedule_flush()
         if self.fanout is not None:
             self.fanout.append(event)
-        channel.events.append(event)
+        channel.append(event, text)
         channel.notify()
         return event
 
@@ -198,34 +256,67 @@ class EventBus:
 
         With ``keepalive`` set, a ``None`` is yielded after that many idle seconds.
         """
+        async for frames in self.follow(execution_id, after, keepalive):
+            if not frames:
+                yield None
+            for event, _ in frames:
+                yield event
+
+    async def follow(
+        self, execution_id: str, after: int = 0, keepalive: float | None = None
+    ) -> AsyncIterator[list[Frame]]:
+        """``subscribe`` in batches of encoded events: all those ready at once, in order
+        (an empty batch marks idle time), so a relay that fell behind can send them
+        together. Events no longer in the channel's memory are read from the database."""
         cursor = after
         idle = 0.0
         redis_failed = False
-        streaming = False  # the stream is unbroken so far: no need to read the database
+        streaming = False  # the Redis stream is unbroken so far: no need to read the database
+        held: Channel | None = None  # the channel followed last, closed or detached since
         while True:
             channel = self.channels.get(execution_id)
-            if channel is not None:
+            live = channel is not None
+            if not live and held is not None and held.last_seq > cursor:
+                channel = held  # its last events are still in memory: no database read
+            if channel is not None and cursor + 1 >= channel.first_seq:
+                held = channel
                 batch = channel.after(cursor)
-                for event in batch:
-                    cursor = event["seq"]
-                    yield event
-                    if event["type"] == "complete":
+                if batch:
+                    batch, ended = _through_complete(batch)
+                    cursor = batch[-1][0]["seq"]
+                    yield batch
+                    if ended:
                         return
-                if channel.done and cursor >= channel.last_seq:
+                    continue
+                if channel.done:
                     return
-                if not batch and not await channel.wait(keepalive):
-                    yield None
-                continue
-            # Not running in this process: read the database, then follow the run live
-            # through Redis (or poll the database) while it is unfinished.
-            rows = [] if streaming else await self.db(store.events_after, execution_id, cursor, 500)
-            for row in rows:
-                cursor = row.seq
-                yield row.data
-                if row.type == "complete":
-                    return
+                if live:
+                    if not await channel.wait(keepalive):
+                        yield []
+                    continue
+            held = None
+            if live:
+                await self.drain()  # the events it fell behind on are stored first
+            if live:
+                streaming = False
+            rows = (
+                []
+                if streaming
+                else await self.db(store.events_after, execution_id, cursor, READ_BATCH)
+            )
             if rows:
+                batch, ended = _through_complete([(row.data, encode(row.data)) for row in rows])
+                cursor = batch[-1][0]["seq"]
+                yield batch
+                if ended:
+                    return
                 idle = 0.0
+                continue
+            if live and channel is not None:  # its write failed (logged): go on with the rest
+                log.warning(
+                    "events %d-%d of %s were lost", cursor + 1, channel.first_seq - 1, execution_id
+                )
+                cursor = channel.first_seq - 1
                 continue
             if execution_id in self.channels:
                 continue
@@ -237,10 +328,11 @@ class EventBus:
                     continue
                 events, gap = followed
                 streaming = bool(events) and not gap
-                for event in events:
-                    cursor = event["seq"]
-                    yield event
-                    if event["type"] == "complete":
+                if events:
+                    batch, ended = _through_complete([(event, encode(event)) for event in events])
+                    cursor = batch[-1][0]["seq"]
+                    yield batch
+                    if ended:
                         return
                 if events or gap:
                     idle = 0.0
@@ -250,7 +342,8 @@ class EventBus:
                 idle += wait  # nothing for a while: has it ended without us?
                 if keepalive is not None and idle >= keepalive:
                     idle = 0.0
-                    yield None
+                    yield []
+            # Not running in this process, nothing new: poll the database while unfinished.
             if await self.db(store.get_status, execution_id) in store.TERMINAL:
                 if not await self.db(store.events_after, execution_id, cursor, 1):
                     return
@@ -261,4 +354,12 @@ class EventBus:
             idle += self.poll_interval
             if keepalive is not None and idle >= keepalive:
                 idle = 0.0
-                yield None
+                yield []
+
+
+def _through_complete(batch: list[Frame]) -> tuple[list[Frame], bool]:
+    """``batch`` up to its ``complete`` event, and whether it had one (the stream ends)."""
+    for index, (event, _) in enumerate(batch):
+        if event["type"] == "complete":
+            return batch[: index + 1], True
+    return batch, False

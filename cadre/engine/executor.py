@@ -191,8 +191,8 @@ class Executor:
         while True:
             await asyncio.sleep(self.config.heartbeat_seconds)
             try:
-                await self.db(store.touch_heartbeats, list(self.handles))
-                for execution_id in list(self.handles):
+                controls = await self.db(store.touch_and_read_controls, list(self.handles))
+                for execution_id in controls:  # taken one by one: a Redis poke may race
                     await self._take_control(execution_id)
                 await self._cancel_disabled()
                 for execution_id in await self.db(store.awaiting_of_disabled):
@@ -236,8 +236,11 @@ class Executor:
 
     # -- submitting and controlling ------------------------------------------------------
 
-    def submit(self, execution: Execution) -> None:
-        """Run ``execution`` here, from its last checkpoint if it has one."""
+    def submit(self, execution: Execution, *, new: bool = False) -> None:
+        """Run ``execution`` here, from its last checkpoint if it has one; ``new``: it was
+        just created, so it has no events yet (its channel opens without a read)."""
+        if new:
+            self.bus.begin(execution.id)
         self._start(execution)
 
     def _start(self, execution: Execution, paused: bool = False) -> None:
@@ -639,11 +642,10 @@ class Executor:
         """Write the terminal state (and end the session turn it held), then tell subscribers
         (status first, so none waits forever).
 
-        Every event published before is stored first: a reader that sees the terminal status
-        finds all of them (and ``close`` stores the last ones before the channel goes)."""
-        await self.bus.drain()
-        await self.db(
-            store.update_execution,
+        Every event published before is stored in the same transaction as the terminal state:
+        a reader that sees the terminal status finds all of them (and ``close`` stores the
+        last ones before the channel goes)."""
+        self.bus.progress(  # written with the pending events, in one transaction
             execution_id,
             status=status,
             stop_reason=stop_reason,
@@ -653,9 +655,13 @@ class Executor:
             control=None,
             **(usage or {}),
         )
+        await self.bus.drain()
         if session_id is not None:
             await self.db(sessions.end_turn, session_id, execution_id)
-        execution = await self.db(store.Execution.get_by_id, execution_id)
+        if usage is None:
+            execution = await self.db(store.Execution.get_by_id, execution_id)
+        else:  # the columns just written: no need to read them back
+            execution = store.Execution(**usage)
         await self.bus.attach(execution_id)
         if error is not None:
             self.bus.publish(execution_id, "error", message=error, stop_reason=stop_reason)

@@ -33,7 +33,7 @@ def launch(
     """
     execution, new = create(executor, owner_id, agent_ref, body, idempotency_key)
     if new:
-        executor.submit(execution)
+        executor.submit(execution, new=True)
     return execution
 
 
@@ -49,7 +49,7 @@ async def launch_async(
     """``launch`` with its database half sent through ``db`` (off the loop on PostgreSQL)."""
     execution, new = await db(create, executor, owner_id, agent_ref, body, idempotency_key)
     if new:
-        executor.submit(execution)  # on the event loop: it starts the run's task
+        executor.submit(execution, new=True)  # on the event loop: it starts the run's task
     return execution
 
 

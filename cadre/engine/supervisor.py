@@ -311,7 +311,7 @@ class Supervisor:
         for slot, attempt in sorted(to_start)[: max(0, granted - len(active))]:
             execution = await self.db(self._create_worker, job, slot, attempt)
             if execution is not None:
-                self.executor.submit(execution)
+                self.executor.submit(execution, new=True)
 
     async def _fail(self, job: Job, error: str) -> None:
         if await self.db(jobs.finish_job, job, "FAILED", error):

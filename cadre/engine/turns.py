@@ -121,7 +121,7 @@ async def start_turn(
         execution = await _replace_current(executor, session.id, strategy, fields)
     else:
         execution = await db(sessions.create_turn, session.id, claim=True, **fields)
-    executor.submit(execution)
+    executor.submit(execution, new=True)
     return execution
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -147,3 +148,75 @@ async def test_closing_a_channel_writes_its_pending_events_first(execution_id: s
     await bus.close(execution_id)
 
     assert [row.type for row in store.events_after(execution_id, 0, 10)] == ["token", "complete"]
+
+
+async def test_a_subscriber_behind_the_memory_reads_the_rest_from_storage_without_gaps(
+    execution_id: str,
+):
+    bus = EventBus(flush_delay=3600, history=4)  # only the last 4 events stay in memory
+    for i in range(10):
+        bus.publish(execution_id, "token", content=str(i))
+
+    subscription = bus.subscribe(execution_id, after=2)
+    first = [await anext(subscription) for _ in range(8)]  # 3..6 from storage, 7..10 memory
+    bus.publish(execution_id, "complete", status="completed")
+    rest = await collect(subscription)
+    await bus.close(execution_id)
+
+    assert len(bus.channels) == 0
+    assert [event["seq"] for event in first + rest] == list(range(3, 12))
+    assert [event["content"] for event in first] == [str(i) for i in range(2, 10)]
+
+
+async def test_a_channel_keeps_only_its_latest_events_in_memory(execution_id: str):
+    bus = EventBus(history=3)
+    for i in range(10):
+        bus.publish(execution_id, "token", content=str(i))
+
+    channel = bus.channels[execution_id]
+    assert [event["seq"] for event, _ in channel.frames] == [8, 9, 10]
+    assert channel.first_seq == 8 and channel.last_seq == 10
+    await bus.close(execution_id)
+
+
+async def test_each_event_is_encoded_once_and_stored_as_sent(execution_id: str):
+    bus = EventBus()
+    event = bus.publish(execution_id, "token", content="héllo")
+    ((_, text),) = bus.channels[execution_id].frames
+    await bus.close(execution_id)
+
+    assert json.loads(text) == event
+    assert store.events_after(execution_id, 0, 10)[0].data == event
+
+
+async def test_an_idle_subscriber_gets_keepalives_and_events_wake_it_at_once(execution_id: str):
+    bus = EventBus()
+    bus.publish(execution_id, "status", status="running")
+    subscription = bus.subscribe(execution_id, after=1, keepalive=0.05)
+
+    assert await asyncio.wait_for(anext(subscription), 5) is None  # idle: a keep-alive
+    waiting = asyncio.ensure_future(anext(subscription))
+    await asyncio.sleep(0)
+    bus.publish(execution_id, "token", content="x")
+    assert (await asyncio.wait_for(waiting, 5))["content"] == "x"
+    await bus.close(execution_id)
+
+
+async def test_waiting_subscribers_share_one_timer_per_channel(execution_id: str):
+    bus = EventBus()
+    bus.publish(execution_id, "status", status="running")
+    channel = bus.channels[execution_id]
+    waiters = [asyncio.ensure_future(channel.wait(30)) for _ in range(50)]
+    await asyncio.sleep(0)
+    timers = {id(channel._timer)}
+    for i in range(20):
+        bus.publish(execution_id, "token", content=str(i))
+        await asyncio.sleep(0)
+        waiters = [asyncio.ensure_future(channel.wait(30)) for _ in range(50)]
+        await asyncio.sleep(0)
+        timers.add(id(channel._timer))
+
+    assert len(timers) == 1  # the deadlines only moved later: the first timer stands
+    for waiter in waiters:
+        waiter.cancel()
+    await bus.close(execution_id)

@@ -226,3 +226,43 @@ class TestTerminalStates:
         stored = [row.data for row in store.events_after(execution, 0, 1000)]
         assert stored == published
         assert [e["seq"] for e in stored] == list(range(1, len(stored) + 1))
+
+
+class TestHeartbeat:
+    async def test_a_control_asked_through_the_database_is_obeyed_on_the_next_beat(
+        self, make_executor, owner, agent
+    ):
+        executor, _ = make_executor(heartbeat_seconds=0.05)
+        await executor.start()
+        quiet = start(executor, owner, agent, tokens=400, delay_ms=10)
+        asked = start(executor, owner, agent, tokens=400, delay_ms=10)
+        await until(lambda: store.get_status(asked) == "running")
+
+        store.update_execution(asked, control="cancel")  # as another worker's API call does
+        await finished(executor, asked)
+
+        assert store.get_status(asked) == "cancelled"
+        assert store.touch_and_read_controls([asked, quiet]) == {}
+        assert store.get_status(quiet) == "running"
+        await executor.cancel(quiet)
+
+    def test_the_beat_reads_only_the_controls_asked(self, owner, agent):
+        ids = [start_row(owner, agent) for _ in range(3)]
+        store.update_execution(ids[1], control="pause")
+
+        assert store.touch_and_read_controls(ids) == {ids[1]: "pause"}
+        assert store.touch_and_read_controls([]) == {}
+
+
+def start_row(owner: str, agent: str) -> str:
+    return store.create_execution(
+        owner=owner,
+        agent_id=agent,
+        agent_name="echoer",
+        task="t",
+        mode="safe",
+        inputs={},
+        config={},
+        provider="echo",
+        model="echo",
+    ).id

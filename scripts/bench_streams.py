@@ -1,0 +1,237 @@
+"""Stream benchmark: Cadre's server CPU per streamed token against a raw ASGI floor app
+(scripts/bench_apps/stream_floor_app.py), measured in the same run.
+
+    python scripts/bench_streams.py [--streams 100] [--tokens 400] [--rounds 2]
+    python scripts/bench_streams.py --many [--streams 1000] [--tokens 400] [--rate 5]
+
+Each server runs alone on one uvicorn worker (uvloop, no access log, fresh SQLite),
+pinned to CPU 0 with this client pinned to CPU 1. ``--streams`` WebSockets open at
+once on ``/api/v1/agents/bench/stream``, each sends a task asking the echo provider
+for ``--tokens`` tokens, and reads every frame to ``complete``; the server's CPU time
+over that phase (``/proc``), divided by the tokens streamed, is its CPU per token.
+Servers take turns; each one's best round is reported, and Cadre/floor.
+
+``--many`` runs Cadre alone with the tokens paced at ``--rate`` per second per stream
+(the echo provider's ``delay_ms``) and reports peak RSS, the time to the first token,
+and the token delay: a frame's arrival minus its event's ``timestamp`` (same clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from scripts.bench import (  # noqa: E402
+    SERVER_OPTIONS,
+    SERVERS,
+    auth,
+    cpu_seconds,
+    prepare_direct_login,
+    serving,
+)
+
+SERVERS["stream_floor"] = "scripts.bench_apps.stream_floor_app:create_app"
+SERVER_OPTIONS["stream_floor"] = ["--http", "httptools"]
+TASK = "benchmark the stream with a few words"
+
+
+@dataclass
+class Run:
+    tokens: int = 0
+    frames: int = 0
+    first_ms: list[float] = field(default_factory=list)
+    delay_ms: list[float] = field(default_factory=list)
+
+
+def _arrival_delay_ms(event: dict) -> float:
+    stamp = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+    return (time.time() - stamp) * 1000
+
+
+async def one_stream(url: str, tokens: int, delay_ms: int, run: Run, timed: bool) -> None:
+    """One execution over its WebSocket, read to ``complete``; counts into ``run``."""
+    async with websockets.connect(url, max_size=None, open_timeout=120) as ws:
+        body = {"task": TASK, "inputs": {"echo": {"tokens": tokens, "delay_ms": delay_ms}}}
+        started = time.perf_counter()
+        await ws.send(json.dumps(body))
+        last = 0
+        async for raw in ws:
+            event = json.loads(raw)
+            if event["type"] == "token":
+                first = event.get("first_seq", event["seq"])
+                if first != last + 1 and last:
+                    raise SystemExit(f"tokens out of order: {first} after {last}")
+                run.tokens += event["seq"] - first + 1
+                run.frames += 1
+                if last == 0:
+                    run.first_ms.append((time.perf_counter() - started) * 1000)
+                if timed:
+                    run.delay_ms.append(_arrival_delay_ms(event))
+                last = event["seq"]
+            elif event["type"] == "complete":
+                if event["status"] != "completed":
+                    raise SystemExit(f"stream ended {event['status']}: {event}")
+                return
+    raise SystemExit("stream closed without complete")
+
+
+async def streams(url: str, count: int, tokens: int, delay_ms: int, timed: bool) -> Run:
+    run = Run()
+    await asyncio.gather(*(one_stream(url, tokens, delay_ms, run, timed) for _ in range(count)))
+    if run.tokens != count * tokens:
+        raise SystemExit(f"{run.tokens} tokens arrived, {count * tokens} were sent")
+    return run
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of ``samples``."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def rss_mb(pid: int, key: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def sample_rss(pid: int, done: asyncio.Event) -> float:
+    peak = 0.0
+    while not done.is_set():
+        peak = max(peak, rss_mb(pid))
+        await asyncio.sleep(0.25)
+    return peak
+
+
+def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` into ``out`` (collapsed stacks) until it gets SIGINT."""
+    command = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "250"]
+    spy = subprocess.Popen([*command, "--output", str(out)], stdout=subprocess.DEVNULL)
+    time.sleep(1)  # attached before the streams start
+    return spy
+
+
+async def measured(name: str, args: argparse.Namespace, delay_ms: int, timed: bool) -> dict:
+    """Start ``name``, stream, and return the CPU per token (µs), RSS and latencies."""
+    options = SERVER_OPTIONS["cadre"]  # room for every stream, as `cadre serve` leaves it
+    limit = options.index("--limit-concurrency") + 1
+    options[limit] = str(max(int(options[limit]), args.streams + 100))
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / name
+        token = await asyncio.to_thread(prepare_direct_login, data_dir)
+        env = {
+            "CADRE_MAX_CONCURRENT_EXECUTIONS": str(args.streams + 16),
+            "CADRE_MAX_CONCURRENT_EXECUTIONS_PER_USER": str(args.streams + 16),
+        }
+        with serving(name, data_dir, **env) as server:
+            if name == "cadre":
+                reply = httpx.post(
+                    f"{server.base}/api/v1/agents", json={"name": "bench"}, headers=auth(token)
+                )
+                reply.raise_for_status()
+            ws_base = server.base.replace("http://", "ws://")
+            url = f"{ws_base}/api/v1/agents/bench/stream?token={token}"
+            await streams(url, min(10, args.streams), 20, 0, False)  # warm-up
+            pid = server.process.pid
+            done = asyncio.Event()
+            peak = asyncio.ensure_future(sample_rss(pid, done))
+            spy = _py_spy(pid, args.py_spy) if args.py_spy and name == "cadre" else None
+            before = cpu_seconds(pid)
+            started = time.perf_counter()
+            run = await streams(url, args.streams, args.tokens, delay_ms, timed)
+            elapsed = time.perf_counter() - started
+            cpu = cpu_seconds(pid) - before
+            done.set()
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait()
+            await asyncio.sleep(0.5)  # the last closes are logged
+            log = (data_dir.parent / f"{data_dir.name}.log").read_text()
+            if "Traceback" in log:
+                raise SystemExit(f"{name} logged errors:\n{log[-4000:]}")
+            return {
+                "cpu_us_per_token": cpu / run.tokens * 1e6,
+                "seconds": elapsed,
+                "frames_per_token": run.frames / run.tokens,
+                "peak_rss_mb": max(await peak, rss_mb(pid, "VmHWM")),
+                "first_p50_ms": percentile(run.first_ms, 0.5),
+                "first_p99_ms": percentile(run.first_ms, 0.99),
+                "delay_p50_ms": percentile(run.delay_ms, 0.5) if timed else None,
+                "delay_p99_ms": percentile(run.delay_ms, 0.99) if timed else None,
+            }
+
+
+async def compare(args: argparse.Namespace) -> None:
+    best: dict[str, dict] = {}
+    for _ in range(args.rounds):
+        for name in ("cadre", "stream_floor"):
+            result = await measured(name, args, 0, False)
+            if name not in best or result["cpu_us_per_token"] < best[name]["cpu_us_per_token"]:
+                best[name] = result
+    print(f"\nStreams: {args.streams} WebSockets at once, {args.tokens} echo tokens each")
+    print(f"{'server':>8} {'CPU µs/token':>13} {'frames/token':>13} {'first p50 ms':>13}")
+    for name, label in (("cadre", "Cadre"), ("stream_floor", "Floor")):
+        row = best[name]
+        print(
+            f"{label:>8} {row['cpu_us_per_token']:>13.1f} {row['frames_per_token']:>13.2f} "
+            f"{row['first_p50_ms']:>13.1f}"
+        )
+    ratio = best["cadre"]["cpu_us_per_token"] / best["stream_floor"]["cpu_us_per_token"]
+    print(f"Cadre/floor, CPU per token: {ratio:.2f}x")
+
+
+async def many(args: argparse.Namespace) -> None:
+    delay_ms = round(1000 / args.rate)
+    row = await measured("cadre", args, delay_ms, True)
+    print(
+        f"\nCadre: {args.streams} WebSockets at once, {args.tokens} tokens each "
+        f"at {args.rate:g}/s ({row['seconds']:.0f} s)"
+    )
+    print(f"  peak RSS:          {row['peak_rss_mb']:.0f} MB")
+    delay, first = (
+        (row["delay_p50_ms"], row["delay_p99_ms"]),
+        (row["first_p50_ms"], row["first_p99_ms"]),
+    )
+    print(f"  token delay:       p50 {delay[0]:.1f} ms, p99 {delay[1]:.1f} ms")
+    print(f"  first token:       p50 {first[0]:.0f} ms, p99 {first[1]:.0f} ms")
+    print(f"  CPU per token:     {row['cpu_us_per_token']:.1f} µs")
+    print(f"  frames per token:  {row['frames_per_token']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--streams", type=int, help="concurrent WebSockets (100; --many: 1000)")
+    parser.add_argument("--tokens", type=int, default=400, help="echo tokens per stream")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved; the best is reported")
+    parser.add_argument("--many", action="store_true", help="Cadre alone, paced tokens")
+    parser.add_argument("--rate", type=float, default=5.0, help="--many: tokens/s per stream")
+    parser.add_argument("--py-spy", type=Path, help="record Cadre's stacks into this file")
+    args = parser.parse_args()
+    args.streams = args.streams or (1000 if args.many else 100)
+    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:
+        os.sched_setaffinity(0, {1})  # the server is on CPU 0
+    asyncio.run(many(args) if args.many else compare(args))
+
+
+if __name__ == "__main__":
+    main()
