@@ -62,7 +62,7 @@ def paginate(
     order = (first.desc(), second.desc()) if descending else (first, second)
     # One row more than the page says whether another page follows.
     page = query.order_by(*order).limit(limit + 1).offset(offset)
-    rows = _fetch(page)
+    rows = fetch(page)
     more = len(rows) > limit
     rows = rows[:limit]
     last = rows[-1] if more else None
@@ -76,16 +76,25 @@ def paginate(
     return Page(rows, total, cursor)
 
 
-def _fetch(page: peewee.ModelSelect) -> list[Any]:
-    """The page's rows as models: raw and built by ``from_row`` when the query selects
-    every column of one ``BaseModel`` table, else through Peewee."""
-    model = page.model
-    if not (page._is_default and not page._joins and issubclass(model, BaseModel)):
-        return [row for row in page]  # list() would ask peewee for len(): a query apart
+def fetch(query: peewee.ModelSelect) -> list[Any]:
+    """A list's rows as models, paged or not: fetched raw and built by ``from_row`` when
+    the query selects every column of one ``BaseModel`` table, else through Peewee."""
+    raw = raw_select(query)
+    if raw is None:
+        return [row for row in query]  # list() would ask peewee for len(): a query apart
+    database = query.model._meta.database
+    return [query.model.from_row(row) for row in database.execute_sql(*raw.sql())]
+
+
+def raw_select(query: peewee.ModelSelect) -> peewee.ModelSelect | None:
+    """``query`` with its column list as text compiled once per model (the same SQL);
+    None unless it selects every column of one ``BaseModel`` table."""
+    model = query.model
+    if not (query._is_default and not query._joins and issubclass(model, BaseModel)):
+        return None
     database = model._meta.database
     dialect = type(getattr(database, "obj", database))  # the proxy's bound database
-    raw = page.select(peewee.SQL(_columns(model, dialect)))
-    return [model.from_row(row) for row in database.execute_sql(*raw.sql())]
+    return query.select(peewee.SQL(_columns(model, dialect)))
 
 
 @functools.cache
