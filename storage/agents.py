@@ -14,7 +14,7 @@ from storage import counts
 from storage.db import BaseModel, database
 from storage.fields import UTCDateTimeField
 from storage.ids import new_id, utcnow
-from storage.queries import Page, owned, paginate
+from storage.queries import Page, fetch, owned, paginate
 from storage.users import User
 
 INHERITABLE = ("provider", "model", "temperature", "instructions", "tools")
@@ -64,7 +64,7 @@ def _load_ancestors(agents: Iterable[Agent]) -> dict[str, Agent]:
     for _ in range(MAX_DEPTH):
         if not pending:
             break
-        for parent in Agent.select().where(Agent.id.in_(list(pending))):
+        for parent in fetch(Agent.select().where(Agent.id.in_(list(pending)))):
             known[parent.id] = parent
         pending = _unknown_parents(known)
     return known
