@@ -73,4 +73,3 @@ def test_a_join_or_a_partial_column_list_goes_through_peewee(filled: str):
     assert raw_select(joined) is None and raw_select(partial) is None
     assert sorted(a.name for a in fetch(joined)) == ["leaf", "root"]
     assert {a.name for a in fetch(partial)} == {"leaf", "root"}
-
