@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from cadre.auth import owner_scope
 from cadre.connexion.binding import Reply
 from cadre.pagination import next_link
@@ -14,14 +16,14 @@ from storage import agents
 
 def agent_fields(resolved: agents.Resolved) -> dict[str, Any]:
     """The row's columns, overlaid with the values it runs with and where they came from."""
-    agent = resolved.agent
+    data = resolved.agent.__data__
     return {
-        **agent.__data__,
-        "owner_id": agent.owner_id,
-        "parent_id": agent.parent_id,
+        **data,
+        "owner_id": data["owner"],
+        "parent_id": data.get("parent"),
         "parent": resolved.parent_name,
         "inherited": resolved.inherited,
-        "tags": agent.tag_list,
+        "tags": orjson.loads(data["tags"]),
         **resolved.values,
     }
 

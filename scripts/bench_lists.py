@@ -1,19 +1,22 @@
 """Lists at scale: the same list requests with a small and a large table, as ratios.
 
     python scripts/bench_lists.py [--small 1000] [--large 100000] [--requests 200]
+    python scripts/bench_lists.py --rows 1000000   # opt-in: a third, much larger size
 
-For each size, a fresh SQLite data directory gets one user owning that many agents and
-that many executions (bulk-inserted, with the per-owner counts the API keeps), then
-``cadre serve`` (one worker, pinned to CPU 0 when taskset exists) answers, one request
-at a time, ``--requests`` of each:
+For each size, a fresh SQLite data directory gets one user owning that many agents,
+executions, sessions and cost records (bulk-inserted by SQLite itself, one
+``INSERT … SELECT`` over a counter per table, with the per-owner counts the API keeps;
+the seeding time is printed), then ``cadre serve`` (one worker, pinned to CPU 0 when
+taskset exists) answers, one request at a time, ``--requests`` of each:
 
 * ``GET /api/v1/agents`` (the first page of 100, with its exact ``total``);
 * the last page of agents by ``offset``, and the same page by cursor (``after``);
-* ``GET /api/v1/executions`` (the first page, newest first).
+* ``GET /api/v1/executions`` and ``GET /api/v1/sessions`` (first pages, newest first);
+* ``GET /api/v1/costs`` (the newest 100 records and the total cost of all of them).
 
-It prints p50/p99 per request and size, and the large/small ratio of each p99 (the
-issue's goal: at most 1.5x). Nothing is asserted: on a shared machine a ratio measured
-in one run is what counts.
+It prints p50/p99 per request and size, and each larger size's p99 over the small one's
+(the issue's goal: at most 1.5x). Nothing is asserted: on a shared machine a ratio
+measured in one run is what counts.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
+import peewee
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -41,75 +46,130 @@ from scripts.bench import (  # noqa: E402
 )
 from storage import db  # noqa: E402
 from storage.agents import Agent  # noqa: E402
+from storage.costs import CostRecord  # noqa: E402
 from storage.counts import RowCount  # noqa: E402
 from storage.executions import Execution  # noqa: E402
 from storage.queries import _encode  # noqa: E402
+from storage.sessions import Session  # noqa: E402
 from storage.users import User  # noqa: E402
 
 PAGE = 100
-CHUNK = 5000
+START = datetime(2026, 1, 1, tzinfo=UTC)
+# Row i's time: START plus i seconds, in the naive-UTC text the columns hold.
+AT = "datetime('2026-01-01 00:00:00', '+' || i || ' seconds')"
+
+
+def bulk_insert(
+    database: peewee.Database, table: type[db.BaseModel], rows: int, **given: Any
+) -> None:
+    """``rows`` rows of ``table`` made by SQLite in one statement: ``given`` values are
+    SQL expressions of the row number ``i`` when ``peewee.SQL``, else fixed values; every
+    other column gets its field's default. No Python runs per row."""
+    columns, values, params = [], [], []
+    for field in table._meta.sorted_fields:
+        columns.append(f'"{field.column_name}"')
+        value = given.get(field.name, field.default() if callable(field.default) else field.default)
+        if isinstance(value, peewee.SQL):
+            values.append(value.sql)
+        else:
+            values.append("?")
+            params.append(field.db_value(value))
+    database.execute_sql(
+        f"WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {rows - 1}) "
+        f'INSERT INTO "{table._meta.table_name}" ({", ".join(columns)}) '
+        f"SELECT {', '.join(values)} FROM n",
+        params,
+    )
+
+
+def numbered(prefix: str, width: int = 26) -> peewee.SQL:
+    return peewee.SQL(f"printf('{prefix}%0{width}d', i)")
 
 
 def fill(data_dir: Path, rows: int) -> tuple[str, str]:
-    """``rows`` agents and executions for the bench user; the last page's cursor, a token."""
+    """``rows`` of each listed kind for the bench user; the last page's cursor, a token."""
     token = prepare_direct_login(data_dir)
     settings = Settings(_env_file=None, data_dir=data_dir, secret_key="x" * 64)
     database = db.open_database(settings.effective_database_url)
     owner = User.get(User.username == USERNAME).id
-    start = datetime(2026, 1, 1, tzinfo=UTC)
+    began = time.perf_counter()
+    at = peewee.SQL(AT)
     with database.atomic():
-        for first in range(0, rows, CHUNK):
-            batch = range(first, min(rows, first + CHUNK))
-            Agent.insert_many(
-                [
-                    {
-                        "id": f"agent_{i:026d}",
-                        "owner": owner,
-                        "name": f"agent-{i:07d}",
-                        "provider": "echo",
-                        "model": "echo",
-                        "created_at": start + timedelta(seconds=i),
-                        "updated_at": start + timedelta(seconds=i),
-                    }
-                    for i in batch
-                ]
-            ).execute()
-            Execution.insert_many(
-                [
-                    {
-                        "id": f"exec_{i:026d}",
-                        "owner": owner,
-                        "agent_id": "agent_0",
-                        "agent_name": "agent-0000000",
-                        "task": "bench",
-                        "mode": "safe",
-                        "inputs": {},
-                        "config": {},
-                        "provider": "echo",
-                        "model": "echo",
-                        "status": "completed",
-                        "created_at": start + timedelta(seconds=i),
-                    }
-                    for i in batch
-                ]
-            ).execute()
+        bulk_insert(
+            database,
+            Agent,
+            rows,
+            id=numbered("agent_"),
+            owner=owner,
+            name=numbered("agent-", 7),
+            provider="echo",
+            model="echo",
+            created_at=at,
+            updated_at=at,
+        )
+        common = {"owner": owner, "agent_id": "agent_0", "provider": "echo", "model": "echo"}
+        bulk_insert(
+            database,
+            Execution,
+            rows,
+            **common,
+            id=numbered("exec_"),
+            agent_name="agent-0000000",
+            task="bench",
+            mode="safe",
+            inputs={},
+            config={},
+            status="completed",
+            created_at=at,
+        )
+        bulk_insert(
+            database,
+            Session,
+            rows,
+            owner=owner,
+            id=numbered("sess_"),
+            name=numbered("session-", 7),
+            sdk_options={"allowed_tools": [], "permission_mode": "default"},
+            status="completed",
+            working_directory_path="/tmp/bench",
+            created_at=at,
+        )
+        bulk_insert(
+            database,
+            CostRecord,
+            rows,
+            **common,
+            id=numbered("cost_"),
+            agent_name="agent-0000000",
+            execution_id=numbered("exec_"),
+            prompt_tokens=10,
+            completion_tokens=20,
+            cost_usd=0.001,
+            priced=True,
+            timestamp=at,
+        )
         for kind in ("agent", "execution"):
             RowCount.insert(owner=owner, kind=kind, n=rows).execute()
-    before_last = start + timedelta(seconds=rows - PAGE - 1)
-    cursor = _encode(before_last, f"agent_{rows - PAGE - 1:026d}")
     database.execute_sql("ANALYZE")
+    print(f"  seeded 4 x {rows:,} rows in {time.perf_counter() - began:.1f} s", flush=True)
+    before_last = START + timedelta(seconds=rows - PAGE - 1)
+    cursor = _encode(before_last, f"agent_{rows - PAGE - 1:026d}")
     database.close()
     return cursor, token
 
 
-def timed(client: httpx.Client, url: str, requests: int, expect_total: int) -> tuple[float, float]:
+def timed(
+    client: httpx.Client, url: str, requests: int, expect_total: int | None
+) -> tuple[float, float]:
+    """p50 and p99 milliseconds of ``url``; each reply must be a 200 with ``total`` as expected
+    (``None``: a list with no row count, as costs')."""
     samples = []
     for _ in range(requests):
         began = time.perf_counter()
         reply = client.get(url)
         samples.append(time.perf_counter() - began)
         body = reply.json()
-        if reply.status_code != 200 or body["total"] != expect_total:
+        if reply.status_code != 200 or body.get("total", expect_total) != expect_total:
             raise SystemExit(f"{url}: {reply.status_code} {reply.text[:300]}")
     return percentile(samples, 0.5), percentile(samples, 0.99)
 
@@ -117,21 +177,25 @@ def timed(client: httpx.Client, url: str, requests: int, expect_total: int) -> t
 def measure(rows: int, requests: int) -> dict[str, tuple[float, float]]:
     with tempfile.TemporaryDirectory(prefix="cadre-bench-lists-") as tmp:
         data_dir = Path(tmp) / "data"
-        print(f"filling {rows:,} agents and executions...", flush=True)
+        print(f"filling {rows:,} rows of each kind...", flush=True)
         cursor, token = fill(data_dir, rows)
         with (
             serving("cadre", data_dir) as server,
-            httpx.Client(base_url=server.base, headers=auth(token), timeout=60) as client,
+            httpx.Client(base_url=server.base, headers=auth(token), timeout=120) as client,
         ):
             urls = {
-                "agents, first page": "/api/v1/agents",
-                "agents, last page by offset": f"/api/v1/agents?offset={rows - PAGE}",
-                "agents, last page by cursor": f"/api/v1/agents?after={cursor}",
-                "executions, first page": "/api/v1/executions",
+                "agents, first page": ("/api/v1/agents", rows),
+                "agents, last page by offset": (f"/api/v1/agents?offset={rows - PAGE}", rows),
+                "agents, last page by cursor": (f"/api/v1/agents?after={cursor}", rows),
+                "executions, first page": ("/api/v1/executions", rows),
+                "sessions, first page": (f"/api/v1/sessions?limit={PAGE}", rows),
+                "costs, newest 100 and their total": (f"/api/v1/costs?limit={PAGE}", None),
             }
-            for url in urls.values():  # warm up
-                timed(client, url, 5, rows)
-            return {name: timed(client, url, requests, rows) for name, url in urls.items()}
+            for url, total in urls.values():  # warm up
+                timed(client, url, 5, total)
+            return {
+                name: timed(client, url, requests, total) for name, (url, total) in urls.items()
+            }
 
 
 def main() -> None:
@@ -140,18 +204,25 @@ def main() -> None:
     )
     parser.add_argument("--small", type=int, default=1000)
     parser.add_argument("--large", type=int, default=100_000)
+    parser.add_argument("--rows", type=int, help="also measure this many rows (say 1000000)")
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
-    small = measure(args.small, args.requests)
-    large = measure(args.large, args.requests)
+    sizes = [args.small, args.large, *([args.rows] if args.rows else [])]
+    results = {size: measure(size, args.requests) for size in sizes}
+    small = results[args.small]
+    larger = sizes[1:]
     print(
-        f"\n| request | {args.small:,} rows p50 / p99 ms | {args.large:,} rows p50 / p99 ms "
-        "| p99 ratio |"
+        "\n| request | "
+        + " | ".join(f"{size:,} rows p50 / p99 ms" for size in sizes)
+        + " | "
+        + " | ".join(f"p99 {size:,} / {args.small:,}" for size in larger)
+        + " |"
     )
-    print("| --- | ---: | ---: | ---: |")
+    print("| --- |" + " ---: |" * (len(sizes) + len(larger)))
     for name in small:
-        (s50, s99), (l50, l99) = small[name], large[name]
-        print(f"| {name} | {s50:.2f} / {s99:.2f} | {l50:.2f} / {l99:.2f} | {l99 / s99:.2f}x |")
+        cells = [f"{results[size][name][0]:.2f} / {results[size][name][1]:.2f}" for size in sizes]
+        ratios = [f"{results[size][name][1] / small[name][1]:.2f}x" for size in larger]
+        print(f"| {name} | " + " | ".join(cells + ratios) + " |")
 
 
 if __name__ == "__main__":

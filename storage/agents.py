@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import peewee
@@ -15,7 +14,7 @@ from storage import counts
 from storage.db import BaseModel, database
 from storage.fields import UTCDateTimeField
 from storage.ids import new_id, utcnow
-from storage.queries import Page, owned, paginate
+from storage.queries import Page, fetch, owned, paginate
 from storage.users import User
 
 INHERITABLE = ("provider", "model", "temperature", "instructions", "tools")
@@ -47,19 +46,10 @@ class Agent(BaseModel):
     class Meta:
         indexes = ((("owner", "name"), True), (("owner", "created_at", "id"), False))
 
-    @property
-    def tag_list(self) -> list[str]:
-        return orjson.loads(self.tags)
 
-    def own(self, field: str) -> Any:
-        """This agent's own value of ``field`` (not inherited); None when unset."""
-        value = self.__data__.get(field)
-        return orjson.loads(value) if field == "tools" and value is not None else value
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """An agent with the values it runs with, and which of them it inherited."""
+class Resolved(NamedTuple):
+    """An agent with the values it runs with, and which of them it inherited (a tuple:
+    a page builds one per agent, and a frozen dataclass costs several times more)."""
 
     agent: Agent
     parent_name: str | None
@@ -70,14 +60,25 @@ class Resolved:
 def _load_ancestors(agents: Iterable[Agent]) -> dict[str, Agent]:
     """Every ancestor of ``agents``, one query per generation."""
     known: dict[str, Agent] = {a.id: a for a in agents}
-    pending = {a.parent_id for a in known.values() if a.parent_id and a.parent_id not in known}
+    pending = _unknown_parents(known)
     for _ in range(MAX_DEPTH):
         if not pending:
             break
-        for parent in Agent.select().where(Agent.id.in_(list(pending))):
+        for parent in fetch(Agent.select().where(Agent.id.in_(list(pending)))):
             known[parent.id] = parent
-        pending = {a.parent_id for a in known.values() if a.parent_id and a.parent_id not in known}
+        pending = _unknown_parents(known)
     return known
+
+
+def _unknown_parents(known: dict[str, Agent]) -> set[str]:
+    parents = (a.__data__.get("parent") for a in known.values())
+    return {p for p in parents if p and p not in known}
+
+
+def _own(data: dict[str, Any], field: str) -> Any:
+    """An agent's own value of ``field`` from its row's values; None when unset."""
+    value = data.get(field)
+    return orjson.loads(value) if field == "tools" and value is not None else value
 
 
 def resolve(agents: list[Agent]) -> list[Resolved]:
@@ -85,22 +86,25 @@ def resolve(agents: list[Agent]) -> list[Resolved]:
     known = _load_ancestors(agents)
     out = []
     for agent in agents:
-        chain = [agent]  # the agent, then its ancestors, nearest first
-        parent_id = agent.__data__.get("parent")
-        while parent_id and parent_id in known and len(chain) < MAX_DEPTH:
-            chain.append(known[parent_id])
-            parent_id = chain[-1].__data__.get("parent")
+        # Read from the rows' own values: a page resolves every agent, field by field.
+        data = agent.__data__
+        ancestors = []  # nearest first
+        parent_id = data.get("parent")
+        while parent_id and parent_id in known and len(ancestors) < MAX_DEPTH - 1:
+            ancestors.append(known[parent_id].__data__)
+            parent_id = ancestors[-1].get("parent")
         values: dict[str, Any] = {}
         inherited = []
         for field in INHERITABLE:
-            for depth, node in enumerate(chain):
-                value = node.own(field)
-                if value is not None:
-                    if depth:  # set by an ancestor, not a default
+            value = _own(data, field)
+            if value is None:
+                for ancestor in ancestors:
+                    value = _own(ancestor, field)
+                    if value is not None:
                         inherited.append(field)
-                    break
+                        break
             values[field] = DEFAULTS[field] if value is None else value
-        parent = chain[1].name if len(chain) > 1 else None
+        parent = ancestors[0].get("name") if ancestors else None
         out.append(Resolved(agent, parent, values, tuple(inherited)))
     return out
 
@@ -156,7 +160,6 @@ def list_agents(
         offset=offset,
         after=after,
         count=(lambda: counts.count(owner_id, "agent")) if unfiltered else None,
-        from_row=Agent.from_row,
     )
 
 

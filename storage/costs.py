@@ -10,7 +10,7 @@ import peewee
 from storage.db import BaseModel, database
 from storage.fields import UTCDateTimeField
 from storage.ids import new_id, utcnow
-from storage.queries import owned
+from storage.queries import fetch, owned
 from storage.users import User
 
 
@@ -110,7 +110,7 @@ def list_costs(
     """The newest ``limit`` records and the total cost of every matching record."""
     query = _filtered(owner_id, since, agent_ref)
     total = query.select(peewee.fn.COALESCE(peewee.fn.SUM(CostRecord.cost_usd), 0)).scalar()
-    rows = list(query.order_by(CostRecord.timestamp.desc(), CostRecord.id.desc()).limit(limit))
+    rows = fetch(query.order_by(CostRecord.timestamp.desc(), CostRecord.id.desc()).limit(limit))
     return rows, round(float(total), 10)
 
 

@@ -132,7 +132,6 @@ def list_executions(
         after=after,
         descending=True,
         count=(lambda: counts.count(owner_id, "execution")) if unfiltered else None,
-        from_row=Execution.from_row,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -13,6 +14,7 @@ from typing import Any, NamedTuple
 import peewee
 
 from cadre.errors import ValidationFailed
+from storage.db import BaseModel
 
 
 def owned(
@@ -37,7 +39,6 @@ def paginate(
     after: str | None = None,
     descending: bool = False,
     count: Callable[[], int] | None = None,
-    from_row: Callable[[tuple[Any, ...]], Any] | None = None,
 ) -> Page:
     """One page of ``query`` in ``keys`` order (a timestamp, then the unique id).
 
@@ -46,9 +47,9 @@ def paginate(
     it skips. A page that ends the list gives the total; otherwise ``count`` gives it
     when the caller keeps one (lists with no filter), else a count query.
 
-    ``from_row`` builds each row from the database's own values, skipping Peewee's
-    per-field conversion of every column (most of a long page's cost); it must convert
-    what the reply needs converted.
+    A whole-model query (``Model.select()`` with no join) is fetched raw and each row
+    built by ``BaseModel.from_row``: Peewee's per-field conversion of every column, and
+    its compiling of the same column list on every request, were most of a page's cost.
     """
     first, second = keys
     whole = query
@@ -61,10 +62,7 @@ def paginate(
     order = (first.desc(), second.desc()) if descending else (first, second)
     # One row more than the page says whether another page follows.
     page = query.order_by(*order).limit(limit + 1).offset(offset)
-    if from_row is not None:
-        rows = [from_row(row) for row in page.model._meta.database.execute_sql(*page.sql())]
-    else:  # iterated: list() asks peewee for len(), which runs the query apart
-        rows = [row for row in page]
+    rows = fetch(page)
     more = len(rows) > limit
     rows = rows[:limit]
     last = rows[-1] if more else None
@@ -76,6 +74,35 @@ def paginate(
     else:
         total = count() if count is not None else whole.order_by().count()
     return Page(rows, total, cursor)
+
+
+def fetch(query: peewee.ModelSelect) -> list[Any]:
+    """A list's rows as models, paged or not: fetched raw and built by ``from_row`` when
+    the query selects every column of one ``BaseModel`` table, else through Peewee."""
+    raw = raw_select(query)
+    if raw is None:
+        return [row for row in query]  # list() would ask peewee for len(): a query apart
+    database = query.model._meta.database
+    return [query.model.from_row(row) for row in database.execute_sql(*raw.sql())]
+
+
+def raw_select(query: peewee.ModelSelect) -> peewee.ModelSelect | None:
+    """``query`` with its column list as text compiled once per model (the same SQL);
+    None unless it selects every column of one ``BaseModel`` table."""
+    model = query.model
+    if not (query._is_default and not query._joins and issubclass(model, BaseModel)):
+        return None
+    database = model._meta.database
+    dialect = type(getattr(database, "obj", database))  # the proxy's bound database
+    return query.select(peewee.SQL(_columns(model, dialect)))
+
+
+@functools.cache
+def _columns(model: type[BaseModel], dialect: type[peewee.Database]) -> str:
+    """The model's column list, in field order, as its own ``SELECT`` compiles it (the
+    table's alias is the first one a query gives, as the page's own table gets)."""
+    sql, _ = model.select().sql()
+    return sql.removeprefix("SELECT ").partition(" FROM ")[0]
 
 
 def _encode(at: datetime | int, row_id: str) -> str:

@@ -1,0 +1,75 @@
+"""storage.queries.fetch: the raw path every list takes builds what Peewee would build."""
+
+from __future__ import annotations
+
+import peewee
+import pytest
+
+from storage import agents, costs, sessions
+from storage.agents import Agent
+from storage.costs import CostRecord
+from storage.queries import fetch, raw_select
+from storage.sessions import SessionTemplate
+from storage.users import User, create_user
+
+
+@pytest.fixture
+def owner(database: peewee.Database) -> str:
+    return create_user(email="o@example.com", username="o", password_hash="x", full_name=None).id
+
+
+@pytest.fixture
+def filled(owner: str) -> str:
+    """Rows with every kind of column a list converts: timestamps, JSON, booleans, floats."""
+    root = agents.create_agent(owner, {"name": "root", "tools": ["calculator"], "tags": ["a"]})
+    agents.create_agent(owner, {"name": "leaf", "parent": root.id, "temperature": 0.25})
+    for priced in (True, False):
+        costs.record_cost(
+            owner=owner,
+            agent_id=root.id,
+            agent_name="root",
+            execution_id="exec_1",
+            provider="echo",
+            model="echo",
+            prompt_tokens=3,
+            completion_tokens=4,
+            cost_usd=0.5,
+            priced=priced,
+        )
+    sessions.create_template(owner, name="t", sdk_options={"k": [1, None]}, is_public=True)
+    return owner
+
+
+def peewee_rows(query: peewee.ModelSelect) -> list[dict]:
+    return [row.__data__ for row in query]
+
+
+@pytest.mark.parametrize("model", [Agent, CostRecord, SessionTemplate])
+def test_raw_rows_are_the_models_peewee_builds(filled: str, model: type[peewee.Model]):
+    query = model.select().where(model.owner == filled).order_by(model.id)
+
+    rows = fetch(query)
+
+    assert [row.__data__ for row in rows] == peewee_rows(query)
+    assert all(type(row) is model for row in rows)
+
+
+def test_the_raw_select_is_the_sql_peewee_compiles_even_with_a_subquery(filled: str):
+    parents = Agent.alias()
+    query = Agent.select().where(
+        Agent.parent.in_(parents.select(parents.id).where(parents.name == "root"))
+    )
+
+    raw = raw_select(query)
+
+    assert raw is not None and raw.sql() == query.sql()
+    assert [a.name for a in fetch(query)] == ["leaf"]
+
+
+def test_a_join_or_a_partial_column_list_goes_through_peewee(filled: str):
+    joined = Agent.select().join(User).where(User.id == filled)
+    partial = Agent.select(Agent.id, Agent.name)
+
+    assert raw_select(joined) is None and raw_select(partial) is None
+    assert sorted(a.name for a in fetch(joined)) == ["leaf", "root"]
+    assert {a.name for a in fetch(partial)} == {"leaf", "root"}
