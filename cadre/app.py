@@ -8,6 +8,8 @@ CORS) on their way to Connexion.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import gc
 import json
@@ -42,6 +44,7 @@ from cadre.engine.events import EventBus
 from cadre.engine.executor import EngineConfig, Executor
 from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.registry import ProviderSettings
+from cadre.engine.queue import ExecutionQueue, install_schema
 from cadre.engine.supervisor import Supervisor, SupervisorConfig
 from cadre.middleware.body_limit import BodyLimitMiddleware
 from cadre.middleware.docs_policy import DocsPolicyMiddleware
@@ -114,7 +117,14 @@ def engine_config(settings: Settings) -> EngineConfig:
         ast_limits=settings.ast_limits,
         workspace_quota_bytes=settings.workspace_quota_bytes,
         shell_limits=settings.shell_limits,
+        shutdown_grace_seconds=settings.shutdown_grace_seconds,
     )
+
+
+def execution_queue(settings: Settings) -> ExecutionQueue | None:
+    """The Procrastinate queue on PostgreSQL; none on SQLite (runs stay in-process)."""
+    url = settings.effective_database_url
+    return None if db.is_embedded(url) else ExecutionQueue(url)
 
 
 def supervisor_config(settings: Settings) -> SupervisorConfig:
@@ -156,7 +166,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     registry = CollectorRegistry()
     calls = DatabaseCalls(settings.effective_database_url)  # off the loop on PostgreSQL
     bus = EventBus(db=calls)
-    executor = Executor(engine_config(settings), bus, calls)
+    queue = execution_queue(settings)
+    executor = Executor(engine_config(settings), bus, calls, queue)
     supervisor = Supervisor(supervisor_config(settings), executor, calls)
     limiter = None
     if settings.rate_limit_enabled:
@@ -211,7 +222,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_app: Starlette):
+        working: asyncio.Task[None] | None = None
+        if queue is not None:
+            await calls(install_schema, database)
+            await queue.open()
         await executor.start()
+        if queue is not None and settings.serve_worker:
+            working = asyncio.create_task(executor.work())
         await supervisor.start()
         # Everything built so far (the spec, validators, routes) lives as long as the process:
         # keep it out of every later garbage collection pass.
@@ -220,7 +237,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         yield
         gc.unfreeze()  # collectable again once this app is gone (tests build many)
         await supervisor.stop()
+        if working is not None:  # stop claiming; running executions get their grace time
+            working.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await working
         await executor.stop()
+        if queue is not None:
+            await queue.close()
         await services.tokens.aclose()
         if limiter is not None:
             await limiter.aclose()

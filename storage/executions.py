@@ -221,6 +221,42 @@ def adopt(execution_id: str, older_than: datetime) -> bool:
     return updated == 1
 
 
+def release_to_queue(execution_id: str) -> None:
+    """Free the lease of an execution handed to the queue (new, or approved): the worker
+    whose job claims it adopts it. One awaiting an approval is queued again."""
+    Execution.update(
+        heartbeat_at=None,
+        status=peewee.Case(
+            None, [(Execution.status.in_(list(AWAITING)), "queued")], Execution.status
+        ),
+    ).where((Execution.id == execution_id) & Execution.status.not_in(list(TERMINAL))).execute()
+
+
+def stale_unqueued(older_than: datetime) -> list[str]:
+    """Unfinished executions whose lease is free or stale and that no queued job will
+    deliver (PostgreSQL, with Procrastinate's tables): those to queue again. Paused ones
+    with a free lease wait for their resume instead."""
+    query = Execution.select(Execution.id).where(
+        Execution.status.not_in(list(TERMINAL | AWAITING))
+        & (
+            (Execution.heartbeat_at.is_null() & (Execution.status != "paused"))
+            | (Execution.heartbeat_at < older_than)
+        )
+        & ~peewee.fn.EXISTS(
+            peewee.SQL(
+                "SELECT 1 FROM procrastinate_jobs j WHERE j.queueing_lock = t1.id "
+                "AND j.status = 'todo'"
+            )
+        )
+    )
+    return [row.id for row in query]
+
+
+def free_lease(execution_id: str, **fields: Any) -> None:
+    """Give up the lease of an execution this process adopted only to change its state."""
+    Execution.update(heartbeat_at=None, **fields).where(Execution.id == execution_id).execute()
+
+
 def leave_awaiting(execution_id: str, status: str) -> bool:
     """Move an execution out of ``requires_action``; False when it was not (any more)."""
     updated = (

@@ -24,6 +24,10 @@ last checkpoint until ``approve`` submits it again, or it is cancelled.
 
 Every storage call goes through ``db`` (``cadre.db_calls``): inline on SQLite, in a
 worker thread on PostgreSQL, so a slow query or a row lock never stalls the event loop.
+
+With a ``queue`` (PostgreSQL) a submitted execution is not started here but handed to
+the queue, and this executor runs only what its worker (``work``) claims; takeover then
+goes through the queue too. ``cadre.engine.queue`` says how the two fit together.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from cadre.engine.events import EventBus
 from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.base import Message, Provider, ProviderNotConfigured
 from cadre.engine.providers.registry import ProviderSettings, get_provider
+from cadre.engine.queue import ExecutionQueue
 from cadre.engine.run import AgentRun, AwaitingApproval, Stop, session_message
 from cadre.engine.scheduler import Scheduler
 from cadre.engine.tools.base import (
@@ -80,6 +85,7 @@ class EngineConfig:
     workspace_quota_bytes: int | None = None
     shell_limits: ShellLimits = DEFAULT_SHELL_LIMITS
     heartbeat_seconds: float = 1.0
+    shutdown_grace_seconds: float = 30.0
 
 
 class RunHandle:
@@ -104,11 +110,19 @@ class RunHandle:
 
 class Executor:
     def __init__(
-        self, config: EngineConfig, bus: EventBus, db: DatabaseCalls | None = None
+        self,
+        config: EngineConfig,
+        bus: EventBus,
+        db: DatabaseCalls | None = None,
+        queue: ExecutionQueue | None = None,
     ) -> None:
         self.config = config
         self.bus = bus
         self.db = db or bus.db
+        self.queue = queue
+        self.working = False  # this process claims queued executions (``work``)
+        self._dispatching: dict[str, asyncio.Task[None]] = {}
+        self._beats = 0
         self.slots = Scheduler(config.max_concurrent, config.max_concurrent_per_user)
         self.handles: dict[str, RunHandle] = {}
         self.providers: dict[str, Provider] = {}
@@ -121,8 +135,44 @@ class Executor:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.recover()
+        if self.queue is None:
+            await self.recover()
         self._heartbeat = asyncio.create_task(self._beat())
+
+    async def work(self, concurrency: int | None = None, name: str | None = None) -> None:
+        """Claim queued executions and run them here until cancelled; then stop claiming,
+        let the runs end within ``shutdown_grace_seconds``, and hand the rest back."""
+        assert self.queue is not None
+        self.working = True
+        try:
+            await self.recover()
+            await self.queue.work(
+                self.run_claimed,
+                concurrency=concurrency or self.config.max_concurrent,
+                grace_seconds=self.config.shutdown_grace_seconds,
+                name=name,
+            )
+        finally:
+            self.working = False
+
+    async def run_claimed(self, execution_id: str) -> None:
+        """A queue job: adopt the execution (unless another worker holds it, or it is
+        over) and run it here until it leaves this worker."""
+        cutoff = utcnow() - self._stale_after()
+        if execution_id in self.handles or not await self.db(store.adopt, execution_id, cutoff):
+            return
+        execution = await self.db(store.Execution.get_by_id, execution_id)
+        await self.db(self._bill_unbilled, execution)
+        if execution.started_at is not None:
+            log.info("resuming %s from its last checkpoint", execution_id)
+        self._start(execution, paused=execution.status == "paused")
+        handle = self.handles[execution_id]
+        assert handle.task is not None
+        try:
+            await asyncio.shield(handle.task)
+        except asyncio.CancelledError:  # aborted: this worker stops after its grace time
+            await self._interrupt(handle, "shutdown", wait=5.0)
+            raise
 
     async def stop(self) -> None:
         """Shutting down: unfinished runs stop where they are, resumable. Each keeps its
@@ -131,6 +181,8 @@ class Executor:
         one running now, takes it over at once and continues it from that checkpoint."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        if self._dispatching:
+            await asyncio.wait(list(self._dispatching.values()))
         for handle in list(self.handles.values()):
             await self._interrupt(handle, "shutdown", wait=5.0)
         for provider in self.providers.values():
@@ -144,10 +196,18 @@ class Executor:
         The provider call a crash cut short is billed, then the run continues from its
         last checkpoint; a paused run is adopted paused. Runs awaiting an approval are
         held by no worker and left alone.
+
+        With a queue, they are queued again instead (by a worker only), for whichever
+        worker claims them first (``run_claimed`` bills and resumes them).
         """
-        stale_after = timedelta(seconds=max(5.0, self.config.heartbeat_seconds * 5))
-        cutoff = utcnow() - stale_after
+        cutoff = utcnow() - self._stale_after()
         recovered = 0
+        if self.queue is not None:
+            if not self.working:
+                return 0
+            for execution_id in await self.db(store.stale_unqueued, cutoff):
+                recovered += await self.queue.enqueue(execution_id)
+            return recovered
         for execution in await self.db(store.stale_unfinished, cutoff):
             if execution.id in self.handles or not await self.db(store.adopt, execution.id, cutoff):
                 continue  # ours, or another worker was quicker
@@ -156,6 +216,9 @@ class Executor:
             self._start(execution, paused=execution.status == "paused")
             recovered += 1
         return recovered
+
+    def _stale_after(self) -> timedelta:
+        return timedelta(seconds=max(5.0, self.config.heartbeat_seconds * 5))
 
     def _bill_unbilled(self, execution: Execution) -> None:
         """Bill the call a crash cut short: its usage, stored with its events as it streamed,
@@ -193,6 +256,9 @@ class Executor:
                     if await self.db(store.leave_awaiting, execution_id, "cancelled"):
                         await self._finish_awaiting(execution_id)
                 await self.recover()
+                self._beats += 1
+                if self.queue is not None and self.working and self._beats % 10 == 0:
+                    await self.queue.clear_stalled()
                 self._turns_changed()  # turns of other workers may have ended
             except Exception:  # the heartbeat must outlive a database hiccup
                 log.exception("executor heartbeat failed")
@@ -211,8 +277,22 @@ class Executor:
     # -- submitting and controlling ------------------------------------------------------
 
     def submit(self, execution: Execution) -> None:
-        """Run ``execution`` here, from its last checkpoint if it has one."""
-        self._start(execution)
+        """Run ``execution`` here, from its last checkpoint if it has one; with a queue,
+        queue it for whichever worker claims it first."""
+        if self.queue is None:
+            self._start(execution)
+            return
+        task = asyncio.create_task(self._dispatch(execution.id))
+        self._dispatching[execution.id] = task
+        task.add_done_callback(lambda _: self._dispatching.pop(execution.id, None))
+
+    async def _dispatch(self, execution_id: str) -> None:
+        assert self.queue is not None
+        await self.db(store.release_to_queue, execution_id)
+        try:
+            await self.queue.enqueue(execution_id)
+        except Exception:  # the lease is free: a worker's beat queues it again
+            log.exception("queueing %s failed", execution_id)
 
     def _start(self, execution: Execution, paused: bool = False) -> None:
         handle = RunHandle(execution.id, execution.owner_id)
@@ -280,6 +360,9 @@ class Executor:
 
     async def control(self, execution_id: str, action: str) -> None:
         """Apply ``cancel``/``pause``/``resume``; 409 for a transition the state forbids."""
+        dispatching = self._dispatching.get(execution_id)
+        if dispatching is not None:
+            await asyncio.wait({dispatching})
         status = await self.db(store.get_status, execution_id)
         allowed = {
             "cancel": {"queued", "running", "paused", *store.AWAITING},
@@ -299,6 +382,12 @@ class Executor:
                 return
             status = await self.db(store.get_status, execution_id)  # approved meanwhile
             handle = self.handles.get(execution_id)
+        if (
+            handle is None
+            and self.queue is not None
+            and await self._control_unheld(execution_id, action)
+        ):
+            return
         if handle is None:  # another worker runs it: leave word, it reads it within a beat
             await self.db(store.update_execution, execution_id, control=action)
             await self._await_status(
@@ -318,6 +407,36 @@ class Executor:
                 handle.has_slot = True
             await self._set_status(handle, "running" if handle.has_slot else "queued")
             handle.running.set()
+
+    async def _control_unheld(self, execution_id: str, action: str) -> bool:
+        """Queued: control an execution no worker holds (waiting for a worker, paused
+        after a shutdown, or its worker dead) here; False when a worker holds it."""
+        if not await self.db(store.adopt, execution_id, utcnow() - self._stale_after()):
+            return False
+        execution = await self.db(store.Execution.get_by_id, execution_id)
+        if action == "cancel":
+            await self.db(self._bill_unbilled, execution)
+            await self._finish(
+                execution_id,
+                status="cancelled",
+                stop_reason="cancelled",
+                error=None,
+                result=execution.result,
+                usage=None,
+                session_id=execution.session_id,
+            )
+            if execution.session_id is not None:
+                self._turns_changed()
+            return True
+        status = "paused" if action == "pause" else "queued"
+        await self.db(store.free_lease, execution_id, status=status, control=None)
+        await self.bus.attach(execution_id)
+        self.bus.publish(execution_id, "status", status=status)
+        await self.bus.detach(execution_id)
+        if action == "resume":
+            assert self.queue is not None
+            await self.queue.enqueue(execution_id)
+        return True
 
     async def _finish_awaiting(self, execution_id: str) -> None:
         execution = await self.db(store.Execution.get_by_id, execution_id)
