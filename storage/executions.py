@@ -157,7 +157,7 @@ def append_events(
     with database.atomic():
         if rows:
             ExecutionEvent.insert_many(rows, fields=fields).execute()
-        for execution_id, values in (progress or {}).items():
+        for execution_id, values in sorted((progress or {}).items()):  # in id order
             Execution.update(**values).where(Execution.id == execution_id).execute()
 
 
@@ -184,8 +184,14 @@ def last_seq(execution_id: str) -> int:
 
 
 def touch_heartbeats(execution_ids: list[str]) -> None:
-    if execution_ids:
-        Execution.update(heartbeat_at=utcnow()).where(Execution.id.in_(execution_ids)).execute()
+    """Refresh the leases of a worker's runs. On PostgreSQL the rows are locked in id order
+    first, the order ``append_events`` updates them in: the two never deadlock."""
+    if not execution_ids:
+        return
+    rows = Execution.select(Execution.id).where(Execution.id.in_(execution_ids))
+    if isinstance(database.obj, peewee.PostgresqlDatabase):
+        rows = rows.order_by(Execution.id).for_update("FOR NO KEY UPDATE")
+    Execution.update(heartbeat_at=utcnow()).where(Execution.id.in_(rows)).execute()
 
 
 def stale_unfinished(older_than: datetime) -> list[Execution]:

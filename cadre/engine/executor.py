@@ -728,26 +728,26 @@ class Executor:
         usage: dict[str, Any] | None,
         session_id: str | None = None,
     ) -> None:
-        """Write the terminal state (and end the session turn it held), then tell subscribers
-        (status first, so none waits forever).
+        """End the session turn it held, then store the terminal state and the last events
+        in one transaction: whoever reads the state finds the ``complete`` event too (and a
+        crash in between leaves neither, for the run to be taken over and finished).
 
-        Every event published before is stored first: a reader that sees the terminal status
-        finds all of them (and ``close`` stores the last ones before the channel goes)."""
+        Every event published before is stored first."""
         await self.bus.drain()
-        await self.db(
-            store.update_execution,
-            execution_id,
-            status=status,
-            stop_reason=stop_reason,
-            error=error,
-            result=result,
-            completed_at=utcnow(),
-            control=None,
-            **(usage or {}),
-        )
         if session_id is not None:
             await self.db(sessions.end_turn, session_id, execution_id)
+        fields: dict[str, Any] = {
+            "status": status,
+            "stop_reason": stop_reason,
+            "error": error,
+            "result": result,
+            "completed_at": utcnow(),
+            "control": None,
+            **(usage or {}),
+        }
         execution = await self.db(store.Execution.get_by_id, execution_id)
+        for name, value in fields.items():  # as stored below: the cost and usage reported
+            setattr(execution, name, value)
         await self.bus.attach(execution_id)
         if error is not None:
             self.bus.publish(execution_id, "error", message=error, stop_reason=stop_reason)
@@ -760,6 +760,7 @@ class Executor:
             cost=execution.cost_usd,
             usage=execution.usage,
         )
+        self.bus.progress(execution_id, **fields)  # written with those events
         await self.bus.close(execution_id)
 
 
