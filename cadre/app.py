@@ -42,6 +42,7 @@ from cadre.connexion import (
 from cadre.db_calls import DatabaseCalls
 from cadre.engine.events import EventBus
 from cadre.engine.executor import EngineConfig, Executor
+from cadre.engine.load import LoadMetrics
 from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.registry import ProviderSettings
 from cadre.engine.queue import ExecutionQueue, install_schema
@@ -185,6 +186,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         metrics=registry,
         db=calls,
         supervisor=supervisor,
+        load_metrics=LoadMetrics(registry),
         rate_limiter=limiter,  # the WebSocket channels count in the same buckets
     )
 

@@ -8,19 +8,23 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from cadre import __version__
 from cadre.connexion.binding import Reply
+from cadre.db_calls import DatabaseCalls
+from cadre.engine import load
+from cadre.engine.executor import Executor
 from models_gen.api import Health
 from storage.db import ping
 
 METRICS_CONTENT_TYPE = "text/plain"  # the 0.0.4 exposition format, which scrapers assume
 
 
-def get_health() -> Reply:
-    database = "healthy" if ping() else "unhealthy"
+async def get_health(executor: Executor, db: DatabaseCalls) -> Reply:
+    database = "healthy" if await db(ping) else "unhealthy"
     health = Health(
         status=database,
         version=__version__,
         timestamp=datetime.now(UTC),
         services={"database": database},
+        workers=await load.workers(executor),
     )
     return health, 200 if database == "healthy" else 503
 
@@ -28,5 +32,8 @@ def get_health() -> Reply:
 get_api_health = get_health  # /api/v1/health: the same handler
 
 
-async def get_metrics(metrics: CollectorRegistry) -> tuple[bytes, int, dict[str, str]]:
+async def get_metrics(
+    metrics: CollectorRegistry, load_metrics: load.LoadMetrics, executor: Executor
+) -> tuple[bytes, int, dict[str, str]]:
+    await load_metrics.refresh(executor)
     return generate_latest(metrics), 200, {"Content-Type": METRICS_CONTENT_TYPE}

@@ -205,6 +205,10 @@ def stale_unfinished(older_than: datetime) -> list[Execution]:
     )
 
 
+def count_with_status(status: str) -> int:
+    return Execution.select().where(Execution.status == status).count()
+
+
 def requested_control(execution_id: str) -> str | None:
     return Execution.select(Execution.control).where(Execution.id == execution_id).scalar()
 

@@ -143,9 +143,8 @@ class Executor:
         """Claim queued executions and run them here until cancelled; then stop claiming,
         let the runs end within ``shutdown_grace_seconds``, and hand the rest back."""
         assert self.queue is not None
-        self.working = True
+        self.working = True  # from now on each beat queues stale runs again (``recover``)
         try:
-            await self.recover()
             await self.queue.work(
                 self.run_claimed,
                 concurrency=concurrency or self.config.max_concurrent,
