@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import peewee
+import psycopg
 import pytest
 
 from cadre.cli import main
@@ -75,13 +75,11 @@ def _events(server: Server, headers: dict[str, str], run_id: str) -> list[dict]:
 
 
 def _heartbeat(run_id: str) -> object:
-    database = peewee.PostgresqlDatabase(None)
-    database.init(TEST_DATABASE_URL.split("/")[-1], dsn=TEST_DATABASE_URL)
-    with database:
-        row = database.execute_sql(
+    with psycopg.connect(TEST_DATABASE_URL or "") as connection:
+        row = connection.execute(
             "SELECT heartbeat_at FROM execution WHERE id = %s", (run_id,)
         ).fetchone()
-    return row[0]
+    return row[0] if row else None
 
 
 def test_migrate_installs_the_queue_schema_once(monkeypatch, tmp_path, capsys):
@@ -160,3 +158,29 @@ def test_sigterm_hands_running_executions_back_and_another_worker_finishes_them(
     costs = httpx.get(f"{api.url}/api/v1/costs?limit=100", headers=headers).json()["costs"]
     records = [r for r in costs if r["execution_id"] == run_id]
     assert state["usage"]["completion_tokens"] == sum(r["completion_tokens"] for r in records)
+
+
+def test_the_per_user_cap_holds_across_workers(api, tmp_path):
+    headers = _headers(api)
+    env = {**_env(), "CADRE_MAX_CONCURRENT_EXECUTIONS_PER_USER": "2"}
+    ids = [_execute(api, headers, {"echo": {"tokens": 30, "delay_ms": 40}}) for _ in range(6)]
+    most = 0
+    with (
+        live_worker(tmp_path / "data", **env),
+        live_worker(tmp_path / "data", **env),
+        psycopg.connect(TEST_DATABASE_URL or "", autocommit=True) as connection,
+    ):
+        deadline = time.monotonic() + 60
+        while True:
+            statuses = [
+                row[0]
+                for row in connection.execute(
+                    "SELECT status FROM execution WHERE id = ANY(%s)", (ids,)
+                ).fetchall()
+            ]
+            most = max(most, statuses.count("running"))
+            if statuses == ["completed"] * len(ids):
+                break
+            assert time.monotonic() < deadline, statuses
+            time.sleep(0.02)
+    assert most == 2  # never more than the cap, and the cap was used

@@ -60,6 +60,7 @@ from cadre.engine.tools.base import (
     WorkspaceQuotaExceeded,
 )
 from cadre.engine.tools.workspace import sandbox_copy, user_workspace
+from cadre.engine.user_slots import UserSlots
 from cadre.errors import Conflict
 from storage import checkpoints, costs, sessions, users
 from storage import executions as store
@@ -100,6 +101,7 @@ class RunHandle:
         self.running.set()
         self.started = False
         self.has_slot = False
+        self.user_slot: int | None = None  # across workers (``UserSlots``), with a queue
         self.waiting = False  # in the scheduler's line
         self.status = "queued"  # as last written by this worker
         self.queued_written = False  # the "queued" status of this start is stored
@@ -122,6 +124,8 @@ class Executor:
         self.queue = queue
         self.working = False  # this process claims queued executions (``work``)
         self._dispatching: dict[str, asyncio.Task[None]] = {}
+        self.user_slots: UserSlots | None = None  # while working
+        self._giving_back: set[asyncio.Task[None]] = set()
         self._beats = 0
         self.slots = Scheduler(config.max_concurrent, config.max_concurrent_per_user)
         self.handles: dict[str, RunHandle] = {}
@@ -144,6 +148,7 @@ class Executor:
         let the runs end within ``shutdown_grace_seconds``, and hand the rest back."""
         assert self.queue is not None
         self.working = True  # from now on each beat queues stale runs again (``recover``)
+        self.user_slots = UserSlots(self.queue.conninfo, self.config.max_concurrent_per_user)
         try:
             await self.queue.work(
                 self.run_claimed,
@@ -153,6 +158,10 @@ class Executor:
             )
         finally:
             self.working = False
+            slots, self.user_slots = self.user_slots, None
+            if self._giving_back:
+                await asyncio.wait(list(self._giving_back))
+            await slots.close()
 
     async def run_claimed(self, execution_id: str) -> None:
         """A queue job: adopt the execution (unless another worker holds it, or it is
@@ -402,7 +411,12 @@ class Executor:
         else:
             # Back in line: straight to running only if a slot is free for this user now
             # (no waiter that could take it is ever left waiting, so this jumps nobody).
-            if handle.started and not handle.waiting and self.slots.try_acquire(handle.owner):
+            if (
+                handle.started
+                and not handle.waiting
+                and self.user_slots is None  # else it waits its turn for a user slot too
+                and self.slots.try_acquire(handle.owner)
+            ):
                 handle.has_slot = True
             await self._set_status(handle, "running" if handle.has_slot else "queued")
             handle.running.set()
@@ -469,6 +483,11 @@ class Executor:
         if handle.has_slot:
             handle.has_slot = False
             self.slots.release(handle.owner)
+        if handle.user_slot is not None and self.user_slots is not None:
+            task = asyncio.create_task(self.user_slots.give_back(handle.owner, handle.user_slot))
+            self._giving_back.add(task)
+            task.add_done_callback(self._giving_back.discard)
+            handle.user_slot = None
 
     async def _interrupt(self, handle: RunHandle, reason: str, wait: float) -> None:
         handle.stop_reason = reason
@@ -535,6 +554,8 @@ class Executor:
                 continue
             handle.waiting = True
             try:
+                if self.user_slots is not None and handle.user_slot is None:
+                    handle.user_slot = await self.user_slots.take(handle.owner)
                 await self.slots.acquire(handle.owner)
             finally:
                 handle.waiting = False

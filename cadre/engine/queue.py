@@ -78,9 +78,10 @@ class ExecutionQueue:
     """The Procrastinate app of one process: enqueue, run a worker, count workers and jobs."""
 
     def __init__(self, database_url: str) -> None:
+        self.conninfo = conninfo(database_url)
         self.app = procrastinate.App(
             connector=procrastinate.PsycopgConnector(
-                conninfo=conninfo(database_url), min_size=1, max_size=POOL_SIZE
+                conninfo=self.conninfo, min_size=1, max_size=POOL_SIZE
             )
         )
         self._runner: Callable[[str], Awaitable[None]] | None = None
