@@ -57,7 +57,8 @@ def run(url: str, workers: int, args: argparse.Namespace) -> float:
     env = {
         "CADRE_DATABASE_URL": url,
         "CADRE_RATE_LIMIT_ENABLED": "false",
-        "CADRE_MAX_CONCURRENT_EXECUTIONS_PER_USER": str(args.concurrency),
+        # one user submits everything: their cap (across workers) must not be the limit
+        "CADRE_MAX_CONCURRENT_EXECUTIONS_PER_USER": str(2 * args.concurrency),
     }
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         data = Path(tmp) / "data"
@@ -75,9 +76,15 @@ def run(url: str, workers: int, args: argparse.Namespace) -> float:
         body["inputs"]["echo"]["delay_ms"] = args.delay_ms
         started = time.perf_counter()
         asyncio.run(submit(api.url, headers, args.executions, body))
+        submitted = time.perf_counter() - started
         while finished(url) < args.executions:
             time.sleep(0.05)
-        return args.executions / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        print(
+            f"  {workers} worker(s): all submitted after {submitted:.1f} s, "
+            f"done after {elapsed:.1f} s"
+        )
+        return args.executions / elapsed
 
 
 def main() -> int:
