@@ -167,6 +167,30 @@ class EventBus:
         channel.notify()
         return event
 
+    async def store_final(
+        self, execution_id: str, events: list[tuple[str, dict[str, Any]]], fields: dict[str, Any]
+    ) -> None:
+        """Store an execution's last events and its final columns (``fields``) in one
+        transaction, after everything published before; live subscribers see them at
+        ``close``. So whoever reads the end finds the ``complete`` event, whoever gets
+        ``complete`` finds the end stored, and a crash in between leaves neither."""
+        channel = await self.attach(execution_id)
+        await self.drain()
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        built: list[Event] = [
+            {
+                "type": type_,
+                "execution_id": execution_id,
+                "seq": channel.last_seq + number,
+                "timestamp": now,
+                **data,
+            }
+            for number, (type_, data) in enumerate(events, start=1)
+        ]
+        rows = [(execution_id, event["seq"], event["type"], event) for event in built]
+        await self.db(store.append_events, rows, {execution_id: fields})
+        channel.events.extend(built)
+
     async def close(self, execution_id: str) -> None:
         """The execution is over: its events are stored, then live subscribers drain and
         stop; new ones read the database."""

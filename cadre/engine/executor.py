@@ -748,14 +748,10 @@ class Executor:
         usage: dict[str, Any] | None,
         session_id: str | None = None,
     ) -> None:
-        """End the session turn it held, then store the terminal state and the last events
-        in one transaction: whoever reads the state finds the ``complete`` event too (and a
-        crash in between leaves neither, for the run to be taken over and finished).
-
-        Every event published before is stored first."""
-        await self.bus.drain()
-        if session_id is not None:
-            await self.db(sessions.end_turn, session_id, execution_id)
+        """Store the terminal state with the last events (``EventBus.store_final``), end the
+        session turn it held, then tell live subscribers. Every event published before is
+        stored first."""
+        await self.bus.drain()  # the usage it streamed is stored: read below
         fields: dict[str, Any] = {
             "status": status,
             "stop_reason": stop_reason,
@@ -768,19 +764,19 @@ class Executor:
         execution = await self.db(store.Execution.get_by_id, execution_id)
         for name, value in fields.items():  # as stored below: the cost and usage reported
             setattr(execution, name, value)
-        await self.bus.attach(execution_id)
+        events: list[tuple[str, dict[str, Any]]] = []
         if error is not None:
-            self.bus.publish(execution_id, "error", message=error, stop_reason=stop_reason)
-        self.bus.publish(
-            execution_id,
-            "complete",
-            status=status,
-            stop_reason=stop_reason,
-            result=result,
-            cost=execution.cost_usd,
-            usage=execution.usage,
-        )
-        self.bus.progress(execution_id, **fields)  # written with those events
+            events.append(("error", {"message": error, "stop_reason": stop_reason}))
+        complete = {
+            "status": status,
+            "stop_reason": stop_reason,
+            "result": result,
+            "cost": execution.cost_usd,
+            "usage": execution.usage,
+        }
+        await self.bus.store_final(execution_id, [*events, ("complete", complete)], fields)
+        if session_id is not None:
+            await self.db(sessions.end_turn, session_id, execution_id)
         await self.bus.close(execution_id)
 
 
