@@ -26,7 +26,18 @@ down (it clears its leases at once) all end with the execution queued again, cla
 a live worker and resumed from its last checkpoint. The call a crash cut short is billed
 once by the adopter (``Executor._bill_unbilled``); costs and checkpoints are written in
 one transaction, so nothing is billed twice. Paused executions whose lease is free wait
-without a job until resumed.
+without a job until resumed. The end of a run (terminal status) is stored in one
+transaction with its ``complete`` event, so a run is never completed twice either.
+
+Concurrency: a worker claims at most ``CADRE_MAX_CONCURRENT_EXECUTIONS`` jobs at once (a
+paused run keeps its job); one user's running executions are capped across all workers
+by ``cadre.engine.user_slots``.
+
+Not covered: the lease has no owner column (no fencing token). A worker that is alive
+but cannot write its heartbeats for five seconds (a stalled event loop, a partitioned
+database connection) can see its run adopted by another while it still runs it: both
+then call the provider for the same step. An owner written by ``adopt`` and checked by
+each heartbeat (the holder stopping its run when the check fails) would fence that.
 """
 
 from __future__ import annotations
