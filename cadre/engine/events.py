@@ -30,6 +30,7 @@ class Channel:
         self.base = last_seq  # events[i] has seq base + i + 1
         self.events: list[Event] = []
         self.done = False
+        self.held: int | None = None  # events from this index on are not shown yet
         self._changed = asyncio.Event()
 
     @property
@@ -37,7 +38,8 @@ class Channel:
         return self.base + len(self.events)
 
     def after(self, seq: int) -> list[Event]:
-        return self.events[max(0, seq - self.base) :]
+        end = len(self.events) if self.held is None else self.held
+        return self.events[max(0, seq - self.base) : end]
 
     def notify(self) -> None:
         self._changed.set()
@@ -167,29 +169,12 @@ class EventBus:
         channel.notify()
         return event
 
-    async def store_final(
-        self, execution_id: str, events: list[tuple[str, dict[str, Any]]], fields: dict[str, Any]
-    ) -> None:
-        """Store an execution's last events and its final columns (``fields``) in one
-        transaction, after everything published before; live subscribers see them at
-        ``close``. So whoever reads the end finds the ``complete`` event, whoever gets
-        ``complete`` finds the end stored, and a crash in between leaves neither."""
-        channel = await self.attach(execution_id)
-        await self.drain()
-        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        built: list[Event] = [
-            {
-                "type": type_,
-                "execution_id": execution_id,
-                "seq": channel.last_seq + number,
-                "timestamp": now,
-                **data,
-            }
-            for number, (type_, data) in enumerate(events, start=1)
-        ]
-        rows = [(execution_id, event["seq"], event["type"], event) for event in built]
-        await self.db(store.append_events, rows, {execution_id: fields})
-        channel.events.extend(built)
+    def hold(self, execution_id: str) -> None:
+        """Keep the events published from now on from live subscribers until ``close``
+        (after they are stored): an execution's last events, so that whoever gets
+        ``complete`` finds the end it announces stored. Call after ``attach``."""
+        channel = self.open(execution_id)
+        channel.held = len(channel.events)
 
     async def close(self, execution_id: str) -> None:
         """The execution is over: its events are stored, then live subscribers drain and
@@ -197,6 +182,7 @@ class EventBus:
         await self.drain()
         channel = self.channels.pop(execution_id, None)
         if channel is not None:
+            channel.held = None
             channel.done = True
             channel.notify()
 
@@ -207,6 +193,7 @@ class EventBus:
         await self.drain()
         channel = self.channels.pop(execution_id, None)
         if channel is not None:
+            channel.held = None
             channel.notify()
 
     async def subscribe(

@@ -748,9 +748,12 @@ class Executor:
         usage: dict[str, Any] | None,
         session_id: str | None = None,
     ) -> None:
-        """Store the terminal state with the last events (``EventBus.store_final``), end the
-        session turn it held, then tell live subscribers. Every event published before is
-        stored first."""
+        """Store the terminal state in one transaction with the last events, end the
+        session turn it held, then show those events to live subscribers: whoever reads
+        the end finds ``complete``, whoever gets ``complete`` finds the end stored, and a
+        crash in between leaves neither (the run is then taken over and finished).
+
+        Every event published before is stored first."""
         await self.bus.drain()  # the usage it streamed is stored: read below
         fields: dict[str, Any] = {
             "status": status,
@@ -764,17 +767,21 @@ class Executor:
         execution = await self.db(store.Execution.get_by_id, execution_id)
         for name, value in fields.items():  # as stored below: the cost and usage reported
             setattr(execution, name, value)
-        events: list[tuple[str, dict[str, Any]]] = []
+        await self.bus.attach(execution_id)
+        self.bus.hold(execution_id)
         if error is not None:
-            events.append(("error", {"message": error, "stop_reason": stop_reason}))
-        complete = {
-            "status": status,
-            "stop_reason": stop_reason,
-            "result": result,
-            "cost": execution.cost_usd,
-            "usage": execution.usage,
-        }
-        await self.bus.store_final(execution_id, [*events, ("complete", complete)], fields)
+            self.bus.publish(execution_id, "error", message=error, stop_reason=stop_reason)
+        self.bus.publish(
+            execution_id,
+            "complete",
+            status=status,
+            stop_reason=stop_reason,
+            result=result,
+            cost=execution.cost_usd,
+            usage=execution.usage,
+        )
+        self.bus.progress(execution_id, **fields)  # written with those events
+        await self.bus.drain()
         if session_id is not None:
             await self.db(sessions.end_turn, session_id, execution_id)
         await self.bus.close(execution_id)
