@@ -124,6 +124,7 @@ class Executor:
         self.queue = queue
         self.working = False  # this process claims queued executions (``work``)
         self._dispatching: dict[str, asyncio.Task[None]] = {}
+        self._dispatch_order = asyncio.Lock()
         self.user_slots: UserSlots | None = None  # while working
         self._giving_back: set[asyncio.Task[None]] = set()
         self._beats = 0
@@ -296,11 +297,12 @@ class Executor:
 
     async def _dispatch(self, execution_id: str) -> None:
         assert self.queue is not None
-        await self.db(store.release_to_queue, execution_id)
-        try:
-            await self.queue.enqueue(execution_id)
-        except Exception:  # the lease is free: a worker's beat queues it again
-            log.exception("queueing %s failed", execution_id)
+        async with self._dispatch_order:  # queued in the order submitted (FIFO claims)
+            await self.db(store.release_to_queue, execution_id)
+            try:
+                await self.queue.enqueue(execution_id)
+            except Exception:  # the lease is free: a worker's beat queues it again
+                log.exception("queueing %s failed", execution_id)
 
     def _start(self, execution: Execution, paused: bool = False) -> None:
         handle = RunHandle(execution.id, execution.owner_id)
@@ -411,12 +413,7 @@ class Executor:
         else:
             # Back in line: straight to running only if a slot is free for this user now
             # (no waiter that could take it is ever left waiting, so this jumps nobody).
-            if (
-                handle.started
-                and not handle.waiting
-                and self.user_slots is None  # else it waits its turn for a user slot too
-                and self.slots.try_acquire(handle.owner)
-            ):
+            if handle.started and not handle.waiting and await self._try_slots(handle):
                 handle.has_slot = True
             await self._set_status(handle, "running" if handle.has_slot else "queued")
             handle.running.set()
@@ -478,6 +475,18 @@ class Executor:
         await self.db(store.update_execution, handle.execution_id, status=status, **fields)
         await self.bus.attach(handle.execution_id)
         self.bus.publish(handle.execution_id, "status", status=status)
+
+    async def _try_slots(self, handle: RunHandle) -> bool:
+        """Take a slot at once if one is free: this worker's, and with a queue one of the
+        user's slots across workers too; False (holding neither) otherwise."""
+        if self.user_slots is not None and handle.user_slot is None:
+            handle.user_slot = await self.user_slots.try_take(handle.owner)
+            if handle.user_slot is None:
+                return False
+        if self.slots.try_acquire(handle.owner):
+            return True
+        self._release(handle)  # gives the user's slot back
+        return False
 
     def _release(self, handle: RunHandle) -> None:
         if handle.has_slot:

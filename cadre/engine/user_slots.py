@@ -43,17 +43,21 @@ class UserSlots:
     async def take(self, owner: str) -> int:
         """Wait for a free slot of ``owner`` and hold it; returns its number."""
         while True:
-            attempt = asyncio.ensure_future(self._try(owner))
-            try:
-                slot = await asyncio.shield(attempt)
-            except asyncio.CancelledError:
-                slot = await attempt  # it may have taken one: give it back
-                if slot is not None:
-                    await self.give_back(owner, slot)
-                raise
+            slot = await self.try_take(owner)
             if slot is not None:
                 return slot
             await asyncio.sleep(POLL_SECONDS)
+
+    async def try_take(self, owner: str) -> int | None:
+        """A free slot of ``owner``, now held; None when all are taken."""
+        attempt = asyncio.ensure_future(self._try(owner))
+        try:
+            return await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            slot = await attempt  # it may have taken one: give it back
+            if slot is not None:
+                await self.give_back(owner, slot)
+            raise
 
     async def give_back(self, owner: str, slot: int) -> None:
         async with self._lock:
