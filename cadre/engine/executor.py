@@ -503,8 +503,14 @@ class Executor:
         if handle.task is not None and not handle.task.done():
             if not handle.finishing:
                 handle.task.cancel()
-            with contextlib.suppress(BaseException):
+            try:
                 await asyncio.wait_for(asyncio.shield(handle.task), wait)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the caller is cancelled (a supervisor stopping): not swallowed
+            except BaseException:  # the run ended or timed out: its own affair
+                pass
 
     async def _await_status(
         self, execution_id: str, done: Callable[[str | None], bool], timeout: float
