@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_executions.py
 	$(BIN)/python scripts/bench_streams.py
 	$(BIN)/python scripts/bench_lists.py
+	$(BIN)/python scripts/bench_workers.py  # skipped unless CADRE_BENCH_DATABASE_URL is PostgreSQL
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache $(NODE_DIR)/node_modules $(NODE_DIR)/generated

@@ -8,6 +8,8 @@ CORS) on their way to Connexion.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import gc
 import json
@@ -41,8 +43,10 @@ from cadre.db_calls import DatabaseCalls
 from cadre.engine.events import EventBus
 from cadre.engine.executor import EngineConfig, Executor
 from cadre.engine.fanout import Fanout
+from cadre.engine.load import LoadMetrics
 from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.registry import ProviderSettings
+from cadre.engine.queue import ExecutionQueue, install_schema
 from cadre.engine.supervisor import Supervisor, SupervisorConfig
 from cadre.middleware.body_limit import BodyLimitMiddleware
 from cadre.middleware.docs_policy import DocsPolicyMiddleware
@@ -115,6 +119,24 @@ def engine_config(settings: Settings) -> EngineConfig:
         ast_limits=settings.ast_limits,
         workspace_quota_bytes=settings.workspace_quota_bytes,
         shell_limits=settings.shell_limits,
+        shutdown_grace_seconds=settings.shutdown_grace_seconds,
+    )
+
+
+def execution_queue(settings: Settings) -> ExecutionQueue | None:
+    """The Procrastinate queue on PostgreSQL; none on SQLite (runs stay in-process)."""
+    url = settings.effective_database_url
+    return None if db.is_embedded(url) else ExecutionQueue(url)
+
+
+def event_fanout(settings: Settings) -> Fanout | None:
+    """Events and control across processes through Redis; none without ``CADRE_REDIS_URL``."""
+    if not settings.redis_url:
+        return None
+    return Fanout(
+        settings.redis_url,
+        maxlen=settings.redis_stream_maxlen,
+        ttl_seconds=settings.redis_stream_ttl_seconds,
     )
 
 
@@ -156,15 +178,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     spec = load_spec()
     registry = CollectorRegistry()
     calls = DatabaseCalls(settings.effective_database_url)  # off the loop on PostgreSQL
-    fanout = None
-    if settings.redis_url:  # events and control across processes
-        fanout = Fanout(
-            settings.redis_url,
-            maxlen=settings.redis_stream_maxlen,
-            ttl_seconds=settings.redis_stream_ttl_seconds,
-        )
+    fanout = event_fanout(settings)
     bus = EventBus(db=calls, fanout=fanout, history=settings.stream_history_events)
-    executor = Executor(engine_config(settings), bus, calls, fanout)
+    queue = execution_queue(settings)
+    executor = Executor(engine_config(settings), bus, calls, queue=queue, fanout=fanout)
     supervisor = Supervisor(supervisor_config(settings), executor, calls)
     limiter = None
     if settings.rate_limit_enabled:
@@ -182,6 +199,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         metrics=registry,
         db=calls,
         supervisor=supervisor,
+        load_metrics=LoadMetrics(registry),
         rate_limiter=limiter,  # the WebSocket channels count in the same buckets
         fanout=fanout,
     )
@@ -220,7 +238,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_app: Starlette):
+        working: asyncio.Task[None] | None = None
+        if queue is not None:
+            await calls(install_schema, database)
+            await queue.open()
         await executor.start()
+        if queue is not None and settings.serve_worker:
+            working = asyncio.create_task(executor.work())
         await supervisor.start()
         # Everything built so far (the spec, validators, routes) lives as long as the process:
         # keep it out of every later garbage collection pass.
@@ -229,7 +253,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         yield
         gc.unfreeze()  # collectable again once this app is gone (tests build many)
         await supervisor.stop()
+        if working is not None:  # stop claiming; running executions get their grace time
+            working.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await working
         await executor.stop()
+        if queue is not None:
+            await queue.close()
         if fanout is not None:
             await fanout.aclose()
         await services.tokens.aclose()

@@ -1,9 +1,11 @@
-"""The ``cadre`` command: serve, migrate, create-user."""
+"""The ``cadre`` command: serve, worker, migrate, create-user."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
+import os
 import sys
 
 from pydantic import ValidationError
@@ -19,14 +21,26 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from cadre.log_redaction import uvicorn_log_config
     from storage import db
 
-    db.migrate(db.open_database(settings.effective_database_url))
+    workers = args.workers or settings.workers
+    url = settings.effective_database_url
+    if workers > 1 and not args.reload and (db.is_embedded(url) or not settings.redis_url):
+        print(
+            "error: cadre serve --workers N (N > 1) needs PostgreSQL (CADRE_DATABASE_URL="
+            "postgresql://…) and Redis (CADRE_REDIS_URL=redis://…): each process runs its "
+            "own engine and rate limiter, which only share state there.",
+            file=sys.stderr,
+        )
+        return 2
+    _migrate_all(settings)
     settings.signing_key()  # refuse a short key file now, not in every worker
+    if args.no_worker:  # read by create_app in every uvicorn process
+        os.environ["CADRE_SERVE_WORKER"] = "false"
     uvicorn.run(
         "cadre.app:create_app",
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
-        workers=None if args.reload else (args.workers or settings.workers),
+        workers=None if args.reload else workers,
         reload=args.reload,
         log_level=settings.log_level.lower(),
         log_config=uvicorn_log_config(),  # ?token= values redacted from every line
@@ -41,11 +55,38 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
+def _migrate_all(settings: Settings) -> list[str]:
+    """Cadre's migrations, and on PostgreSQL the queue's tables (once)."""
+    from cadre.engine.queue import install_schema
     from storage import db
 
-    applied = db.migrate(db.open_database(settings.effective_database_url))
+    database = db.open_database(settings.effective_database_url)
+    applied = db.migrate(database)
+    if not db.is_embedded(settings.effective_database_url) and install_schema(database):
+        applied.append("procrastinate schema")
+    db.close_all(database)
+    return applied
+
+
+def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    applied = _migrate_all(settings)
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from cadre import worker
+    from storage import db
+
+    if db.is_embedded(settings.effective_database_url):
+        print(
+            "error: cadre worker needs PostgreSQL (CADRE_DATABASE_URL=postgresql://…); "
+            "on SQLite, cadre serve runs every execution itself.",
+            file=sys.stderr,
+        )
+        return 2
+    _migrate_all(settings)
+    asyncio.run(worker.run(settings, args.concurrency))
     return 0
 
 
@@ -68,6 +109,13 @@ def _create_user(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"must be 1 to 10000, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cadre", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,7 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int)
     serve.add_argument("--reload", action="store_true")
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="PostgreSQL: only serve the API; `cadre worker` processes run the executions",
+    )
     serve.set_defaults(run=_serve)
+
+    work = commands.add_parser("worker", help="run queued executions (PostgreSQL)")
+    work.add_argument(
+        "--concurrency",
+        type=_positive,
+        metavar="N",
+        help="executions run at once (default: CADRE_MAX_CONCURRENT_EXECUTIONS)",
+    )
+    work.set_defaults(run=_worker)
 
     migrate = commands.add_parser("migrate", help="apply pending database migrations")
     migrate.set_defaults(run=_migrate)

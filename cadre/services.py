@@ -17,6 +17,7 @@ from cadre.db_calls import DatabaseCalls
 from cadre.engine.events import EventBus
 from cadre.engine.executor import Executor
 from cadre.engine.fanout import Fanout
+from cadre.engine.load import LoadMetrics
 from cadre.engine.supervisor import Supervisor
 from cadre.middleware.rate_limit import RateLimiter
 from cadre.settings import Settings
@@ -31,6 +32,7 @@ class Services:
     metrics: CollectorRegistry
     db: DatabaseCalls  # blocking storage calls of async handlers: ``await db(fn, *args)``
     supervisor: Supervisor
+    load_metrics: LoadMetrics  # refreshed on each read of /metrics
     rate_limiter: RateLimiter | None = None  # None when CADRE_RATE_LIMIT_ENABLED=false
     fanout: Fanout | None = None  # Redis, when CADRE_REDIS_URL is set
 

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     max_job_workers: int = Field(10, ge=1, le=1000)
     job_worker_retries: int = Field(0, ge=0, le=10)
     supervisor_tick_seconds: float = Field(0.5, gt=0, le=60)
+    # PostgreSQL: whether ``cadre serve`` also claims queued executions (``--no-worker``).
+    serve_worker: bool = True
+    shutdown_grace_seconds: float = Field(30.0, gt=0, le=3600)
 
     @property
     def path_limits(self) -> PathLimits:

@@ -53,6 +53,13 @@ class Health(BaseModel):
     status: Status
     version: str
     timestamp: AwareDatetime
+    workers: Annotated[
+        int,
+        Field(
+            description='Worker processes running executions now: on PostgreSQL those that claim from the queue and beat (0 when none is up, or the database is unreachable); on SQLite always 1, the server itself.',
+            ge=0,
+        ),
+    ]
     services: Annotated[
         Services,
         Field(

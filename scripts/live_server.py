@@ -28,17 +28,17 @@ class Server:
     log_path: Path
 
 
+def _environment(data_dir: Path, env: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, "CADRE_DATA_DIR": str(data_dir), "CADRE_LOG_LEVEL": "WARNING", **env}
+
+
 @contextlib.contextmanager
-def live_server(data_dir: Path, **env: str) -> Iterator[Server]:
-    """Run a Cadre server with ``CADRE_*`` overrides ``env`` until the block ends."""
+def live_server(data_dir: Path, *options: str, **env: str) -> Iterator[Server]:
+    """Run a Cadre server (``cadre serve`` with ``options``) with ``CADRE_*`` overrides
+    ``env`` until the block ends."""
     port = free_port()
-    environment = {
-        **os.environ,
-        "CADRE_DATA_DIR": str(data_dir),
-        "CADRE_LOG_LEVEL": "WARNING",
-        **env,
-    }
-    command = [sys.executable, "-m", "cadre.cli", "serve", "--host", "127.0.0.1"]
+    environment = _environment(data_dir, env)
+    command = [sys.executable, "-m", "cadre.cli", "serve", "--host", "127.0.0.1", *options]
     log = (data_dir.parent / f"server-{port}.log").open("w")
     process = subprocess.Popen(
         [*command, "--port", str(port)], env=environment, stdout=log, stderr=subprocess.STDOUT
@@ -62,6 +62,30 @@ def live_server(data_dir: Path, **env: str) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@contextlib.contextmanager
+def live_worker(data_dir: Path, *options: str, **env: str) -> Iterator[subprocess.Popen]:
+    """Run ``cadre worker`` (PostgreSQL) with ``options`` and ``CADRE_*`` overrides ``env``
+    until the block ends (then SIGTERM, SIGKILL if it outstays 30 s)."""
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir.parent / f"worker-{time.monotonic_ns()}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cadre.cli", "worker", *options],
+            env=_environment(data_dir, env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def login_token(base: str, username: str = "fuzzer", password: str = "fuzz-pass-1") -> str:

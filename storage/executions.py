@@ -156,25 +156,27 @@ def append_events(
     """Store ``(execution_id, seq, type, data)`` rows, ``data`` as JSON text (or a value to
     encode), and in the same transaction each execution's ``progress`` (its usage so far).
 
-    The statements are prepared once and run with ``executemany``: this runs for every
+    The statements are built once (events run with ``executemany``): this runs for every
     batch of streamed tokens, where building Peewee queries cost more than the writes.
+    Executions are updated in id order, as heartbeats lock them, so the two never deadlock.
     """
     now = ExecutionEvent.created_at.db_value(utcnow())
     rows = [
         (execution_id, seq, type_, data if isinstance(data, str) else _json(data), now)
         for execution_id, seq, type_, data in events
     ]
-    updates: dict[tuple[str, ...], list[list[Any]]] = {}
-    for execution_id, values in (progress or {}).items():
-        names = tuple(sorted(values))
-        updates.setdefault(names, []).append([*_values(names, values), execution_id])
+    updates = [  # in id order: no deadlock with heartbeats
+        (names, [*_values(names, values), execution_id])
+        for execution_id, values in sorted((progress or {}).items())
+        for names in [tuple(sorted(values))]
+    ]
     mark = database.param
     with database.atomic():
         cursor = database.cursor()
         if rows:
             cursor.executemany(_insert_events_sql(mark), rows)
-        for names, params in updates.items():
-            cursor.executemany(_update_sql(names, mark), params)
+        for names, params in updates:
+            cursor.execute(_update_sql(names, mark), params)
 
 
 def _json(value: Any) -> str:
@@ -235,8 +237,14 @@ def last_seq(execution_id: str) -> int:
 
 
 def touch_heartbeats(execution_ids: list[str]) -> None:
-    if execution_ids:
-        Execution.update(heartbeat_at=utcnow()).where(Execution.id.in_(execution_ids)).execute()
+    """Refresh the leases of a worker's runs. On PostgreSQL the rows are locked in id order
+    first, the order ``append_events`` updates them in: the two never deadlock."""
+    if not execution_ids:
+        return
+    rows = Execution.select(Execution.id).where(Execution.id.in_(execution_ids))
+    if isinstance(database.obj, peewee.PostgresqlDatabase):
+        rows = rows.order_by(Execution.id).for_update("FOR NO KEY UPDATE")
+    Execution.update(heartbeat_at=utcnow()).where(Execution.id.in_(rows)).execute()
 
 
 def stale_unfinished(older_than: datetime) -> list[Execution]:
@@ -277,6 +285,10 @@ def take_control(execution_id: str) -> str | None:
     return control if taken else None
 
 
+def count_with_status(status: str) -> int:
+    return Execution.select().where(Execution.status == status).count()
+
+
 def get_status(execution_id: str) -> str | None:
     return Execution.select(Execution.status).where(Execution.id == execution_id).scalar()
 
@@ -293,6 +305,42 @@ def adopt(execution_id: str, older_than: datetime) -> bool:
         .execute()
     )
     return updated == 1
+
+
+def release_to_queue(execution_id: str) -> None:
+    """Free the lease of an execution handed to the queue (new, or approved): the worker
+    whose job claims it adopts it. One awaiting an approval is queued again."""
+    Execution.update(
+        heartbeat_at=None,
+        status=peewee.Case(
+            None, [(Execution.status.in_(list(AWAITING)), "queued")], Execution.status
+        ),
+    ).where((Execution.id == execution_id) & Execution.status.not_in(list(TERMINAL))).execute()
+
+
+def stale_unqueued(older_than: datetime) -> list[str]:
+    """Unfinished executions whose lease is free or stale and that no queued job will
+    deliver (PostgreSQL, with Procrastinate's tables): those to queue again. Paused ones
+    with a free lease wait for their resume instead."""
+    query = Execution.select(Execution.id).where(
+        Execution.status.not_in(list(TERMINAL | AWAITING))
+        & (
+            (Execution.heartbeat_at.is_null() & (Execution.status != "paused"))
+            | (Execution.heartbeat_at < older_than)
+        )
+        & ~peewee.fn.EXISTS(
+            peewee.SQL(
+                "SELECT 1 FROM procrastinate_jobs j WHERE j.queueing_lock = t1.id "
+                "AND j.status = 'todo'"
+            )
+        )
+    )
+    return [row.id for row in query]
+
+
+def free_lease(execution_id: str, **fields: Any) -> None:
+    """Give up the lease of an execution this process adopted only to change its state."""
+    Execution.update(heartbeat_at=None, **fields).where(Execution.id == execution_id).execute()
 
 
 def leave_awaiting(execution_id: str, status: str) -> bool:

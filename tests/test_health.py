@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 import peewee
@@ -62,7 +63,18 @@ def test_api_prefixed_health_answers_like_health_without_a_token(client):
     assert reply.status_code == 200
     plain = client.get("/health").json()
     body = reply.json()
-    assert {k: v for k, v in body.items() if k != "timestamp"} == {
-        k: v for k, v in plain.items() if k != "timestamp"
+    live = {"timestamp", "workers"}  # read afresh on each request
+    assert {k: v for k, v in body.items() if k not in live} == {
+        k: v for k, v in plain.items() if k not in live
     }
     assert "x-ratelimit-limit" not in reply.headers
+
+
+def test_health_counts_the_worker_running_executions(client):
+    # SQLite: the server itself; PostgreSQL: the app's own worker, once it has registered
+    # (tests/test_scale_out.py counts separate worker processes)
+    deadline = time.monotonic() + 10
+    while (workers := client.get("/health").json()["workers"]) == 0:
+        assert time.monotonic() < deadline, "no worker registered"
+        time.sleep(0.1)
+    assert workers == 1

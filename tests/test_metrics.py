@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Account
@@ -57,3 +59,24 @@ def test_metrics_are_prometheus_text_without_auth(client):
     reply = client.get("/metrics")
     assert reply.status_code == 200
     assert reply.headers["content-type"].startswith("text/plain")
+
+
+def _gauge(text: str, name: str) -> float:
+    return _samples(text, name)[0].value
+
+
+def test_engine_gauges_count_running_executions_queue_depth_and_workers(client, alice: Account):
+    client.post("/api/v1/agents", json={"name": "slow"}, headers=alice.headers)
+    body = {"task": "count", "inputs": {"echo": {"tokens": 400, "delay_ms": 50}}}
+    run = client.post("/api/v1/agents/slow/execute", json=body, headers=alice.headers).json()
+    deadline = time.monotonic() + 20
+    while True:
+        status = client.get(f"/api/v1/runs/{run['execution_id']}", headers=alice.headers)
+        text = client.get("/metrics").text
+        if status.json()["status"] == "running" and _gauge(text, "cadre_workers") == 1:
+            break
+        assert time.monotonic() < deadline, text
+        time.sleep(0.05)
+    assert _gauge(text, "cadre_executions_running") == 1
+    assert _gauge(text, "cadre_queue_depth") == 0
+    client.post(f"/api/v1/runs/{run['execution_id']}/cancel", headers=alice.headers)

@@ -51,6 +51,7 @@ class Channel:
         self.done = False
         self._waiters: list[asyncio.Future[bool]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self.held: int | None = None  # events after this seq are not shown yet
 
     @property
     def first_seq(self) -> int:
@@ -62,12 +63,12 @@ class Channel:
         self.last_seq = event["seq"]
 
     def after(self, seq: int) -> list[Frame]:
-        """The frames after ``seq``, all in memory (the caller checked ``first_seq``)."""
-        start = seq - self.first_seq + 1
-        frames = self.frames
-        if start <= 0:
-            return list(frames)
-        return [frames[i] for i in range(start, len(frames))]
+        """The frames after ``seq`` (up to ``held``), all in memory (the caller checked
+        ``first_seq``)."""
+        first, frames = self.first_seq, self.frames
+        start = max(0, seq - first + 1)
+        end = len(frames) if self.held is None else self.held - first + 1
+        return [frames[i] for i in range(start, end)]
 
     def notify(self) -> None:
         self._wake(True)
@@ -231,12 +232,20 @@ class EventBus:
         channel.notify()
         return event
 
+    def hold(self, execution_id: str) -> None:
+        """Keep the events published from now on from live subscribers until ``close``
+        (after they are stored): an execution's last events, so that whoever gets
+        ``complete`` finds the end it announces stored. Call after ``attach``."""
+        channel = self.open(execution_id)
+        channel.held = channel.last_seq
+
     async def close(self, execution_id: str) -> None:
         """The execution is over: its events are stored, then live subscribers drain and
         stop; new ones read the database."""
         await self.drain()
         channel = self.channels.pop(execution_id, None)
         if channel is not None:
+            channel.held = None
             channel.done = True
             channel.notify()
 
@@ -247,6 +256,7 @@ class EventBus:
         await self.drain()
         channel = self.channels.pop(execution_id, None)
         if channel is not None:
+            channel.held = None
             channel.notify()
 
     async def subscribe(

@@ -25,6 +25,10 @@ last checkpoint until ``approve`` submits it again, or it is cancelled.
 
 Every storage call goes through ``db`` (``cadre.db_calls``): inline on SQLite, in a
 worker thread on PostgreSQL, so a slow query or a row lock never stalls the event loop.
+
+With a ``queue`` (PostgreSQL) a submitted execution is not started here but handed to
+the queue, and this executor runs only what its worker (``work``) claims; takeover then
+goes through the queue too. ``cadre.engine.queue`` says how the two fit together.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from cadre.engine.fanout import Fanout
 from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.base import Message, Provider, ProviderNotConfigured
 from cadre.engine.providers.registry import ProviderSettings, get_provider
+from cadre.engine.queue import ExecutionQueue
 from cadre.engine.run import AgentRun, AwaitingApproval, Stop, session_message
 from cadre.engine.scheduler import Scheduler
 from cadre.engine.tools.base import (
@@ -56,6 +61,7 @@ from cadre.engine.tools.base import (
     WorkspaceQuotaExceeded,
 )
 from cadre.engine.tools.workspace import sandbox_copy, user_workspace
+from cadre.engine.user_slots import UserSlots
 from cadre.errors import Conflict
 from storage import checkpoints, costs, sessions, users
 from storage import executions as store
@@ -81,6 +87,7 @@ class EngineConfig:
     workspace_quota_bytes: int | None = None
     shell_limits: ShellLimits = DEFAULT_SHELL_LIMITS
     heartbeat_seconds: float = 1.0
+    shutdown_grace_seconds: float = 30.0
 
 
 class RunHandle:
@@ -95,6 +102,7 @@ class RunHandle:
         self.running.set()
         self.started = False
         self.has_slot = False
+        self.user_slot: int | None = None  # across workers (``UserSlots``), with a queue
         self.waiting = False  # in the scheduler's line
         self.status = "queued"  # as last written by this worker
         self.queued_written = False  # the "queued" status of this start is stored
@@ -109,6 +117,7 @@ class Executor:
         config: EngineConfig,
         bus: EventBus,
         db: DatabaseCalls | None = None,
+        queue: ExecutionQueue | None = None,
         fanout: Fanout | None = None,
     ) -> None:
         self.config = config
@@ -116,6 +125,13 @@ class Executor:
         self.db = db or bus.db
         self.fanout = fanout  # with Redis: control requests reach the holder at once
         self._poked: set[asyncio.Task[None]] = set()
+        self.queue = queue
+        self.working = False  # this process claims queued executions (``work``)
+        self._dispatching: dict[str, asyncio.Task[None]] = {}
+        self._dispatch_order = asyncio.Lock()
+        self.user_slots: UserSlots | None = None  # while working
+        self._giving_back: set[asyncio.Task[None]] = set()
+        self._beats = 0
         self.slots = Scheduler(config.max_concurrent, config.max_concurrent_per_user)
         self.handles: dict[str, RunHandle] = {}
         self.providers: dict[str, Provider] = {}
@@ -128,10 +144,50 @@ class Executor:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.recover()
+        if self.queue is None:
+            await self.recover()
         self._heartbeat = asyncio.create_task(self._beat())
         if self.fanout is not None:
             self.fanout.listen(self._on_poke)
+
+    async def work(self, concurrency: int | None = None, name: str | None = None) -> None:
+        """Claim queued executions and run them here until cancelled; then stop claiming,
+        let the runs end within ``shutdown_grace_seconds``, and hand the rest back."""
+        assert self.queue is not None
+        self.working = True  # from now on each beat queues stale runs again (``recover``)
+        self.user_slots = UserSlots(self.queue.conninfo, self.config.max_concurrent_per_user)
+        try:
+            await self.queue.work(
+                self.run_claimed,
+                concurrency=concurrency or self.config.max_concurrent,
+                grace_seconds=self.config.shutdown_grace_seconds,
+                name=name,
+            )
+        finally:
+            self.working = False
+            slots, self.user_slots = self.user_slots, None
+            if self._giving_back:
+                await asyncio.wait(list(self._giving_back))
+            await slots.close()
+
+    async def run_claimed(self, execution_id: str) -> None:
+        """A queue job: adopt the execution (unless another worker holds it, or it is
+        over) and run it here until it leaves this worker."""
+        cutoff = utcnow() - self._stale_after()
+        if execution_id in self.handles or not await self.db(store.adopt, execution_id, cutoff):
+            return
+        execution = await self.db(store.Execution.get_by_id, execution_id)
+        await self.db(self._bill_unbilled, execution)
+        if execution.started_at is not None:
+            log.info("resuming %s from its last checkpoint", execution_id)
+        self._start(execution, paused=execution.status == "paused")
+        handle = self.handles[execution_id]
+        assert handle.task is not None
+        try:
+            await asyncio.shield(handle.task)
+        except asyncio.CancelledError:  # aborted: this worker stops after its grace time
+            await self._interrupt(handle, "shutdown", wait=5.0)
+            raise
 
     async def stop(self) -> None:
         """Shutting down: unfinished runs stop where they are, resumable. Each keeps its
@@ -140,6 +196,8 @@ class Executor:
         one running now, takes it over at once and continues it from that checkpoint."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        if self._dispatching:
+            await asyncio.wait(list(self._dispatching.values()))
         for handle in list(self.handles.values()):
             await self._interrupt(handle, "shutdown", wait=5.0)
         for provider in self.providers.values():
@@ -153,10 +211,18 @@ class Executor:
         The provider call a crash cut short is billed, then the run continues from its
         last checkpoint; a paused run is adopted paused. Runs awaiting an approval are
         held by no worker and left alone.
+
+        With a queue, they are queued again instead (by a worker only), for whichever
+        worker claims them first (``run_claimed`` bills and resumes them).
         """
-        stale_after = timedelta(seconds=max(5.0, self.config.heartbeat_seconds * 5))
-        cutoff = utcnow() - stale_after
+        cutoff = utcnow() - self._stale_after()
         recovered = 0
+        if self.queue is not None:
+            if not self.working:
+                return 0
+            for execution_id in await self.db(store.stale_unqueued, cutoff):
+                recovered += await self.queue.enqueue(execution_id)
+            return recovered
         for execution in await self.db(store.stale_unfinished, cutoff):
             if execution.id in self.handles or not await self.db(store.adopt, execution.id, cutoff):
                 continue  # ours, or another worker was quicker
@@ -165,6 +231,9 @@ class Executor:
             self._start(execution, paused=execution.status == "paused")
             recovered += 1
         return recovered
+
+    def _stale_after(self) -> timedelta:
+        return timedelta(seconds=max(5.0, self.config.heartbeat_seconds * 5))
 
     def _bill_unbilled(self, execution: Execution) -> None:
         """Bill the call a crash cut short: its usage, stored with its events as it streamed,
@@ -199,6 +268,9 @@ class Executor:
                     if await self.db(store.leave_awaiting, execution_id, "cancelled"):
                         await self._finish_awaiting(execution_id)
                 await self.recover()
+                self._beats += 1
+                if self.queue is not None and self.working and self._beats % 10 == 0:
+                    await self.queue.clear_stalled()
                 self._turns_changed()  # turns of other workers may have ended
             except Exception:  # the heartbeat must outlive a database hiccup
                 log.exception("executor heartbeat failed")
@@ -237,11 +309,26 @@ class Executor:
     # -- submitting and controlling ------------------------------------------------------
 
     def submit(self, execution: Execution, *, new: bool = False) -> None:
-        """Run ``execution`` here, from its last checkpoint if it has one; ``new``: it was
-        just created, so it has no events yet (its channel opens without a read)."""
-        if new:
-            self.bus.begin(execution.id)
-        self._start(execution)
+        """Run ``execution`` here, from its last checkpoint if it has one; with a queue,
+        queue it for whichever worker claims it first. ``new``: it was just created, so it
+        has no events yet (its channel opens without a read)."""
+        if self.queue is None:
+            if new:
+                self.bus.begin(execution.id)
+            self._start(execution)
+            return
+        task = asyncio.create_task(self._dispatch(execution.id))
+        self._dispatching[execution.id] = task
+        task.add_done_callback(lambda _: self._dispatching.pop(execution.id, None))
+
+    async def _dispatch(self, execution_id: str) -> None:
+        assert self.queue is not None
+        async with self._dispatch_order:  # queued in the order submitted (FIFO claims)
+            await self.db(store.release_to_queue, execution_id)
+            try:
+                await self.queue.enqueue(execution_id)
+            except Exception:  # the lease is free: a worker's beat queues it again
+                log.exception("queueing %s failed", execution_id)
 
     def _start(self, execution: Execution, paused: bool = False) -> None:
         handle = RunHandle(execution.id, execution.owner_id)
@@ -309,6 +396,9 @@ class Executor:
 
     async def control(self, execution_id: str, action: str) -> None:
         """Apply ``cancel``/``pause``/``resume``; 409 for a transition the state forbids."""
+        dispatching = self._dispatching.get(execution_id)
+        if dispatching is not None:
+            await asyncio.wait({dispatching})
         status = await self.db(store.get_status, execution_id)
         allowed = {
             "cancel": {"queued", "running", "paused", *store.AWAITING},
@@ -328,6 +418,12 @@ class Executor:
                 return
             status = await self.db(store.get_status, execution_id)  # approved meanwhile
             handle = self.handles.get(execution_id)
+        if (
+            handle is None
+            and self.queue is not None
+            and await self._control_unheld(execution_id, action)
+        ):
+            return
         if handle is None:  # another worker runs it: leave word, it reads it within a beat
             before = await self.db(store.last_seq, execution_id)
             await self.db(store.update_execution, execution_id, control=action)
@@ -344,10 +440,40 @@ class Executor:
         else:
             # Back in line: straight to running only if a slot is free for this user now
             # (no waiter that could take it is ever left waiting, so this jumps nobody).
-            if handle.started and not handle.waiting and self.slots.try_acquire(handle.owner):
+            if handle.started and not handle.waiting and await self._try_slots(handle):
                 handle.has_slot = True
             await self._set_status(handle, "running" if handle.has_slot else "queued")
             handle.running.set()
+
+    async def _control_unheld(self, execution_id: str, action: str) -> bool:
+        """Queued: control an execution no worker holds (waiting for a worker, paused
+        after a shutdown, or its worker dead) here; False when a worker holds it."""
+        if not await self.db(store.adopt, execution_id, utcnow() - self._stale_after()):
+            return False
+        execution = await self.db(store.Execution.get_by_id, execution_id)
+        if action == "cancel":
+            await self.db(self._bill_unbilled, execution)
+            await self._finish(
+                execution_id,
+                status="cancelled",
+                stop_reason="cancelled",
+                error=None,
+                result=execution.result,
+                usage=None,
+                session_id=execution.session_id,
+            )
+            if execution.session_id is not None:
+                self._turns_changed()
+            return True
+        status = "paused" if action == "pause" else "queued"
+        await self.db(store.free_lease, execution_id, status=status, control=None)
+        await self.bus.attach(execution_id)
+        self.bus.publish(execution_id, "status", status=status)
+        await self.bus.detach(execution_id)
+        if action == "resume":
+            assert self.queue is not None
+            await self.queue.enqueue(execution_id)
+        return True
 
     async def _finish_awaiting(self, execution_id: str) -> None:
         execution = await self.db(store.Execution.get_by_id, execution_id)
@@ -377,18 +503,41 @@ class Executor:
         await self.bus.attach(handle.execution_id)
         self.bus.publish(handle.execution_id, "status", status=status)
 
+    async def _try_slots(self, handle: RunHandle) -> bool:
+        """Take a slot at once if one is free: this worker's, and with a queue one of the
+        user's slots across workers too; False (holding neither) otherwise."""
+        if self.user_slots is not None and handle.user_slot is None:
+            handle.user_slot = await self.user_slots.try_take(handle.owner)
+            if handle.user_slot is None:
+                return False
+        if self.slots.try_acquire(handle.owner):
+            return True
+        self._release(handle)  # gives the user's slot back
+        return False
+
     def _release(self, handle: RunHandle) -> None:
         if handle.has_slot:
             handle.has_slot = False
             self.slots.release(handle.owner)
+        if handle.user_slot is not None and self.user_slots is not None:
+            task = asyncio.create_task(self.user_slots.give_back(handle.owner, handle.user_slot))
+            self._giving_back.add(task)
+            task.add_done_callback(self._giving_back.discard)
+            handle.user_slot = None
 
     async def _interrupt(self, handle: RunHandle, reason: str, wait: float) -> None:
         handle.stop_reason = reason
         if handle.task is not None and not handle.task.done():
             if not handle.finishing:
                 handle.task.cancel()
-            with contextlib.suppress(BaseException):
+            try:
                 await asyncio.wait_for(asyncio.shield(handle.task), wait)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the caller is cancelled (a supervisor stopping): not swallowed
+            except BaseException:  # the run ended or timed out: its own affair
+                pass
 
     async def _await_change(self, execution_id: str, seq: int, timeout: float) -> None:
         """Wait until the run's status changed after event ``seq``: read from its events, so
@@ -447,6 +596,8 @@ class Executor:
                 continue
             handle.waiting = True
             try:
+                if self.user_slots is not None and handle.user_slot is None:
+                    handle.user_slot = await self.user_slots.take(handle.owner)
                 await self.slots.acquire(handle.owner)
             finally:
                 handle.waiting = False
@@ -639,30 +790,30 @@ class Executor:
         usage: dict[str, Any] | None,
         session_id: str | None = None,
     ) -> None:
-        """Write the terminal state (and end the session turn it held), then tell subscribers
-        (status first, so none waits forever).
+        """Store the terminal state in one transaction with the last events, end the
+        session turn it held, then show those events to live subscribers: whoever reads
+        the end finds ``complete``, whoever gets ``complete`` finds the end stored, and a
+        crash in between leaves neither (the run is then taken over and finished).
 
-        Every event published before is stored in the same transaction as the terminal state:
-        a reader that sees the terminal status finds all of them (and ``close`` stores the
-        last ones before the channel goes)."""
-        self.bus.progress(  # written with the pending events, in one transaction
-            execution_id,
-            status=status,
-            stop_reason=stop_reason,
-            error=error,
-            result=result,
-            completed_at=utcnow(),
-            control=None,
+        Every event published before is stored first."""
+        await self.bus.drain()  # the usage it streamed is stored: read below
+        fields: dict[str, Any] = {
+            "status": status,
+            "stop_reason": stop_reason,
+            "error": error,
+            "result": result,
+            "completed_at": utcnow(),
+            "control": None,
             **(usage or {}),
-        )
-        await self.bus.drain()
-        if session_id is not None:
-            await self.db(sessions.end_turn, session_id, execution_id)
+        }
         if usage is None:
             execution = await self.db(store.Execution.get_by_id, execution_id)
-        else:  # the columns just written: no need to read them back
+        else:  # the totals it ran up: no need to read them back
             execution = store.Execution(**usage)
+        for name, value in fields.items():  # as stored below: the cost and usage reported
+            setattr(execution, name, value)
         await self.bus.attach(execution_id)
+        self.bus.hold(execution_id)
         if error is not None:
             self.bus.publish(execution_id, "error", message=error, stop_reason=stop_reason)
         self.bus.publish(
@@ -674,6 +825,10 @@ class Executor:
             cost=execution.cost_usd,
             usage=execution.usage,
         )
+        self.bus.progress(execution_id, **fields)  # written with those events
+        await self.bus.drain()
+        if session_id is not None:
+            await self.db(sessions.end_turn, session_id, execution_id)
         await self.bus.close(execution_id)
 
 
