@@ -97,6 +97,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "rate_limit_anonymous": "100000/hour",
             "rate_limit_authenticated": "100000/hour",
             "rate_limit_premium": "100000/hour",
+            # a test app stopping with runs left hands them back soon (PostgreSQL's queue)
+            "shutdown_grace_seconds": 2.0,
         }
         if TEST_DATABASE_URL:
             values["database_url"] = TEST_DATABASE_URL
