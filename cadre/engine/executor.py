@@ -285,6 +285,7 @@ class Executor:
             return
         log.warning("lost the lease of %s to another worker: stopping it here", execution_id)
         handle.stop_reason = "lease_lost"
+        self.bus.abandon(execution_id)  # now: what the run does while it unwinds is not written
         handle.task.cancel()
 
     async def _take_control(self, execution_id: str) -> None:
@@ -691,6 +692,7 @@ class Executor:
                 message = f"Stopped after the server's longest run time of {limit} s."
             await self._finish_run(handle, execution, run, "failed", "timeout", message, None)
         except store.LeaseLost:  # a step's write found the run adopted elsewhere
+            log.warning("lost the lease of %s to another worker: stopping it here", execution.id)
             held = False
             self.bus.abandon(execution.id)
         except asyncio.CancelledError:
