@@ -344,6 +344,7 @@ class Executor:
                 log.exception("queueing %s failed", execution_id)
 
     def _start(self, execution: Execution, paused: bool = False) -> None:
+        self.bus.fenced.discard(execution.id)  # refused while another worker held it before
         handle = RunHandle(execution.id, execution.owner_id)
         handle.started = execution.started_at is not None
         self.handles[execution.id] = handle
