@@ -9,7 +9,6 @@ CORS) on their way to Connexion.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import gc
 import json
@@ -255,8 +254,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await supervisor.stop()
         if working is not None:  # stop claiming; running executions get their grace time
             working.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await working
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # it had stopped on its own (its database went away)
+                logging.getLogger("cadre.queue").warning("the in-process worker failed: %r", exc)
         await executor.stop()
         if queue is not None:
             await queue.close()
