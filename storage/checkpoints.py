@@ -16,7 +16,7 @@ import peewee
 from cadre.errors import NotFound
 from storage import costs, sessions
 from storage.db import BaseModel, database
-from storage.executions import Execution, update_execution
+from storage.executions import Execution, hold_lease, update_execution
 from storage.fields import JSONField, UTCDateTimeField
 from storage.ids import new_id, utcnow
 from storage.queries import Page, paginate
@@ -63,9 +63,11 @@ def save_step(
     totals (``bill``: ``prompt_tokens``, ``completion_tokens``, ``cost_usd``, ``priced``),
     for a session turn its new messages, tool call and running totals, and the checkpoint.
     ``state["session_seq"]`` becomes the session's last message after the step. With
-    ``step`` None only the bill is stored (a call cut short: no step to continue from)."""
+    ``step`` None only the bill is stored (a call cut short: no step to continue from).
+    Fenced: ``LeaseLost``, nothing stored, when another worker adopted the run meanwhile."""
     session_id = execution.session_id
     with database.atomic():
+        hold_lease(execution.id)
         if bill is not None:
             costs.bill_execution(execution, totals=totals or {}, **bill)
         elif totals:

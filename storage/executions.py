@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import secrets
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,13 @@ TERMINAL = frozenset({"completed", "failed", "cancelled"})
 # Not terminal, but no worker holds it: a run stopped for a tool approval lives only in
 # its last checkpoint until someone decides.
 AWAITING = frozenset({"requires_action"})
+# The lease holder's fencing token: every lease this process takes carries it, and it
+# refreshes, bills and checkpoints only the runs whose row still does.
+LEASE_OWNER = secrets.token_hex(8)
+
+
+class LeaseLost(Exception):
+    """Another worker adopted the run: this one must stop it without writing anything."""
 
 
 class Execution(BaseModel):
@@ -51,6 +59,7 @@ class Execution(BaseModel):
     request_hash = peewee.CharField(max_length=64, null=True)
     control = peewee.CharField(max_length=16, null=True)  # cancel | pause, asked by any worker
     heartbeat_at = UTCDateTimeField(null=True)
+    lease_owner = peewee.CharField(max_length=16, null=True)  # ``LEASE_OWNER`` of the holder
     created_at = UTCDateTimeField(default=utcnow, index=True)
     started_at = UTCDateTimeField(null=True)
     completed_at = UTCDateTimeField(null=True)
@@ -87,7 +96,9 @@ def create_execution(**fields: Any) -> Execution:
     """Insert a queued execution; a concurrent duplicate Idempotency-Key is a 409."""
     try:
         with database.atomic():
-            execution = Execution.insert_row(id=new_id("exec"), heartbeat_at=utcnow(), **fields)
+            execution = Execution.insert_row(
+                id=new_id("exec"), heartbeat_at=utcnow(), lease_owner=LEASE_OWNER, **fields
+            )
             counts.bump(execution.owner_id, "execution")
             return execution
     except peewee.IntegrityError as exc:
@@ -152,9 +163,12 @@ def _values(names: tuple[str, ...], fields: dict[str, Any]) -> list[Any]:
 def append_events(
     events: list[tuple[str, int, str, str | dict[str, Any]]],
     progress: dict[str, dict[str, Any]] | None = None,
-) -> None:
+) -> set[str]:
     """Store ``(execution_id, seq, type, data)`` rows, ``data`` as JSON text (or a value to
-    encode), and in the same transaction each execution's ``progress`` (its usage so far).
+    encode), and in the same transaction each execution's ``progress`` (its usage so far,
+    or its end). Fenced: progress is written only while this process holds the lease; an
+    execution whose progress was not written gets none of these events written either,
+    and is returned.
 
     The statements are built once (events run with ``executemany``): this runs for every
     batch of streamed tokens, where building Peewee queries cost more than the writes.
@@ -166,17 +180,23 @@ def append_events(
         for execution_id, seq, type_, data in events
     ]
     updates = [  # in id order: no deadlock with heartbeats
-        (names, [*_values(names, values), execution_id])
+        (execution_id, names, [*_values(names, values), execution_id, LEASE_OWNER])
         for execution_id, values in sorted((progress or {}).items())
         for names in [tuple(sorted(values))]
     ]
     mark = database.param
     with database.atomic():
         cursor = database.cursor()
+        fenced: set[str] = set()
+        for execution_id, names, params in updates:
+            cursor.execute(_fenced_update_sql(names, mark), params)
+            if cursor.rowcount == 0:  # adopted by another worker: its events are not ours
+                fenced.add(execution_id)
+        if fenced:
+            rows = [row for row in rows if row[0] not in fenced]
         if rows:
             cursor.executemany(_insert_events_sql(mark), rows)
-        for names, params in updates:
-            cursor.execute(_update_sql(names, mark), params)
+    return fenced
 
 
 def _json(value: Any) -> str:
@@ -199,6 +219,13 @@ def _update_sql(names: tuple[str, ...], mark: str) -> str:
     assignments = ", ".join(f'"{meta.fields[name].column_name}" = {mark}' for name in names)
     key = meta.primary_key.column_name
     return f'UPDATE "{meta.table_name}" SET {assignments} WHERE "{key}" = {mark}'
+
+
+@functools.cache
+def _fenced_update_sql(names: tuple[str, ...], mark: str) -> str:
+    """``_update_sql`` only while this process holds the lease (its owner the last mark)."""
+    owner = Execution._meta.fields["lease_owner"].column_name
+    return f'{_update_sql(names, mark)} AND "{owner}" = {mark}'
 
 
 def events_after(execution_id: str, after: int, limit: int) -> list[ExecutionEvent]:
@@ -237,11 +264,14 @@ def last_seq(execution_id: str) -> int:
 
 
 def touch_heartbeats(execution_ids: list[str]) -> None:
-    """Refresh the leases of a worker's runs. On PostgreSQL the rows are locked in id order
-    first, the order ``append_events`` updates them in: the two never deadlock."""
+    """Refresh the leases this process still holds among these runs. On PostgreSQL the
+    rows are locked in id order first, the order ``append_events`` updates them in: the
+    two never deadlock."""
     if not execution_ids:
         return
-    rows = Execution.select(Execution.id).where(Execution.id.in_(execution_ids))
+    rows = Execution.select(Execution.id).where(
+        Execution.id.in_(execution_ids) & (Execution.lease_owner == LEASE_OWNER)
+    )
     if isinstance(database.obj, peewee.PostgresqlDatabase):
         rows = rows.order_by(Execution.id).for_update("FOR NO KEY UPDATE")
     Execution.update(heartbeat_at=utcnow()).where(Execution.id.in_(rows)).execute()
@@ -258,17 +288,36 @@ def stale_unfinished(older_than: datetime) -> list[Execution]:
     )
 
 
-def touch_and_read_controls(execution_ids: list[str]) -> dict[str, str]:
+def touch_and_read_controls(execution_ids: list[str]) -> tuple[dict[str, str], set[str]]:
     """Refresh the heartbeat of these executions and return the controls (cancel, pause…)
-    other workers asked of them: one transaction, two statements, however many run."""
+    other workers asked of them, and those whose lease another process took (to stop at
+    once): one transaction, two statements, however many run."""
     if not execution_ids:
-        return {}
+        return {}, set()
     with database.atomic():
         touch_heartbeats(execution_ids)
-        rows = Execution.select(Execution.id, Execution.control).where(
-            Execution.id.in_(execution_ids) & Execution.control.is_null(False)
+        rows = Execution.select(Execution.id, Execution.control, Execution.lease_owner).where(
+            Execution.id.in_(execution_ids)
         )
-        return {row.id: row.control for row in rows.objects()}
+        controls, lost = {}, set()
+        for row in rows.objects():
+            if row.lease_owner != LEASE_OWNER:
+                lost.add(row.id)
+            elif row.control is not None:
+                controls[row.id] = row.control
+        return controls, lost
+
+
+def hold_lease(execution_id: str) -> None:
+    """Fence a write of the run (in the caller's transaction): raise ``LeaseLost`` unless
+    this process still holds its lease, so the transaction rolls back."""
+    held = (
+        Execution.update(lease_owner=LEASE_OWNER)
+        .where((Execution.id == execution_id) & (Execution.lease_owner == LEASE_OWNER))
+        .execute()
+    )
+    if not held:
+        raise LeaseLost(execution_id)
 
 
 def take_control(execution_id: str) -> str | None:
@@ -296,7 +345,7 @@ def get_status(execution_id: str) -> str | None:
 def adopt(execution_id: str, older_than: datetime) -> bool:
     """Take over a stale execution; of several workers trying at once, exactly one wins."""
     updated = (
-        Execution.update(heartbeat_at=utcnow())
+        Execution.update(heartbeat_at=utcnow(), lease_owner=LEASE_OWNER)
         .where(
             (Execution.id == execution_id)
             & Execution.status.not_in(list(TERMINAL | AWAITING))
@@ -312,6 +361,7 @@ def release_to_queue(execution_id: str) -> None:
     whose job claims it adopts it. One awaiting an approval is queued again."""
     Execution.update(
         heartbeat_at=None,
+        lease_owner=None,
         status=peewee.Case(
             None, [(Execution.status.in_(list(AWAITING)), "queued")], Execution.status
         ),
@@ -340,13 +390,25 @@ def stale_unqueued(older_than: datetime) -> list[str]:
 
 def free_lease(execution_id: str, **fields: Any) -> None:
     """Give up the lease of an execution this process adopted only to change its state."""
-    Execution.update(heartbeat_at=None, **fields).where(Execution.id == execution_id).execute()
+    Execution.update(heartbeat_at=None, lease_owner=None, **fields).where(
+        Execution.id == execution_id
+    ).execute()
+
+
+def hand_back(execution_id: str) -> None:
+    """Free the lease of a run this process stops unfinished (shutdown), if it still holds
+    it: one adopted by another worker meanwhile stays theirs."""
+    Execution.update(heartbeat_at=None, lease_owner=None).where(
+        (Execution.id == execution_id) & (Execution.lease_owner == LEASE_OWNER)
+    ).execute()
 
 
 def leave_awaiting(execution_id: str, status: str) -> bool:
     """Move an execution out of ``requires_action``; False when it was not (any more)."""
     updated = (
-        Execution.update(status=status, heartbeat_at=utcnow(), control=None)
+        Execution.update(
+            status=status, heartbeat_at=utcnow(), lease_owner=LEASE_OWNER, control=None
+        )
         .where((Execution.id == execution_id) & (Execution.status.in_(list(AWAITING))))
         .execute()
     )

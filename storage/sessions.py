@@ -16,7 +16,7 @@ import peewee
 
 from cadre.errors import Conflict, Forbidden, NotFound
 from storage.db import BaseModel, database
-from storage.executions import TERMINAL, Execution
+from storage.executions import LEASE_OWNER, TERMINAL, Execution
 from storage.fields import JSONField, UTCDateTimeField
 from storage.ids import new_id, utcnow
 from storage.queries import Page, owned, paginate
@@ -306,7 +306,11 @@ def create_turn(
             )
         now = utcnow()
         execution = Execution.create(
-            id=execution_id, session_id=session_id, heartbeat_at=now, **fields
+            id=execution_id,
+            session_id=session_id,
+            heartbeat_at=now,
+            lease_owner=LEASE_OWNER,
+            **fields,
         )
         _mark_active(session_id, now)
     return execution

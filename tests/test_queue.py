@@ -75,9 +75,13 @@ def _events(server: Server, headers: dict[str, str], run_id: str) -> list[dict]:
 
 
 def _heartbeat(run_id: str) -> object:
+    return _column(run_id, "heartbeat_at")
+
+
+def _column(run_id: str, column: str) -> object:
     with psycopg.connect(TEST_DATABASE_URL or "") as connection:
         row = connection.execute(
-            "SELECT heartbeat_at FROM execution WHERE id = %s", (run_id,)
+            f"SELECT {column} FROM execution WHERE id = %s", (run_id,)
         ).fetchone()
     return row[0] if row else None
 
@@ -158,6 +162,38 @@ def test_sigterm_hands_running_executions_back_and_another_worker_finishes_them(
     costs = httpx.get(f"{api.url}/api/v1/costs?limit=100", headers=headers).json()["costs"]
     records = [r for r in costs if r["execution_id"] == run_id]
     assert state["usage"]["completion_tokens"] == sum(r["completion_tokens"] for r in records)
+
+
+def test_a_stalled_worker_whose_run_was_adopted_stops_it_and_the_run_completes_once(api, tmp_path):
+    headers = _headers(api)
+    with live_worker(tmp_path / "stalled" / "data", **_env()) as stalled:
+        run_id = _execute(api, headers, SLOW)
+        _wait(api, headers, run_id, {"running"})
+        owner = _column(run_id, "lease_owner")
+        time.sleep(1.0)  # tokens are streaming
+        with live_worker(tmp_path / "data", **_env()):
+            stalled.send_signal(signal.SIGSTOP)  # alive, but its heartbeats stop
+            try:
+                deadline = time.monotonic() + 30
+                while _column(run_id, "lease_owner") == owner:
+                    assert time.monotonic() < deadline, "nobody adopted the stale run"
+                    time.sleep(0.1)
+            finally:
+                stalled.send_signal(signal.SIGCONT)
+            state = _wait(api, headers, run_id, {"completed", "failed"})
+            log = next((tmp_path / "stalled").glob("worker-*.log"))
+            deadline = time.monotonic() + 30
+            while f"lost the lease of {run_id}" not in log.read_text():
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+    assert state["status"] == "completed"
+    events = _events(api, headers, run_id)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["type"] for e in events].count("complete") == 1
+    costs = httpx.get(f"{api.url}/api/v1/costs?limit=100", headers=headers).json()["costs"]
+    records = [r for r in costs if r["execution_id"] == run_id]
+    assert state["usage"]["completion_tokens"] == sum(r["completion_tokens"] for r in records)
+    assert state["usage"]["prompt_tokens"] == sum(r["prompt_tokens"] for r in records)
 
 
 def test_the_per_user_cap_holds_across_workers(api, tmp_path):

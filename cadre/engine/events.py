@@ -132,6 +132,7 @@ class EventBus:
         self._progress: dict[str, dict[str, Any]] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self._writing: asyncio.Future[None] | None = None  # the last batch handed to a thread
+        self.fenced: set[str] = set()  # runs whose progress was refused: adopted elsewhere
 
     def flush(self) -> None:
         """Write every pending event, and the progress noted with them, now (inline), or
@@ -143,7 +144,7 @@ class EventBus:
             pending, self._pending = self._pending, []
             progress, self._progress = self._progress, {}
             if self.db.inline:
-                store.append_events(pending, progress)
+                self.fenced |= store.append_events(pending, progress)
             else:
                 self._writing = asyncio.ensure_future(self._write(self._writing, pending, progress))
 
@@ -156,7 +157,7 @@ class EventBus:
         if before is not None:
             await asyncio.shield(before)  # in order: the batch before is stored first
         try:
-            await asyncio.shield(self.db(store.append_events, pending, progress))
+            self.fenced |= await asyncio.shield(self.db(store.append_events, pending, progress))
         except Exception:  # as a failed write from ``call_later`` is: logged, not raised
             log.exception("writing %d events failed", len(pending))
 
@@ -179,6 +180,17 @@ class EventBus:
     def drop_progress(self, execution_id: str) -> None:
         """Forget unwritten progress (its owner writes the final values itself)."""
         self._progress.pop(execution_id, None)
+
+    def abandon(self, execution_id: str) -> None:
+        """The execution was adopted by another worker: forget what this one has not written
+        of it (events, progress) and let its live subscribers follow it from the database."""
+        self._pending = [item for item in self._pending if item[0] != execution_id]
+        self._progress.pop(execution_id, None)
+        self.fenced.discard(execution_id)
+        channel = self.channels.pop(execution_id, None)
+        if channel is not None:
+            channel.held = None
+            channel.notify()
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None:

@@ -260,7 +260,9 @@ class Executor:
         while True:
             await asyncio.sleep(self.config.heartbeat_seconds)
             try:
-                controls = await self.db(store.touch_and_read_controls, list(self.handles))
+                controls, lost = await self.db(store.touch_and_read_controls, list(self.handles))
+                for execution_id in lost:
+                    self._abandon(execution_id)
                 for execution_id in controls:  # taken one by one: a Redis poke may race
                     await self._take_control(execution_id)
                 await self._cancel_disabled()
@@ -274,6 +276,17 @@ class Executor:
                 self._turns_changed()  # turns of other workers may have ended
             except Exception:  # the heartbeat must outlive a database hiccup
                 log.exception("executor heartbeat failed")
+
+    def _abandon(self, execution_id: str) -> None:
+        """Another worker adopted this run (this one stalled past the stale time): stop it
+        at once, writing nothing more for it; the adopter continues it."""
+        handle = self.handles.get(execution_id)
+        if handle is None or handle.task is None or handle.task.done():
+            return
+        log.warning("lost the lease of %s to another worker: stopping it here", execution_id)
+        handle.stop_reason = "lease_lost"
+        self.bus.abandon(execution_id)  # now: what the run does while it unwinds is not written
+        handle.task.cancel()
 
     async def _take_control(self, execution_id: str) -> None:
         """Apply the control request another worker left for a run of this one, if any."""
@@ -331,6 +344,7 @@ class Executor:
                 log.exception("queueing %s failed", execution_id)
 
     def _start(self, execution: Execution, paused: bool = False) -> None:
+        self.bus.fenced.discard(execution.id)  # refused while another worker held it before
         handle = RunHandle(execution.id, execution.owner_id)
         handle.started = execution.started_at is not None
         self.handles[execution.id] = handle
@@ -678,14 +692,21 @@ class Executor:
             else:
                 message = f"Stopped after the server's longest run time of {limit} s."
             await self._finish_run(handle, execution, run, "failed", "timeout", message, None)
+        except store.LeaseLost:  # a step's write found the run adopted elsewhere
+            log.warning("lost the lease of %s to another worker: stopping it here", execution.id)
+            held = False
+            self.bus.abandon(execution.id)
         except asyncio.CancelledError:
             handle.finishing = True
-            await self._admit(handle)  # cancelled before its "queued" was stored
             reason = handle.stop_reason or "interrupted"
+            if reason == "lease_lost":  # the adopter continues it: nothing more written here
+                held = False
+                self.bus.abandon(execution.id)
+                return
+            await self._admit(handle)  # cancelled before its "queued" was stored
             if reason == "shutdown":
                 held = False
-                # any worker may resume it
-                await self.db(store.update_execution, execution.id, heartbeat_at=None)
+                await self.db(store.hand_back, execution.id)  # any worker may resume it
                 await self.bus.detach(execution.id)
             else:
                 if reason == "cancelled" and run is not None:
@@ -827,6 +848,10 @@ class Executor:
         )
         self.bus.progress(execution_id, **fields)  # written with those events
         await self.bus.drain()
+        if execution_id in self.bus.fenced:  # adopted by another worker: its end, not ours
+            log.warning("%s was adopted elsewhere: its end here was not stored", execution_id)
+            self.bus.abandon(execution_id)
+            return
         if session_id is not None:
             await self.db(sessions.end_turn, session_id, execution_id)
         await self.bus.close(execution_id)

@@ -33,11 +33,23 @@ Concurrency: a worker claims at most ``CADRE_MAX_CONCURRENT_EXECUTIONS`` jobs at
 paused run keeps its job); one user's running executions are capped across all workers
 by ``cadre.engine.user_slots``.
 
-Not covered: the lease has no owner column (no fencing token). A worker that is alive
-but cannot write its heartbeats for five seconds (a stalled event loop, a partitioned
-database connection) can see its run adopted by another while it still runs it: both
-then call the provider for the same step. An owner written by ``adopt`` and checked by
-each heartbeat (the holder stopping its run when the check fails) would fence that.
+Fencing: the lease names its holder (``lease_owner``, a random token per process,
+``storage.executions.LEASE_OWNER``), written by ``adopt`` and by every other taker of a
+lease (creation, leaving an approval) and cleared with ``heartbeat_at`` when a lease is
+freed. A worker that is alive but cannot write its heartbeats for five seconds (a stalled
+event loop, a partitioned database connection) can see its run adopted by another. Its
+heartbeat refreshes only the rows it still owns and reports the others, whose runs it
+stops at once without writing anything more (``Executor._abandon``: no checkpoint, cost,
+status or event); a hand-back on shutdown frees only a lease still its own. Until that
+beat, the writes that matter are fenced in their own transactions: a step's checkpoint
+and cost record (``checkpoints.save_step``, which raises ``LeaseLost`` and rolls back) and
+the progress stored with events, the end among it (``append_events``, whose update is
+conditional on the owner; an execution whose update matched no row gets none of its
+events in that batch stored). Not fenced: the status writes of pause, resume and the
+start of a slot (``update_execution``), which the adopter overwrites with its own, and
+a batch of events carrying no progress (a streamed token notes progress, so few do):
+its sequence numbers may collide with the adopter's, and the unique index then refuses
+the later batch whole (fencing those too would cost a query per batch).
 """
 
 from __future__ import annotations

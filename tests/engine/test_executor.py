@@ -242,7 +242,7 @@ class TestHeartbeat:
         await finished(executor, asked)
 
         assert store.get_status(asked) == "cancelled"
-        assert store.touch_and_read_controls([asked, quiet]) == {}
+        assert store.touch_and_read_controls([asked, quiet]) == ({}, set())
         assert store.get_status(quiet) == "running"
         await executor.cancel(quiet)
 
@@ -250,8 +250,8 @@ class TestHeartbeat:
         ids = [start_row(owner, agent) for _ in range(3)]
         store.update_execution(ids[1], control="pause")
 
-        assert store.touch_and_read_controls(ids) == {ids[1]: "pause"}
-        assert store.touch_and_read_controls([]) == {}
+        assert store.touch_and_read_controls(ids) == ({ids[1]: "pause"}, set())
+        assert store.touch_and_read_controls([]) == ({}, set())
 
 
 def start_row(owner: str, agent: str) -> str:
