@@ -464,20 +464,10 @@ class Executor:
         after a shutdown, or its worker dead) here; False when a worker holds it."""
         if not await self.db(store.adopt, execution_id, utcnow() - self._stale_after()):
             return False
-        execution = await self.db(store.Execution.get_by_id, execution_id)
         if action == "cancel":
+            execution = await self.db(store.Execution.get_by_id, execution_id)
             await self.db(self._bill_unbilled, execution)
-            await self._finish(
-                execution_id,
-                status="cancelled",
-                stop_reason="cancelled",
-                error=None,
-                result=execution.result,
-                usage=None,
-                session_id=execution.session_id,
-            )
-            if execution.session_id is not None:
-                self._turns_changed()
+            await self._end_cancelled(execution)
             return True
         status = "paused" if action == "pause" else "queued"
         await self.db(store.free_lease, execution_id, status=status, control=None)
@@ -490,7 +480,11 @@ class Executor:
         return True
 
     async def _finish_awaiting(self, execution_id: str) -> None:
-        execution = await self.db(store.Execution.get_by_id, execution_id)
+        await self._end_cancelled(await self.db(store.Execution.get_by_id, execution_id))
+
+    async def _end_cancelled(self, execution: Execution) -> None:
+        """End a run no task of this worker holds as cancelled, as far as it got."""
+        execution_id = execution.id
         await self._finish(
             execution_id,
             status="cancelled",

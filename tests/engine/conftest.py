@@ -16,6 +16,7 @@ from cadre.engine.events import Event, EventBus
 from cadre.engine.executor import Executor
 from cadre.settings import Settings
 from storage import agents
+from storage.executions import create_execution
 from storage.users import create_user
 
 
@@ -30,6 +31,22 @@ def owner(database: peewee.Database) -> str:
 @pytest.fixture
 def agent(owner: str) -> str:
     return agents.create_agent(owner, {"name": "echoer"}).id
+
+
+@pytest.fixture
+def execution_id(owner: str, agent: str) -> str:
+    """A queued execution of ``agent``'s, with no events yet."""
+    return create_execution(
+        owner=owner,
+        agent_id=agent,
+        agent_name="echoer",
+        task="t",
+        mode="safe",
+        inputs={},
+        config={},
+        provider="echo",
+        model="echo",
+    ).id
 
 
 class RecordingBus(EventBus):

@@ -10,23 +10,6 @@ import pytest
 
 from cadre.engine.events import Event, EventBus
 from storage import executions as store
-from storage.executions import create_execution
-
-
-@pytest.fixture
-def execution_id(owner: str, agent: str) -> str:
-    execution = create_execution(
-        owner=owner,
-        agent_id=agent,
-        agent_name="echoer",
-        task="t",
-        mode="safe",
-        inputs={},
-        config={},
-        provider="echo",
-        model="echo",
-    )
-    return execution.id
 
 
 async def collect(subscription, until: str = "complete") -> list[Event]:

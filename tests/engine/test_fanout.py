@@ -14,27 +14,10 @@ import pytest
 from cadre.engine.events import Event, EventBus
 from cadre.engine.fanout import Fanout
 from scripts.live_server import free_port
-from storage.executions import create_execution
 from tests.conftest import TEST_REDIS_URL
 
 needs_redis = pytest.mark.skipif(not TEST_REDIS_URL, reason="needs CADRE_TEST_REDIS_URL")
 NEVER = 3600.0  # B's poll interval: only the stream can bring it anything in time
-
-
-@pytest.fixture
-def execution_id(owner: str, agent: str) -> str:
-    execution = create_execution(
-        owner=owner,
-        agent_id=agent,
-        agent_name="echoer",
-        task="t",
-        mode="safe",
-        inputs={},
-        config={},
-        provider="echo",
-        model="echo",
-    )
-    return execution.id
 
 
 @pytest.fixture
