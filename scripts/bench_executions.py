@@ -4,6 +4,10 @@ what Cadre adds per streamed token compared with the same provider yielding into
 loop, measured in the same run.
 
     python scripts/bench_executions.py [--executions 200] [--tokens 20] [--long 5000]
+        [--levels 1,10,100] [--py-spy FILE]
+
+``--py-spy FILE`` records the server's stacks (raw collapsed format) over the
+concurrency levels, to see where an execution's CPU goes.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -71,6 +77,14 @@ async def level(
     }
 
 
+def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` into ``out`` (collapsed stacks) until it gets SIGINT."""
+    command = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "250"]
+    spy = subprocess.Popen([*command, "--output", str(out)], stdout=subprocess.DEVNULL)
+    time.sleep(1)  # attached before the executions start
+    return spy
+
+
 async def bare_loop_seconds_per_token(tokens: int) -> float:
     """The echo provider yielding into a loop that does nothing: the floor."""
     request = ProviderRequest(
@@ -107,7 +121,10 @@ async def main() -> None:
     parser.add_argument("--executions", type=int, default=200, help="per concurrency level")
     parser.add_argument("--tokens", type=int, default=20, help="tokens per execution")
     parser.add_argument("--long", type=int, default=5000, help="tokens of the per-token run")
+    parser.add_argument("--levels", default="1,10,100", help="concurrency levels, comma-separated")
+    parser.add_argument("--py-spy", type=Path, help="record the server's stacks into this file")
     args = parser.parse_args()
+    levels = [int(level) for level in args.levels.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         env = {"CADRE_RATE_LIMIT_ENABLED": "false", "CADRE_MAX_CONCURRENT_EXECUTIONS": "128"}
         with live_server(Path(tmp) / "data", **env) as server:
@@ -116,10 +133,15 @@ async def main() -> None:
             httpx.post(f"{server.url}/api/v1/agents", json={"name": "bench"}, headers=headers)
             ws_base = server.url.replace("http://", "ws://")
             pid = server.process.pid
+            await level(ws_base, token, 10, 20, args.tokens, pid)  # warm-up
+            spy = _py_spy(pid, args.py_spy) if args.py_spy else None
             rows = [
                 await level(ws_base, token, c, max(args.executions, c), args.tokens, pid)
-                for c in (1, 10, 100)
+                for c in levels
             ]
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait()
             cadre = await cadre_seconds_per_token(server.url, headers, args.long)
     bare = await bare_loop_seconds_per_token(args.long)
     print(f"\nExecutions ({args.tokens} echo tokens each, streamed over WebSocket, one worker)")
