@@ -126,7 +126,13 @@ async def main() -> None:
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        env = {"CADRE_RATE_LIMIT_ENABLED": "false", "CADRE_MAX_CONCURRENT_EXECUTIONS": "128"}
+        # One user runs them all: without the per-user cap (4) the levels above it would
+        # measure that user's queue rather than the server.
+        env = {
+            "CADRE_RATE_LIMIT_ENABLED": "false",
+            "CADRE_MAX_CONCURRENT_EXECUTIONS": "128",
+            "CADRE_MAX_CONCURRENT_EXECUTIONS_PER_USER": "128",
+        }
         with live_server(Path(tmp) / "data", **env) as server:
             token = login_token(server.url)
             headers = {"Authorization": f"Bearer {token}"}

@@ -117,7 +117,10 @@ def _by_ref(ref: str, owner_id: str | None) -> Agent | None:
 
 
 def get_agent(ref: str, owner_id: str) -> Agent:
-    agent = _by_ref(ref, owner_id)
+    """The owner's agent by id, else by name (``_by_ref``'s rule, with prepared reads:
+    every execution starts with this lookup)."""
+    agent = Agent.get_where(id=ref, owner=owner_id) if ref.startswith("agent_") else None
+    agent = agent or Agent.get_where(owner=owner_id, name=ref)
     if agent is None:
         raise NotFound(f"No agent '{ref}'.", error="agent_not_found")
     return agent

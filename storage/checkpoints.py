@@ -16,7 +16,7 @@ import peewee
 from cadre.errors import NotFound
 from storage import costs, sessions
 from storage.db import BaseModel, database
-from storage.executions import Execution, hold_lease, update_execution
+from storage.executions import Execution, hold_lease
 from storage.fields import JSONField, UTCDateTimeField
 from storage.ids import new_id, utcnow
 from storage.queries import Page, paginate
@@ -67,11 +67,9 @@ def save_step(
     Fenced: ``LeaseLost``, nothing stored, when another worker adopted the run meanwhile."""
     session_id = execution.session_id
     with database.atomic():
-        hold_lease(execution.id)
+        hold_lease(execution.id, **(totals or {}))  # the totals set by the fencing statement
         if bill is not None:
-            costs.bill_execution(execution, totals=totals or {}, **bill)
-        elif totals:
-            update_execution(execution.id, **totals)
+            costs.bill_execution(execution, **bill)
         if session_id is not None:
             if session_messages:
                 sessions.append_messages(session_id, session_messages)

@@ -7,7 +7,7 @@ from typing import Any
 
 import peewee
 
-from storage.db import BaseModel, database
+from storage.db import BaseModel
 from storage.fields import UTCDateTimeField
 from storage.ids import new_id, utcnow
 from storage.queries import fetch, owned
@@ -37,18 +37,6 @@ def record_cost(**fields: object) -> CostRecord:
     return CostRecord.insert_row(id=new_id("cost"), timestamp=utcnow(), **fields)
 
 
-def bill_call(totals: dict[str, Any], **fields: Any) -> CostRecord:
-    """One provider call's record and its execution's new totals, in one transaction:
-    recovery bills what an execution's totals hold beyond its records, never twice."""
-    from storage.executions import update_execution
-
-    with database.atomic():
-        record = record_cost(**fields)
-        if totals:
-            update_execution(fields["execution_id"], **totals)
-    return record
-
-
 def bill_execution(
     execution: Any,
     *,
@@ -56,11 +44,11 @@ def bill_execution(
     completion_tokens: int,
     cost_usd: float,
     priced: bool,
-    totals: dict[str, Any],
 ) -> CostRecord:
-    """``bill_call`` for one call of ``execution`` (its owner, agent, provider, model)."""
-    return bill_call(
-        totals,
+    """The record of one provider call of ``execution`` (its owner, agent, provider,
+    model), inserted in the caller's transaction, which sets the execution's new totals
+    too (``checkpoints.save_step``): recovery bills what they hold beyond the records."""
+    return record_cost(
         owner=execution.owner_id,
         agent_id=execution.agent_id,
         agent_name=execution.agent_name,

@@ -3,9 +3,11 @@ one, so an unfiltered list's ``total`` is one primary-key read, not a count of t
 
 from __future__ import annotations
 
+import functools
+
 import peewee
 
-from storage.db import BaseModel
+from storage.db import BaseModel, database
 from storage.users import User
 
 
@@ -19,14 +21,18 @@ class RowCount(BaseModel):
 
 
 def bump(owner_id: str, kind: str, delta: int = 1) -> None:
-    """Add ``delta`` to the owner's count; call inside the write's own transaction."""
-    (
-        RowCount.insert(owner=owner_id, kind=kind, n=delta)
-        .on_conflict(
-            conflict_target=[RowCount.owner, RowCount.kind],
-            update={RowCount.n: RowCount.n + delta},
-        )
-        .execute()
+    """Add ``delta`` to the owner's count; call inside the write's own transaction.
+    A prepared upsert: every execution created runs it."""
+    database.execute_sql(_bump_sql(database.param), [owner_id, kind, delta, delta])
+
+
+@functools.cache
+def _bump_sql(mark: str) -> str:
+    """``INSERT … ON CONFLICT DO UPDATE``, as SQLite (3.24+) and PostgreSQL both take it."""
+    table, owner = RowCount._meta.table_name, RowCount.owner.column_name
+    return (
+        f'INSERT INTO "{table}" ("{owner}", "kind", "n") VALUES ({mark}, {mark}, {mark}) '
+        f'ON CONFLICT ("{owner}", "kind") DO UPDATE SET "n" = "{table}"."n" + {mark}'
     )
 
 

@@ -69,6 +69,25 @@ class BaseModel(peewee.Model):
         instance.__data__, instance._dirty, instance.__rel__ = data, set(), {}
         return instance
 
+    @classmethod
+    def get_where(cls, **equals: Any) -> Self | None:
+        """The first row whose columns equal ``equals`` (a unique key), or None: for hot
+        paths, one prepared ``SELECT`` of every column (no query built each time) and the
+        model built by ``from_row``."""
+        names = tuple(equals)
+        fields = cls._meta.fields
+        params = [fields[name].db_value(equals[name]) for name in names]
+        row = database.execute_sql(_select_sql(cls, names, database.param), params).fetchone()
+        return None if row is None else cls.from_row(row)
+
+
+@functools.cache
+def _select_sql(model: type[BaseModel], names: tuple[str, ...], mark: str) -> str:
+    meta = model._meta
+    columns = ", ".join(f'"{field.column_name}"' for field in meta.sorted_fields)
+    where = " AND ".join(f'"{meta.fields[name].column_name}" = {mark}' for name in names)
+    return f'SELECT {columns} FROM "{meta.table_name}" WHERE {where} LIMIT 1'
+
 
 @functools.cache
 def _insert_sql(model: type[BaseModel], names: tuple[str, ...], mark: str) -> str:

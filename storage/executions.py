@@ -308,15 +308,17 @@ def touch_and_read_controls(execution_ids: list[str]) -> tuple[dict[str, str], s
         return controls, lost
 
 
-def hold_lease(execution_id: str) -> None:
+def hold_lease(execution_id: str, **fields: Any) -> None:
     """Fence a write of the run (in the caller's transaction): raise ``LeaseLost`` unless
-    this process still holds its lease, so the transaction rolls back."""
-    held = (
-        Execution.update(lease_owner=LEASE_OWNER)
-        .where((Execution.id == execution_id) & (Execution.lease_owner == LEASE_OWNER))
-        .execute()
+    this process still holds its lease, so the transaction rolls back. ``fields`` (the
+    run's new totals) are set by the same prepared statement."""
+    names = tuple(sorted(fields)) or ("lease_owner",)
+    values = fields or {"lease_owner": LEASE_OWNER}
+    cursor = database.execute_sql(
+        _fenced_update_sql(names, database.param),
+        [*_values(names, values), execution_id, LEASE_OWNER],
     )
-    if not held:
+    if not cursor.rowcount:
         raise LeaseLost(execution_id)
 
 

@@ -109,6 +109,7 @@ class RunHandle:
         self.admission: asyncio.Task[None] | None = None  # storing that status, off the loop
         self.finishing = False  # writing its end: a second cancel must not cut that short
         self.turn_ended = False  # its session turn was ended with its terminal state
+        self.new = False  # just created: stored "queued", no checkpoint yet (nothing to read)
 
 
 class Executor:
@@ -328,7 +329,7 @@ class Executor:
         if self.queue is None:
             if new:
                 self.bus.begin(execution.id)
-            self._start(execution)
+            self._start(execution, new=new)
             return
         task = asyncio.create_task(self._dispatch(execution.id))
         self._dispatching[execution.id] = task
@@ -343,16 +344,19 @@ class Executor:
             except Exception:  # the lease is free: a worker's beat queues it again
                 log.exception("queueing %s failed", execution_id)
 
-    def _start(self, execution: Execution, paused: bool = False) -> None:
+    def _start(self, execution: Execution, paused: bool = False, new: bool = False) -> None:
+        """Start the run's task; ``new``: the execution was just created, as ``submit``."""
         self.bus.fenced.discard(execution.id)  # refused while another worker held it before
         handle = RunHandle(execution.id, execution.owner_id)
         handle.started = execution.started_at is not None
+        handle.new = new
         self.handles[execution.id] = handle
         if paused:
             handle.running.clear()
             handle.status = "paused"
         elif self.db.inline:  # written now; off the loop, first thing in the run's task
-            self._write_status(handle, "queued")
+            if not new:  # a new row was inserted "queued": only its event is still to come
+                self._write_status(handle, "queued")
             self.bus.publish(handle.execution_id, "status", status="queued")
             handle.queued_written = True
         handle.task = asyncio.create_task(self._run(execution, handle))
@@ -591,7 +595,9 @@ class Executor:
 
     async def _store_queued(self, handle: RunHandle) -> None:
         async with self._admission:
-            if handle.status == "queued":
+            if handle.status == "queued" and handle.new:  # inserted "queued": announce it
+                self.bus.publish(handle.execution_id, "status", status="queued")
+            elif handle.status == "queued":
                 await self._set_status(handle, "queued")
         handle.queued_written = True
 
@@ -637,7 +643,7 @@ class Executor:
                         workspace = await stack.enter_async_context(
                             sandbox_copy(workspace, self.config.workspace_quota_bytes)
                         )
-                    last = await self.db(checkpoints.latest, execution.id)
+                    last = None if handle.new else await self.db(checkpoints.latest, execution.id)
                     billed = None if last is None else await self.db(costs.billed, execution.id)
                     run = AgentRun(
                         execution,
