@@ -21,6 +21,10 @@ TERMINAL = frozenset({"completed", "failed", "cancelled"})
 # Not terminal, but no worker holds it: a run stopped for a tool approval lives only in
 # its last checkpoint until someone decides.
 AWAITING = frozenset({"requires_action"})
+# The rest: unfinished and held by a worker (or waiting for one). Named rather than
+# "not terminal or awaiting", so that the heartbeat's scans for stale runs use the
+# status index instead of reading every execution ever run.
+HELD = frozenset({"queued", "running", "paused"})
 # The lease holder's fencing token: every lease this process takes carries it, and it
 # refreshes, bills and checkpoints only the runs whose row still does.
 LEASE_OWNER = secrets.token_hex(8)
@@ -282,7 +286,7 @@ def stale_unfinished(older_than: datetime) -> list[Execution]:
     which no worker holds), with a heartbeat older than that."""
     return list(
         Execution.select().where(
-            Execution.status.not_in(list(TERMINAL | AWAITING))
+            Execution.status.in_(list(HELD))
             & (Execution.heartbeat_at.is_null() | (Execution.heartbeat_at < older_than))
         )
     )
@@ -375,7 +379,7 @@ def stale_unqueued(older_than: datetime) -> list[str]:
     deliver (PostgreSQL, with Procrastinate's tables): those to queue again. Paused ones
     with a free lease wait for their resume instead."""
     query = Execution.select(Execution.id).where(
-        Execution.status.not_in(list(TERMINAL | AWAITING))
+        Execution.status.in_(list(HELD))
         & (
             (Execution.heartbeat_at.is_null() & (Execution.status != "paused"))
             | (Execution.heartbeat_at < older_than)

@@ -816,8 +816,7 @@ class Executor:
         the end finds ``complete``, whoever gets ``complete`` finds the end stored, and a
         crash in between leaves neither (the run is then taken over and finished).
 
-        Every event published before is stored first."""
-        await self.bus.drain()  # the usage it streamed is stored: read below
+        Every event published before is stored first, or with them."""
         fields: dict[str, Any] = {
             "status": status,
             "stop_reason": stop_reason,
@@ -828,8 +827,9 @@ class Executor:
             **(usage or {}),
         }
         if usage is None:
+            await self.bus.drain()  # the usage it streamed is stored: read now
             execution = await self.db(store.Execution.get_by_id, execution_id)
-        else:  # the totals it ran up: no need to read them back
+        else:  # the totals it ran up: not read back, so its pending events go with the end
             execution = store.Execution(**usage)
         for name, value in fields.items():  # as stored below: the cost and usage reported
             setattr(execution, name, value)

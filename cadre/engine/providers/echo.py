@@ -104,6 +104,7 @@ class EchoProvider(Provider):
         if request.max_tokens is not None:  # a length stop, as a real model's
             words = words[: request.max_tokens]
         for index, word in enumerate(words):
-            await asyncio.sleep(steering.delay)  # even 0: a long reply must not hog the loop
+            if index or steering.delay:  # even 0 between tokens: a long reply must not hog
+                await asyncio.sleep(steering.delay)  # the loop (nothing to wait for first)
             yield TextDelta(word if index == 0 else f" {word}")
         yield UsageReport(prompt_tokens, completion_tokens=len(words))
