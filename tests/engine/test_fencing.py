@@ -45,6 +45,27 @@ class TestFencedWrites:
         assert checkpoints.latest(execution.id).step == 1
         assert costs.count_records(execution.id) == 1
 
+    def test_a_step_of_a_run_still_held_sets_its_totals_with_its_cost(self, owner, agent):
+        execution = store.Execution.get_by_id(start_row(owner, agent))
+        totals = {"prompt_tokens": 3, "completion_tokens": 4, "steps": 1}
+
+        checkpoints.save_step(execution, 1, {"messages": []}, bill=BILL, totals=totals)
+
+        row = store.Execution.get_by_id(execution.id)
+        assert (row.prompt_tokens, row.completion_tokens, row.steps) == (3, 4, 1)
+        assert row.lease_owner == store.LEASE_OWNER
+        assert costs.billed(execution.id) == (3, 4, 0.0)
+
+    def test_a_step_of_a_run_adopted_elsewhere_leaves_its_totals(self, owner, agent):
+        execution = store.Execution.get_by_id(start_row(owner, agent))
+        adopt_elsewhere(execution.id)
+
+        with pytest.raises(store.LeaseLost):
+            checkpoints.save_step(execution, 1, {}, bill=BILL, totals={"prompt_tokens": 3})
+
+        row = store.Execution.get_by_id(execution.id)
+        assert (row.prompt_tokens, row.lease_owner) == (0, "other-worker")
+
     def test_events_and_end_of_a_run_adopted_elsewhere_are_not_stored(self, owner, agent):
         held, lost = start_row(owner, agent), start_row(owner, agent)
         adopt_elsewhere(lost)
