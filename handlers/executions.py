@@ -36,9 +36,10 @@ async def execute_agent(
     idempotency_key: str | None = None,
 ) -> Reply:
     execution = await launch_async(executor, user, agent_id, body, idempotency_key, db=db)
-    # As stored when created (or read, for an earlier request's): not read back.
     created = ExecutionCreated(
-        execution_id=execution.id, status=execution.status, created_at=execution.created_at
+        execution_id=execution.id,
+        status=await db(store.get_status, execution.id),
+        created_at=execution.created_at,
     )
     return created, 200
 
