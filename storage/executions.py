@@ -82,7 +82,10 @@ class Execution(BaseModel):
 
 
 class ExecutionEvent(BaseModel):
-    execution = peewee.ForeignKeyField(Execution, backref="events", on_delete="CASCADE")
+    # Found by the unique (execution, seq) index below: no index of its own.
+    execution = peewee.ForeignKeyField(
+        Execution, backref="events", on_delete="CASCADE", index=False
+    )
     seq = peewee.IntegerField()
     type = peewee.CharField(max_length=32)
     data = JSONField()
