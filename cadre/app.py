@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import connexion
+import peewee
 import yaml
 from connexion.options import SwaggerUIOptions
 from prometheus_client import CollectorRegistry
@@ -56,6 +57,7 @@ from cadre.problems import make_error_handler
 from cadre.services import Services
 from cadre.settings import Settings
 from storage import db
+from storage.wal import Checkpointer
 
 HTTP_METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
@@ -241,6 +243,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if queue is not None:
             await calls(install_schema, database)
             await queue.open()
+        checkpointer = None
+        if isinstance(database, peewee.SqliteDatabase) and database.database != ":memory:":
+            checkpointer = Checkpointer(database.database)  # off the loop, not in a commit
+            checkpointer.start()
         await executor.start()
         if queue is not None and settings.serve_worker:
             working = asyncio.create_task(executor.work())
@@ -268,6 +274,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await services.tokens.aclose()
         if limiter is not None:
             await limiter.aclose()
+        if checkpointer is not None:
+            await checkpointer.stop()
         db.close_all(database)
 
     http: ASGIApp = api
