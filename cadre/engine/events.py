@@ -140,6 +140,7 @@ class EventBus:
         self._tracked: dict[str, Callable[[], dict[str, Any]]] = {}  # see ``track``
         self._flush_handle: asyncio.TimerHandle | None = None
         self._writing: asyncio.Future[None] | None = None  # the last batch handed to a thread
+        self._draining: asyncio.Future[None] | None = None  # the flush drains wait for
         self.fenced: set[str] = set()  # runs whose progress was refused: adopted elsewhere
 
     def flush(self) -> None:
@@ -176,13 +177,31 @@ class EventBus:
             log.exception("writing %d events failed", len(pending))
 
     async def drain(self) -> None:
-        """Flush, and wait until every event published so far is stored."""
-        self.flush()
+        """Flush, and wait until every event published so far is stored. The drains asked
+        in one turn of the loop share one flush, at its end: runs ending together (each
+        closing its channel) write one batch, not one small transaction each."""
+        if self._pending or self._progress:
+            if self._draining is None:
+                loop = asyncio.get_running_loop()
+                self._draining = loop.create_future()
+                loop.call_soon(self._flush_for_drains)
+            await asyncio.shield(self._draining)
         writing = self._writing
         if writing is not None:
             await asyncio.shield(writing)
             if self._writing is writing:
                 self._writing = None
+
+    def _flush_for_drains(self) -> None:
+        draining, self._draining = self._draining, None
+        if draining is None:
+            return
+        try:
+            self.flush()
+        except Exception as exc:  # each drain raises it, as a flush of its own would
+            draining.set_exception(exc)
+        else:
+            draining.set_result(None)
 
     def progress(self, execution_id: str, **fields: Any) -> None:
         """Columns of the execution to write with its next batch of events (usage so far,

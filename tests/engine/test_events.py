@@ -166,6 +166,41 @@ async def test_closing_a_channel_writes_its_pending_events_first(execution_id: s
     assert [row.type for row in store.events_after(execution_id, 0, 10)] == ["token", "complete"]
 
 
+async def test_channels_closed_together_are_written_in_one_batch(
+    execution_id: str, monkeypatch: pytest.MonkeyPatch
+):
+    other = store.create_execution(**_copy_of(store.get_execution(execution_id, None))).id
+    batches: list[list[Any]] = []
+    write = store.append_events
+
+    def recorded(rows: list[Any], progress: Any = None) -> set[str]:
+        batches.append(rows)
+        return write(rows, progress)
+
+    monkeypatch.setattr(store, "append_events", recorded)
+    bus = EventBus(flush_delay=3600)  # only the closes write
+
+    async def finish(each: str) -> None:
+        bus.publish(each, "token", content="a")
+        bus.publish(each, "complete", status="completed")
+        await bus.close(each)
+
+    await asyncio.gather(finish(execution_id), finish(other))
+
+    assert [sorted((row[0] == other, row[1]) for row in batch) for batch in batches] == [
+        [(False, 1), (False, 2), (True, 1), (True, 2)]
+    ]
+
+
+def _copy_of(execution: store.Execution) -> dict[str, Any]:
+    names = ("owner", "agent_id", "agent_name", "task", "mode", "inputs", "config")
+    return {
+        **{name: getattr(execution, name) for name in names},
+        "provider": execution.provider,
+        "model": execution.model,
+    }
+
+
 async def test_a_subscriber_behind_the_memory_reads_the_rest_from_storage_without_gaps(
     execution_id: str,
 ):
