@@ -3,6 +3,7 @@
 
     python scripts/bench_streams.py [--streams 100] [--tokens 400] [--rounds 2]
     python scripts/bench_streams.py --many [--streams 1000] [--tokens 400] [--rate 5]
+                                    [--by-second]
 
 Each server runs alone on one uvicorn worker (uvloop, no access log, fresh SQLite),
 pinned to CPU 0 with this client pinned to CPU 1. ``--streams`` WebSockets open at
@@ -58,6 +59,7 @@ class Run:
     frames: int = 0
     first_ms: list[float] = field(default_factory=list)
     delay_ms: list[float] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)  # time.time() of each delay_ms
 
 
 def _arrival_delay_ms(event: dict) -> float:
@@ -84,6 +86,7 @@ async def one_stream(url: str, tokens: int, delay_ms: int, run: Run, timed: bool
                     run.first_ms.append((time.perf_counter() - started) * 1000)
                 if timed:
                     run.delay_ms.append(_arrival_delay_ms(event))
+                    run.arrived.append(time.time())
                 last = event["seq"]
             elif event["type"] == "complete":
                 if event["status"] != "completed":
@@ -176,7 +179,21 @@ async def measured(name: str, args: argparse.Namespace, delay_ms: int, timed: bo
                 "first_p99_ms": percentile(run.first_ms, 0.99),
                 "delay_p50_ms": percentile(run.delay_ms, 0.5) if timed else None,
                 "delay_p99_ms": percentile(run.delay_ms, 0.99) if timed else None,
+                "by_second": _by_second(run) if timed else [],
             }
+
+
+def _by_second(run: Run) -> list[tuple[int, int, float, float, float]]:
+    """``(second, frames, p50, p99, max)`` of the token delays, by second of arrival: the
+    streams opening and ending together apart from the steady state between."""
+    start = min(run.arrived)
+    seconds: dict[int, list[float]] = {}
+    for arrived, delay in zip(run.arrived, run.delay_ms, strict=True):
+        seconds.setdefault(int(arrived - start), []).append(delay)
+    return [
+        (second, len(delays), percentile(delays, 0.5), percentile(delays, 0.99), max(delays))
+        for second, delays in sorted(seconds.items())
+    ]
 
 
 async def compare(args: argparse.Namespace) -> None:
@@ -214,6 +231,10 @@ async def many(args: argparse.Namespace) -> None:
     print(f"  first token:       p50 {first[0]:.0f} ms, p99 {first[1]:.0f} ms")
     print(f"  CPU per token:     {row['cpu_us_per_token']:.1f} µs")
     print(f"  frames per token:  {row['frames_per_token']:.2f}")
+    if args.by_second:
+        print(f"\n{'second':>6} {'frames':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}")
+        for second, frames, p50, p99, worst in row["by_second"]:
+            print(f"{second:>6} {frames:>7} {p50:>7.1f} {p99:>7.1f} {worst:>7.1f}")
 
 
 def main() -> None:
@@ -226,6 +247,9 @@ def main() -> None:
     parser.add_argument("--many", action="store_true", help="Cadre alone, paced tokens")
     parser.add_argument("--rate", type=float, default=5.0, help="--many: tokens/s per stream")
     parser.add_argument("--py-spy", type=Path, help="record Cadre's stacks into this file")
+    parser.add_argument(
+        "--by-second", action="store_true", help="--many: the token delays by second too"
+    )
     args = parser.parse_args()
     args.streams = args.streams or (1000 if args.many else 100)
     if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:

@@ -13,6 +13,8 @@ from playhouse.db_url import connect, parse
 from playhouse.migrations import Runner
 from playhouse.pool import PooledDatabase
 
+from storage.wal import WAL_BACKSTOP_PAGES
+
 database = peewee.DatabaseProxy()
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -23,6 +25,7 @@ SQLITE_PRAGMAS = {
     "synchronous": "normal",
     "busy_timeout": 5000,
     "cache_size": -16000,
+    "wal_autocheckpoint": WAL_BACKSTOP_PAGES,  # checkpoints run off the loop (storage.wal)
 }
 
 

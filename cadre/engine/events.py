@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ log = logging.getLogger("cadre.engine")
 Event = dict[str, Any]
 Frame = tuple[Event, str]  # an event and its JSON text, encoded once for every subscriber
 DEFAULT_HISTORY = 32
+BUSY_BATCH = 64  # events in a batch that show a busy bus: the next one waits longer
 READ_BATCH = 500
 
 
@@ -105,7 +106,10 @@ class EventBus:
 
     Writing each token on its own costs more than streaming it; events published
     within ``flush_delay`` seconds are written together, and always before an
-    execution's channel closes.
+    execution's channel closes. After a batch of ``BUSY_BATCH`` events or more, the
+    next waits ``busy_flush_delay``: each batch rewrites the row of every execution in
+    it (its usage so far), so under load fewer, larger batches cost much less per
+    event. Live subscribers do not wait for either: they get each event as published.
 
     Batches are written through ``db``: inline on SQLite, as soon as ``flush`` is
     called; on PostgreSQL in a worker thread, one batch at a time and in order
@@ -118,6 +122,7 @@ class EventBus:
         self,
         poll_interval: float = 0.25,
         flush_delay: float = 0.01,
+        busy_flush_delay: float = 0.05,
         db: DatabaseCalls | None = None,
         fanout: Fanout | None = None,
         history: int = DEFAULT_HISTORY,
@@ -127,11 +132,15 @@ class EventBus:
         self.history = history
         self.poll_interval = poll_interval
         self.flush_delay = flush_delay
+        self.busy_flush_delay = busy_flush_delay
+        self._busy = False  # the last batch was large: wait ``busy_flush_delay``
         self.db = db or DatabaseCalls()
         self._pending: list[tuple[str, int, str, str]] = []
         self._progress: dict[str, dict[str, Any]] = {}
+        self._tracked: dict[str, Callable[[], dict[str, Any]]] = {}  # see ``track``
         self._flush_handle: asyncio.TimerHandle | None = None
         self._writing: asyncio.Future[None] | None = None  # the last batch handed to a thread
+        self._draining: asyncio.Future[None] | None = None  # the flush drains wait for
         self.fenced: set[str] = set()  # runs whose progress was refused: adopted elsewhere
 
     def flush(self) -> None:
@@ -143,6 +152,12 @@ class EventBus:
         if self._pending or self._progress:
             pending, self._pending = self._pending, []
             progress, self._progress = self._progress, {}
+            self._busy = len(pending) >= BUSY_BATCH
+            if self._tracked:  # read once a batch for the executions with events in it
+                for execution_id in {item[0] for item in pending}:
+                    usage = self._tracked.get(execution_id)
+                    if usage is not None:
+                        progress.setdefault(execution_id, {}).update(usage())
             if self.db.inline:
                 self.fenced |= store.append_events(pending, progress)
             else:
@@ -162,13 +177,31 @@ class EventBus:
             log.exception("writing %d events failed", len(pending))
 
     async def drain(self) -> None:
-        """Flush, and wait until every event published so far is stored."""
-        self.flush()
+        """Flush, and wait until every event published so far is stored. The drains asked
+        in one turn of the loop share one flush, at its end: runs ending together (each
+        closing its channel) write one batch, not one small transaction each."""
+        if self._pending or self._progress:
+            if self._draining is None:
+                loop = asyncio.get_running_loop()
+                self._draining = loop.create_future()
+                loop.call_soon(self._flush_for_drains)
+            await asyncio.shield(self._draining)
         writing = self._writing
         if writing is not None:
             await asyncio.shield(writing)
             if self._writing is writing:
                 self._writing = None
+
+    def _flush_for_drains(self) -> None:
+        draining, self._draining = self._draining, None
+        if draining is None:
+            return
+        try:
+            self.flush()
+        except Exception as exc:  # each drain raises it, as a flush of its own would
+            draining.set_exception(exc)
+        else:
+            draining.set_result(None)
 
     def progress(self, execution_id: str, **fields: Any) -> None:
         """Columns of the execution to write with its next batch of events (usage so far,
@@ -177,15 +210,26 @@ class EventBus:
         self._progress.setdefault(execution_id, {}).update(fields)
         self._schedule_flush()
 
+    def track(self, execution_id: str, usage: Callable[[], dict[str, Any]]) -> None:
+        """``progress`` for columns that change with every event (a call's usage so far):
+        ``usage()`` is noted now, then read again whenever a batch with events of the
+        execution is written (once a batch, not once an event), until ``drop_progress``.
+        It must already count the events published before each read."""
+        self._tracked[execution_id] = usage
+        self.progress(execution_id, **usage())
+
     def drop_progress(self, execution_id: str) -> None:
-        """Forget unwritten progress (its owner writes the final values itself)."""
+        """Forget unwritten progress, and stop ``track``ing (its owner writes the final
+        values itself)."""
         self._progress.pop(execution_id, None)
+        self._tracked.pop(execution_id, None)
 
     def abandon(self, execution_id: str) -> None:
         """The execution was adopted by another worker: forget what this one has not written
         of it (events, progress) and let its live subscribers follow it from the database."""
         self._pending = [item for item in self._pending if item[0] != execution_id]
         self._progress.pop(execution_id, None)
+        self._tracked.pop(execution_id, None)
         self.fenced.discard(execution_id)
         channel = self.channels.pop(execution_id, None)
         if channel is not None:
@@ -194,7 +238,8 @@ class EventBus:
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_later(self.flush_delay, self.flush)
+            delay = self.busy_flush_delay if self._busy else self.flush_delay
+            self._flush_handle = asyncio.get_running_loop().call_later(delay, self.flush)
 
     def open(self, execution_id: str) -> Channel:
         channel = self.channels.get(execution_id)
@@ -315,6 +360,10 @@ class EventBus:
                 if live:
                     if not await channel.wait(keepalive):
                         yield []
+                    else:
+                        # One turn of the loop before reading: the events published by the
+                        # tasks that run in it go out in this batch, not one batch each.
+                        await asyncio.sleep(0)
                     continue
             held = None
             if live:

@@ -360,7 +360,7 @@ class AgentRun:
         streamed = 0
         completed = False
         stream = self.provider.stream(request)
-        self._note_progress(prompt_tokens, 0)
+        self.bus.track(self.execution.id, lambda: self._usage_so_far(prompt_tokens, streamed))
         self.streaming = True
         try:
             async for event in stream:
@@ -369,8 +369,7 @@ class AgentRun:
                         raise self._over_budget()  # before the token is seen by anyone
                     if self.tally.first_token_at is None:
                         self.tally.first_token_at = time.monotonic()
-                    streamed += 1
-                    self._note_progress(prompt_tokens, streamed)  # stored with the token
+                    streamed += 1  # read by the bus when it stores the token (``track``)
                     parts.append(event.text)
                     self.publish("token", content=event.text)
                     await self.gate()
@@ -404,20 +403,19 @@ class AgentRun:
             raise self._over_budget()
         return text, calls
 
-    def _note_progress(self, prompt_tokens: int, completion_tokens: int) -> None:
-        """The run's usage with this call's so far, written with its next events: after a
-        crash, recovery bills what the call consumed until then (``Executor.recover``)."""
+    def _usage_so_far(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+        """The run's usage with this call's so far, written with its events: after a crash,
+        recovery bills what the call consumed until then (``Executor.recover``)."""
         execution = self.execution
         cost, _ = self.prices.cost(
             execution.provider, execution.model, prompt_tokens, completion_tokens
         )
-        self.bus.progress(
-            execution.id,
-            prompt_tokens=self.tally.prompt_tokens + prompt_tokens,
-            completion_tokens=self.tally.completion_tokens + completion_tokens,
-            cost_usd=round(self.tally.cost_usd + cost, DECIMALS),
-            steps=self.tally.steps,
-        )
+        return {
+            "prompt_tokens": self.tally.prompt_tokens + prompt_tokens,
+            "completion_tokens": self.tally.completion_tokens + completion_tokens,
+            "cost_usd": round(self.tally.cost_usd + cost, DECIMALS),
+            "steps": self.tally.steps,
+        }
 
     def _price(self) -> Price | None:
         return self.prices.lookup(self.execution.provider, self.execution.model)
@@ -425,8 +423,10 @@ class AgentRun:
     def _within_budget(self, prompt_tokens: int, completion_tokens: int) -> bool:
         """Whether the run's cost after a call of that many tokens is within its limit."""
         limit = self.execution.cost_limit
+        if limit is None:  # checked for every token: the price is looked up only when needed
+            return True
         price = self._price()
-        if limit is None or price is None:
+        if price is None:
             return True
         cost = price.cost(prompt_tokens, completion_tokens)
         return round(self.tally.cost_usd + cost, DECIMALS) <= limit

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cadre.engine.events import Event, EventBus
+from cadre.engine.events import BUSY_BATCH, Event, EventBus
 from storage import executions as store
 
 
@@ -123,6 +123,39 @@ async def test_events_published_together_are_written_in_one_batch(
     assert store.count_events(execution_id) == 3
 
 
+async def test_tracked_usage_is_stored_as_it_stands_when_its_events_are(execution_id: str):
+    bus = EventBus(flush_delay=3600)  # written only when drained
+    streamed = 0
+    bus.track(execution_id, lambda: {"completion_tokens": streamed})
+    for _ in range(3):
+        streamed += 1
+        bus.publish(execution_id, "token", content="w")
+    await bus.drain()
+    stored = store.get_execution(execution_id, None).completion_tokens
+
+    bus.drop_progress(execution_id)
+    streamed += 1
+    bus.publish(execution_id, "token", content="w")
+    await bus.close(execution_id)
+
+    assert stored == 3
+    assert store.get_execution(execution_id, None).completion_tokens == 3  # untracked since
+    assert store.count_events(execution_id) == 4
+
+
+async def test_after_a_large_batch_the_next_one_waits_the_busy_delay(execution_id: str):
+    bus = EventBus(flush_delay=0.01, busy_flush_delay=3600)
+    for i in range(BUSY_BATCH):
+        bus.publish(execution_id, "token", content=str(i))
+    bus.flush()
+    bus.publish(execution_id, "token", content="next")
+    await asyncio.sleep(0.2)  # many times flush_delay
+
+    assert store.count_events(execution_id) == BUSY_BATCH
+    await bus.close(execution_id)
+    assert store.count_events(execution_id) == BUSY_BATCH + 1
+
+
 async def test_closing_a_channel_writes_its_pending_events_first(execution_id: str):
     bus = EventBus(flush_delay=3600)  # the timer never fires during the test
     bus.publish(execution_id, "token", content="a")
@@ -131,6 +164,41 @@ async def test_closing_a_channel_writes_its_pending_events_first(execution_id: s
     await bus.close(execution_id)
 
     assert [row.type for row in store.events_after(execution_id, 0, 10)] == ["token", "complete"]
+
+
+async def test_channels_closed_together_are_written_in_one_batch(
+    execution_id: str, monkeypatch: pytest.MonkeyPatch
+):
+    other = store.create_execution(**_copy_of(store.get_execution(execution_id, None))).id
+    batches: list[list[Any]] = []
+    write = store.append_events
+
+    def recorded(rows: list[Any], progress: Any = None) -> set[str]:
+        batches.append(rows)
+        return write(rows, progress)
+
+    monkeypatch.setattr(store, "append_events", recorded)
+    bus = EventBus(flush_delay=3600)  # only the closes write
+
+    async def finish(each: str) -> None:
+        bus.publish(each, "token", content="a")
+        bus.publish(each, "complete", status="completed")
+        await bus.close(each)
+
+    await asyncio.gather(finish(execution_id), finish(other))
+
+    assert [sorted((row[0] == other, row[1]) for row in batch) for batch in batches] == [
+        [(False, 1), (False, 2), (True, 1), (True, 2)]
+    ]
+
+
+def _copy_of(execution: store.Execution) -> dict[str, Any]:
+    names = ("owner", "agent_id", "agent_name", "task", "mode", "inputs", "config")
+    return {
+        **{name: getattr(execution, name) for name in names},
+        "provider": execution.provider,
+        "model": execution.model,
+    }
 
 
 async def test_a_subscriber_behind_the_memory_reads_the_rest_from_storage_without_gaps(
