@@ -193,9 +193,10 @@ async def test_channels_closed_together_are_written_in_one_batch(
 
 
 def _copy_of(execution: store.Execution) -> dict[str, Any]:
-    names = ("owner", "agent_id", "agent_name", "task", "mode", "inputs", "config")
+    names = ("agent_id", "agent_name", "task", "mode", "inputs", "config")
     return {
         **{name: getattr(execution, name) for name in names},
+        "owner": execution.owner_id,
         "provider": execution.provider,
         "model": execution.model,
     }
