@@ -9,6 +9,7 @@ import orjson
 from cadre.auth import owner_scope
 from cadre.connexion.binding import Reply
 from cadre.pagination import next_link
+from cadre.replies import list_reply
 from models_gen.api import Agent as AgentReply
 from models_gen.api import AgentList
 from storage import agents
@@ -52,17 +53,14 @@ def list_agents(
         owner, parent=parent, status=status, tag=tag, limit=limit, offset=offset, after=after
     )
     filters = {"parent": parent, "status": status, "tag": tag, "all": all_ or None}
-    # One validation of the whole page: a model per agent would cost twice as much.
-    reply = AgentList.model_validate(
-        {
-            "agents": [agent_fields(r) for r in agents.resolve(page.rows)],
-            "total": page.total,
-            "limit": limit,
-            "offset": offset,
-            "next": next_link("/api/v1/agents", page, limit, **filters),
-        }
+    return list_reply(
+        AgentList,
+        map(agent_fields, agents.resolve(page.rows)),
+        total=page.total,
+        limit=limit,
+        offset=offset,
+        next=next_link("/api/v1/agents", page, limit, **filters),
     )
-    return reply, 200
 
 
 def create_agent(user: str, body: dict) -> Reply:
