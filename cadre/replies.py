@@ -24,19 +24,46 @@ class JSONBody(bytes):
     """A reply body already encoded as JSON: the binding sends it as it is."""
 
 
+Shape = tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, type[BaseModel]], ...]]
+
+
 @functools.cache
-def _shape(model: type[BaseModel]) -> tuple[str, tuple[tuple[str, Any], ...]]:
-    """The list model's items member, and its item model's fields with their defaults
-    (None for required ones: a row always gives those)."""
-    for name, field in model.model_fields.items():
-        (item,) = get_args(field.annotation) or (None,)
+def _fields(model: type[BaseModel]) -> Shape:
+    """``model``'s fields with their defaults (None for required ones: a row always gives
+    those), and those of them that hold a model (``usage``, ``sdk_options``)."""
+    fields = tuple(
+        (key, None if spec.default is PydanticUndefined else spec.default)
+        for key, spec in model.model_fields.items()
+    )
+    nested = tuple(
+        (key, inner)
+        for key, spec in model.model_fields.items()
+        for inner in (spec.annotation, *get_args(spec.annotation))
+        if isinstance(inner, type) and issubclass(inner, BaseModel)
+    )
+    return fields, nested
+
+
+@functools.cache
+def _items(model: type[BaseModel]) -> tuple[str, type[BaseModel]]:
+    """The list model's member holding its items, and their model."""
+    for name, spec in model.model_fields.items():
+        (item,) = get_args(spec.annotation) or (None,)
         if isinstance(item, type) and issubclass(item, BaseModel):
-            fields = tuple(
-                (key, None if spec.default is PydanticUndefined else spec.default)
-                for key, spec in item.model_fields.items()
-            )
-            return name, fields
+            return name, item
     raise TypeError(f"{model.__name__} has no list of models")
+
+
+def _project(item: Mapping[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    """``item``'s values of ``model``'s fields, as the model would hold them: the other
+    keys dropped (a row's own columns), an absent optional one given its default."""
+    fields, nested = _fields(model)
+    row = {key: item.get(key, default) for key, default in fields}
+    for key, inner in nested:
+        value = row[key]
+        if isinstance(value, Mapping):
+            row[key] = _project(value, inner)
+    return row
 
 
 def list_reply(
@@ -44,6 +71,6 @@ def list_reply(
 ) -> tuple[JSONBody, int]:
     """``model``'s reply (a list model: ``AgentList``, ``CostList``…) as JSON: its items
     from ``items``, its other members (``total``, ``next``…) from ``fields``."""
-    member, shape = _shape(model)
-    rows = [{key: item.get(key, default) for key, default in shape} for item in items]
+    member, item_model = _items(model)
+    rows = [_project(item, item_model) for item in items]
     return JSONBody(orjson.dumps({member: rows, **fields}, option=orjson.OPT_UTC_Z)), 200

@@ -10,9 +10,23 @@ import json
 import pytest
 from pydantic import BaseModel
 
-from models_gen.api import AgentList, CostList, CostRecord, ExecutionList
-from storage import costs
+from cadre import conversations
+from models_gen.api import (
+    AgentList,
+    CostList,
+    CostRecord,
+    ExecutionList,
+    JobList,
+    SessionList,
+    SessionMessageList,
+    SessionTemplateList,
+    SessionToolCallList,
+    WorkerList,
+)
+from storage import costs, sessions
 from tests.conftest import execute, register, wait_for_status
+from tests.jobs_helpers import TERMINAL as JOB_TERMINAL
+from tests.jobs_helpers import submit, wait_for_job
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -119,3 +133,98 @@ def test_costs_list_items_are_the_cost_record_model(owner):
     ]
     assert listing["costs"] == expected
     assert {record["priced"] for record in listing["costs"]} == {True}
+
+
+def test_session_lists_items_are_the_single_replies_and_stored_rows(owner):
+    client, alice = owner
+    options = {"allowed_tools": ["calculator"], "permission_mode": "bypassPermissions"}
+    full = client.post(
+        "/api/v1/sessions",
+        json={"name": "full", "sdk_options": {**options, "model": "echo", "system_prompt": "Hi"}},
+        headers=alice.headers,
+    ).json()
+    client.post("/api/v1/sessions", json={"name": "bare"}, headers=alice.headers)
+    calls = [{"tool": "calculator", "args": {"expression": "6*7"}}]
+    turn = client.post(
+        f"/api/v1/sessions/{full['id']}/query",
+        json={"message": "compute", "inputs": {"echo": {"tool_calls": calls}}},
+        headers=alice.headers,
+    )
+    assert turn.status_code == 200, turn.text
+
+    listing = assert_as_the_model_writes(
+        client.get("/api/v1/sessions", headers=alice.headers), SessionList
+    )
+    assert [s["name"] for s in listing["sessions"]] == ["bare", "full"]
+    for session in listing["sessions"]:
+        single = client.get(f"/api/v1/sessions/{session['id']}", headers=alice.headers)
+        assert session == single.json()
+
+    base = f"/api/v1/sessions/{full['id']}"
+    messages = assert_as_the_model_writes(
+        client.get(f"{base}/messages", headers=alice.headers), SessionMessageList
+    )
+    stored = sessions.history(full["id"])
+    assert messages["messages"] == [
+        conversations.message_reply(m).model_dump(mode="json") for m in stored
+    ]
+    assert {m["model"] for m in messages["messages"]} >= {None}
+    tool_calls = assert_as_the_model_writes(
+        client.get(f"{base}/tool-calls", headers=alice.headers), SessionToolCallList
+    )
+    stored_calls = sessions.SessionToolCall.select().where(
+        sessions.SessionToolCall.session == full["id"]
+    )
+    assert tool_calls["tool_calls"] == [
+        conversations.tool_call_reply(c).model_dump(mode="json") for c in stored_calls
+    ]
+    assert len(tool_calls["tool_calls"]) == 1
+
+
+def test_session_template_list_items_are_the_single_template_replies(owner):
+    client, alice = owner
+    bob = register(client, "bob")
+    for account, body in (
+        (alice, {"name": "bare"}),
+        (
+            bob,
+            {
+                "name": "shared",
+                "description": "For all",
+                "category": "review",
+                "is_public": True,
+                "default_mode": "interactive",
+                "sdk_options": {"allowed_tools": ["Read"], "permission_mode": "plan"},
+            },
+        ),
+    ):
+        created = client.post("/api/v1/session-templates", json=body, headers=account.headers)
+        assert created.status_code == 201, created.text
+
+    listing = assert_as_the_model_writes(
+        client.get("/api/v1/session-templates", headers=alice.headers), SessionTemplateList
+    )
+    assert {t["name"] for t in listing["templates"]} == {"bare", "shared"}
+    for template in listing["templates"]:
+        single = client.get(f"/api/v1/session-templates/{template['id']}", headers=alice.headers)
+        assert template == single.json()
+
+
+def test_job_and_worker_list_items_are_the_single_replies(owner):
+    client, alice = owner
+    root = submit(client, alice, worker_count=2)
+    submit(client, alice, depth=1, parent_job_id=root["id"], inputs={"file": "a.py"})
+    wait_for_job(client, alice, root["id"], JOB_TERMINAL)
+
+    listing = assert_as_the_model_writes(client.get("/api/v1/jobs", headers=alice.headers), JobList)
+    assert len(listing["jobs"]) == 2
+    for job in listing["jobs"]:
+        detail = client.get(f"/api/v1/jobs/{job['id']}", headers=alice.headers).json()
+        assert job == {key: detail[key] for key in job}
+    workers = assert_as_the_model_writes(
+        client.get("/api/v1/supervisor/workers", headers=alice.headers), WorkerList
+    )
+    assert len(workers["workers"]) >= 2
+    for worker in workers["workers"]:
+        single = client.get(f"/api/v1/supervisor/workers/{worker['id']}", headers=alice.headers)
+        assert worker == single.json()
