@@ -24,13 +24,13 @@ class JSONBody(bytes):
     """A reply body already encoded as JSON: the binding sends it as it is."""
 
 
-Shape = tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, type[BaseModel]], ...]]
+Shape = tuple[frozenset[str], tuple[tuple[str, Any], ...], tuple[tuple[str, type[BaseModel]], ...]]
 
 
 @functools.cache
 def _fields(model: type[BaseModel]) -> Shape:
-    """``model``'s fields with their defaults (None for required ones: a row always gives
-    those), and those of them that hold a model (``usage``, ``sdk_options``)."""
+    """``model``'s field names; the fields with their defaults (None for required ones: a
+    row always gives those); and those of them that hold a model (``usage``…)."""
     fields = tuple(
         (key, None if spec.default is PydanticUndefined else spec.default)
         for key, spec in model.model_fields.items()
@@ -41,7 +41,7 @@ def _fields(model: type[BaseModel]) -> Shape:
         for inner in (spec.annotation, *get_args(spec.annotation))
         if isinstance(inner, type) and issubclass(inner, BaseModel)
     )
-    return fields, nested
+    return frozenset(model.model_fields), fields, nested
 
 
 @functools.cache
@@ -56,9 +56,13 @@ def _items(model: type[BaseModel]) -> tuple[str, type[BaseModel]]:
 
 def _project(item: Mapping[str, Any], model: type[BaseModel]) -> dict[str, Any]:
     """``item``'s values of ``model``'s fields, as the model would hold them: the other
-    keys dropped (a row's own columns), an absent optional one given its default."""
-    fields, nested = _fields(model)
-    row = {key: item.get(key, default) for key, default in fields}
+    keys dropped (a row's own columns), an absent optional one given its default. An
+    item built with exactly those keys (``handlers.agents.agent_fields``) is used as is."""
+    names, fields, nested = _fields(model)
+    if type(item) is dict and item.keys() == names:
+        row = item
+    else:
+        row = {key: item.get(key, default) for key, default in fields}
     for key, inner in nested:
         value = row[key]
         if isinstance(value, Mapping):

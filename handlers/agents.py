@@ -16,16 +16,21 @@ from storage import agents
 
 
 def agent_fields(resolved: agents.Resolved) -> dict[str, Any]:
-    """The row's columns, overlaid with the values it runs with and where they came from."""
+    """Exactly the ``Agent`` reply's fields: the values it runs with, where they came
+    from, and its own columns (a list writes this dict as it is)."""
     data = resolved.agent.__data__
     return {
-        **data,
-        "owner_id": data["owner"],
-        "parent_id": data.get("parent"),
-        "parent": resolved.parent_name,
-        "inherited": resolved.inherited,
-        "tags": orjson.loads(data["tags"]),
+        "id": data["id"],
+        "name": data["name"],
         **resolved.values,
+        "tags": orjson.loads(data["tags"]),
+        "parent": resolved.parent_name,
+        "parent_id": data.get("parent"),
+        "status": data["status"],
+        "inherited": resolved.inherited,
+        "owner_id": data["owner"],
+        "created_at": data["created_at"],
+        "updated_at": data["updated_at"],
     }
 
 
