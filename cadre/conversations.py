@@ -35,11 +35,14 @@ def columns(row: peewee.Model) -> dict[str, Any]:
     return {name: row.__data__.get(name) for name in type(row)._meta.fields}
 
 
-def session_reply(session: sessions.Session) -> SessionReply:
+def session_fields(session: sessions.Session) -> dict[str, Any]:
+    """The session's reply values (a list writes them without a model)."""
     options = {"model": None, "system_prompt": None, **session.sdk_options}
-    return SessionReply.model_validate(
-        {**columns(session), "user_id": session.owner_id, "sdk_options": options}
-    )
+    return {**columns(session), "user_id": session.owner_id, "sdk_options": options}
+
+
+def session_reply(session: sessions.Session) -> SessionReply:
+    return SessionReply.model_validate(session_fields(session))
 
 
 def message_reply(message: sessions.SessionMessage) -> MessageReply:

@@ -9,22 +9,28 @@ import orjson
 from cadre.auth import owner_scope
 from cadre.connexion.binding import Reply
 from cadre.pagination import next_link
+from cadre.replies import list_reply
 from models_gen.api import Agent as AgentReply
 from models_gen.api import AgentList
 from storage import agents
 
 
 def agent_fields(resolved: agents.Resolved) -> dict[str, Any]:
-    """The row's columns, overlaid with the values it runs with and where they came from."""
+    """Exactly the ``Agent`` reply's fields: the values it runs with, where they came
+    from, and its own columns (a list writes this dict as it is)."""
     data = resolved.agent.__data__
     return {
-        **data,
-        "owner_id": data["owner"],
-        "parent_id": data.get("parent"),
-        "parent": resolved.parent_name,
-        "inherited": resolved.inherited,
-        "tags": orjson.loads(data["tags"]),
+        "id": data["id"],
+        "name": data["name"],
         **resolved.values,
+        "tags": orjson.loads(data["tags"]),
+        "parent": resolved.parent_name,
+        "parent_id": data.get("parent"),
+        "status": data["status"],
+        "inherited": resolved.inherited,
+        "owner_id": data["owner"],
+        "created_at": data["created_at"],
+        "updated_at": data["updated_at"],
     }
 
 
@@ -52,17 +58,14 @@ def list_agents(
         owner, parent=parent, status=status, tag=tag, limit=limit, offset=offset, after=after
     )
     filters = {"parent": parent, "status": status, "tag": tag, "all": all_ or None}
-    # One validation of the whole page: a model per agent would cost twice as much.
-    reply = AgentList.model_validate(
-        {
-            "agents": [agent_fields(r) for r in agents.resolve(page.rows)],
-            "total": page.total,
-            "limit": limit,
-            "offset": offset,
-            "next": next_link("/api/v1/agents", page, limit, **filters),
-        }
+    return list_reply(
+        AgentList,
+        map(agent_fields, agents.resolve(page.rows)),
+        total=page.total,
+        limit=limit,
+        offset=offset,
+        next=next_link("/api/v1/agents", page, limit, **filters),
     )
-    return reply, 200
 
 
 def create_agent(user: str, body: dict) -> Reply:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cadre.auth import owner_scope
 from cadre.connexion.binding import Reply
 from cadre.errors import ValidationFailed
+from cadre.replies import list_reply
 from models_gen.api import CostList, CostSummary
-from models_gen.api import CostRecord as CostReply
 from storage import costs
 
 PERIODS = {"day": timedelta(days=1), "week": timedelta(weeks=1), "month": timedelta(days=30)}
@@ -32,6 +33,10 @@ def _parse_instant(value: str) -> datetime:
         ) from exc
 
 
+def _cost_fields(record: costs.CostRecord) -> dict[str, Any]:
+    return {**record.__data__, "total_tokens": record.total_tokens}
+
+
 def list_costs(
     user: str,
     token_info: dict,
@@ -43,8 +48,7 @@ def list_costs(
     owner = owner_scope(user, token_info, all_)
     since_utc = None if since is None else _parse_instant(since)
     rows, total = costs.list_costs(owner, since=since_utc, agent_ref=agent_id, limit=limit)
-    records = [CostReply.model_validate(row, from_attributes=True) for row in rows]
-    return CostList(costs=records, total_cost=total), 200
+    return list_reply(CostList, map(_cost_fields, rows), total_cost=total)
 
 
 def get_cost_summary(user: str, token_info: dict, period: str = "day", all_: bool = False) -> Reply:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from cadre import streams
 from cadre.auth import TokenService
 from cadre.connexion.binding import Reply
@@ -11,6 +13,7 @@ from cadre.engine.executor import Executor
 from cadre.engine.launch import launch_async
 from cadre.json_limits import shown
 from cadre.pagination import next_link
+from cadre.replies import list_reply
 from cadre.settings import Settings
 from models_gen.api import EventList, ExecutionCreated, ExecutionList
 from models_gen.api import Execution as ExecutionReply
@@ -25,6 +28,16 @@ def _reply(execution: store.Execution) -> ExecutionReply:
     return reply.model_copy(
         update={"inputs": shown(execution.inputs), "result": shown(execution.result)}
     )
+
+
+def _fields(execution: store.Execution) -> dict[str, Any]:
+    """``_reply``'s values for a list, which writes them without a model."""
+    return {
+        **execution.__data__,
+        "usage": execution.usage,
+        "inputs": shown(execution.inputs),
+        "result": shown(execution.result),
+    }
 
 
 async def execute_agent(
@@ -64,14 +77,14 @@ def list_executions(
     page = store.list_executions(
         user, agent_ref=agent_id, status=status, limit=limit, offset=offset, after=after
     )
-    reply = ExecutionList(
-        executions=[_reply(r) for r in page.rows],
+    return list_reply(
+        ExecutionList,
+        map(_fields, page.rows),
         total=page.total,
         limit=limit,
         offset=offset,
         next=next_link("/api/v1/executions", page, limit, agent_id=agent_id, status=status),
     )
-    return reply, 200
 
 
 async def _control(

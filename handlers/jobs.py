@@ -8,6 +8,7 @@ from cadre.connexion.binding import Reply
 from cadre.engine.supervisor import Supervisor
 from cadre.json_limits import shown
 from cadre.pagination import next_link
+from cadre.replies import list_reply
 from models_gen.api import Job as JobReply
 from models_gen.api import JobDetail, JobList
 from models_gen.api import Worker as WorkerReply
@@ -78,16 +79,14 @@ def list_jobs(
         after=after,
     )
     filters = {"depth": depth, "status": status, "parent_job_id": parent_job_id}
-    reply = JobList.model_validate(
-        {
-            "jobs": [job_fields(job) for job in page.rows],
-            "total": page.total,
-            "limit": limit,
-            "offset": offset,
-            "next": next_link("/api/v1/jobs", page, limit, **filters),
-        }
+    return list_reply(
+        JobList,
+        map(job_fields, page.rows),
+        total=page.total,
+        limit=limit,
+        offset=offset,
+        next=next_link("/api/v1/jobs", page, limit, **filters),
     )
-    return reply, 200
 
 
 async def cancel_job(user: str, job_id: str, supervisor: Supervisor) -> Reply:

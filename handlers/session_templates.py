@@ -6,16 +6,21 @@ from cadre.connexion.binding import Reply
 from cadre.conversations import columns
 from cadre.engine.turns import canonical_options
 from cadre.pagination import next_link
+from cadre.replies import list_reply
 from models_gen.api import SessionTemplate as TemplateReply
 from models_gen.api import SessionTemplateList
 from storage import sessions
 
 
+def _fields(template: sessions.SessionTemplate) -> dict:
+    return {**columns(template), "owner_id": template.owner_id}
+
+
 def _reply(template: sessions.SessionTemplate) -> TemplateReply:
-    return TemplateReply.model_validate({**columns(template), "owner_id": template.owner_id})
+    return TemplateReply.model_validate(_fields(template))
 
 
-def _fields(body: dict) -> dict:
+def _body(body: dict) -> dict:
     if "sdk_options" in body:
         return {**body, "sdk_options": canonical_options(body["sdk_options"], "body.sdk_options")}
     return body
@@ -35,18 +40,18 @@ def list_session_templates(
     link = next_link(
         "/api/v1/session-templates", page, limit, category=category, is_public=is_public
     )
-    reply = SessionTemplateList(
-        templates=[_reply(r) for r in page.rows],
+    return list_reply(
+        SessionTemplateList,
+        map(_fields, page.rows),
         total=page.total,
         limit=limit,
         offset=offset,
         next=link,
     )
-    return reply, 200
 
 
 def create_session_template(user: str, body: dict) -> Reply:
-    fields = _fields({"sdk_options": {}, **body})
+    fields = _body({"sdk_options": {}, **body})
     return _reply(sessions.create_template(user, **fields)), 201
 
 
@@ -56,7 +61,7 @@ def get_session_template(user: str, template_id: str) -> Reply:
 
 def update_session_template(user: str, template_id: str, body: dict) -> Reply:
     template = sessions.get_own_template(template_id, user)
-    return _reply(sessions.update_template(template, _fields(body))), 200
+    return _reply(sessions.update_template(template, _body(body))), 200
 
 
 def delete_session_template(user: str, template_id: str) -> tuple[None, int]:

@@ -13,6 +13,7 @@ from cadre.engine import turns
 from cadre.engine.events import EventBus
 from cadre.engine.executor import Executor
 from cadre.pagination import next_link
+from cadre.replies import list_reply
 from cadre.settings import Settings
 from models_gen.api import (
     SessionArchive,
@@ -34,14 +35,14 @@ def list_sessions(
     page = sessions.list_sessions(
         user, status=status, mode=mode, limit=limit, offset=offset, after=after
     )
-    reply = SessionList(
-        sessions=[conversations.session_reply(r) for r in page.rows],
+    return list_reply(
+        SessionList,
+        map(conversations.session_fields, page.rows),
         total=page.total,
         limit=limit,
         offset=offset,
         next=next_link("/api/v1/sessions", page, limit, status=status, mode=mode),
     )
-    return reply, 200
 
 
 def create_session(user: str, body: dict, settings: Settings) -> Reply:
@@ -95,14 +96,14 @@ def list_session_messages(
 ) -> Reply:
     session = sessions.get_session(session_id, user)
     page = sessions.list_messages(session.id, limit, offset, after)
-    reply = SessionMessageList(
-        messages=[conversations.message_reply(r) for r in page.rows],
+    return list_reply(
+        SessionMessageList,
+        map(conversations.columns, page.rows),
         total=page.total,
         limit=limit,
         offset=offset,
         next=next_link(f"/api/v1/sessions/{session.id}/messages", page, limit),
     )
-    return reply, 200
 
 
 def list_session_tool_calls(
@@ -111,14 +112,14 @@ def list_session_tool_calls(
     session = sessions.get_session(session_id, user)
     page = sessions.list_tool_calls(session.id, limit, offset, after)
     path = f"/api/v1/sessions/{session.id}/tool-calls"
-    reply = SessionToolCallList(
-        tool_calls=[conversations.tool_call_reply(r) for r in page.rows],
+    return list_reply(
+        SessionToolCallList,
+        map(conversations.columns, page.rows),
         total=page.total,
         limit=limit,
         offset=offset,
         next=next_link(path, page, limit),
     )
-    return reply, 200
 
 
 async def fork_session(

@@ -148,8 +148,9 @@ def fill(data_dir: Path, rows: int) -> tuple[str, str]:
             priced=True,
             timestamp=at,
         )
-        for kind in ("agent", "execution"):
+        for kind in ("agent", "execution", "session"):
             RowCount.insert(owner=owner, kind=kind, n=rows).execute()
+        RowCount.insert(owner=owner, kind="cost", n=rows, amount=rows * 0.001).execute()
     database.execute_sql("ANALYZE")
     print(f"  seeded 4 x {rows:,} rows in {time.perf_counter() - began:.1f} s", flush=True)
     before_last = START + timedelta(seconds=rows - PAGE - 1)

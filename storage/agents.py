@@ -93,17 +93,21 @@ def resolve(agents: list[Agent]) -> list[Resolved]:
         while parent_id and parent_id in known and len(ancestors) < MAX_DEPTH - 1:
             ancestors.append(known[parent_id].__data__)
             parent_id = ancestors[-1].get("parent")
-        values: dict[str, Any] = {}
+        values = {field: data.get(field) for field in INHERITABLE}
+        if values["tools"] is not None:
+            values["tools"] = orjson.loads(values["tools"])
         inherited = []
         for field in INHERITABLE:
-            value = _own(data, field)
-            if value is None:
-                for ancestor in ancestors:
-                    value = _own(ancestor, field)
-                    if value is not None:
-                        inherited.append(field)
-                        break
-            values[field] = DEFAULTS[field] if value is None else value
+            if values[field] is not None:
+                continue
+            for ancestor in ancestors:
+                value = _own(ancestor, field)
+                if value is not None:
+                    values[field] = value
+                    inherited.append(field)
+                    break
+            else:
+                values[field] = DEFAULTS[field]
         parent = ancestors[0].get("name") if ancestors else None
         out.append(Resolved(agent, parent, values, tuple(inherited)))
     return out

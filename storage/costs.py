@@ -7,6 +7,7 @@ from typing import Any
 
 import peewee
 
+from storage import counts
 from storage.db import BaseModel
 from storage.fields import UTCDateTimeField
 from storage.ids import new_id, utcnow
@@ -33,8 +34,12 @@ class CostRecord(BaseModel):
         return self.prompt_tokens + self.completion_tokens
 
 
-def record_cost(**fields: object) -> CostRecord:
-    return CostRecord.insert_row(id=new_id("cost"), timestamp=utcnow(), **fields)
+def record_cost(**fields: Any) -> CostRecord:
+    """Insert a record and add it to its owner's kept count and sum (``storage.counts``);
+    call inside the billing's transaction."""
+    record = CostRecord.insert_row(id=new_id("cost"), timestamp=utcnow(), **fields)
+    counts.bump(fields["owner"], "cost", amount=fields["cost_usd"])
+    return record
 
 
 def bill_execution(
@@ -95,9 +100,13 @@ def _filtered(owner_id: str | None, since: datetime | None, agent_ref: str | Non
 def list_costs(
     owner_id: str | None, *, since: datetime | None, agent_ref: str | None, limit: int
 ) -> tuple[list[CostRecord], float]:
-    """The newest ``limit`` records and the total cost of every matching record."""
+    """The newest ``limit`` records and the total cost of every matching record: the
+    owner's kept sum when nothing filters them, else a sum over the matches."""
     query = _filtered(owner_id, since, agent_ref)
-    total = query.select(peewee.fn.COALESCE(peewee.fn.SUM(CostRecord.cost_usd), 0)).scalar()
+    if owner_id is not None and since is None and agent_ref is None:
+        total = counts.amount(owner_id, "cost")
+    else:
+        total = query.select(peewee.fn.COALESCE(peewee.fn.SUM(CostRecord.cost_usd), 0)).scalar()
     rows = fetch(query.order_by(CostRecord.timestamp.desc(), CostRecord.id.desc()).limit(limit))
     return rows, round(float(total), 10)
 

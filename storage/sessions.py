@@ -15,6 +15,7 @@ from typing import Any
 import peewee
 
 from cadre.errors import Conflict, Forbidden, NotFound
+from storage import counts
 from storage.db import BaseModel, database
 from storage.executions import LEASE_OWNER, TERMINAL, Execution
 from storage.fields import JSONField, UTCDateTimeField
@@ -103,7 +104,10 @@ class SessionToolCall(BaseModel):
 
 def create_session(**fields: Any) -> Session:
     fields.setdefault("id", new_id("sess"))
-    return Session.create(**fields)
+    with database.atomic():
+        session = Session.create(**fields)
+        counts.bump(session.owner_id, "session")
+    return session
 
 
 def get_session(session_id: str, owner_id: str | None) -> Session:
@@ -244,7 +248,7 @@ def release_turn(session_id: str, run_id: str) -> None:
 
 
 def count_sessions(owner_id: str) -> int:
-    return Session.select().where(Session.owner == owner_id).count()
+    return counts.count(owner_id, "session")
 
 
 def list_sessions(
@@ -262,7 +266,16 @@ def list_sessions(
     if mode is not None:
         query = query.where(Session.mode == mode)
     keys = (Session.created_at, Session.id)
-    return paginate(query, keys, limit=limit, offset=offset, after=after, descending=True)
+    unfiltered = status is None and mode is None
+    return paginate(
+        query,
+        keys,
+        limit=limit,
+        offset=offset,
+        after=after,
+        descending=True,
+        count=(lambda: count_sessions(owner_id)) if unfiltered else None,
+    )
 
 
 def list_messages(session_id: str, limit: int, offset: int, after: str | None = None) -> Page:
@@ -359,7 +372,11 @@ def discard_run(session_id: str, run_id: str) -> None:
 
 def delete_session(session_id: str) -> None:
     """The session and its history (cascade); its executions and cost records stay."""
-    Session.delete().where(Session.id == session_id).execute()
+    with database.atomic():
+        owners = Session.select(Session.owner).where(Session.id == session_id).tuples()
+        for (owner_id,) in owners:
+            Session.delete().where(Session.id == session_id).execute()
+            counts.bump(owner_id, "session", -1)
 
 
 # -- templates --------------------------------------------------------------------------
@@ -462,6 +479,7 @@ def branch(source: Session, *, upto_sequence: int, **fields: Any) -> Session:
             **fields,
         }
         session = Session.create(id=session_id, **values)
+        counts.bump(session.owner_id, "session")
         messages = [m for m in history(source.id) if m.sequence_number <= upto_sequence]
         for message in messages:
             SessionMessage.create(

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from storage import costs
 from tests.conftest import assert_problem, execute, register, wait_for_status
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -68,6 +69,34 @@ def test_filters_limit_and_total_over_all_matching(priced):
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     later = client.get("/api/v1/costs", params={"since": future}, headers=alice.headers).json()
     assert later == {"costs": [], "total_cost": 0}
+
+
+def test_total_cost_is_the_sum_of_the_owners_records_and_outlives_their_session(priced):
+    """The unfiltered total is a sum kept with each record: it matches the records,
+    follows every bill, and keeps a deleted session's costs (as the records stay)."""
+    client, alice = priced
+    bob = register(client, "bob")
+    client.post("/api/v1/agents", json={"name": "coder", "model": "metered"}, headers=bob.headers)
+    run(client, alice, "coder", "a")
+    run(client, bob, "coder", "a b c d")
+    reviewer = client.get("/api/v1/agents/reviewer", headers=alice.headers).json()["id"]
+    session = client.post(
+        "/api/v1/sessions", json={"name": "s", "agent_id": reviewer}, headers=alice.headers
+    ).json()
+    turn = client.post(
+        f"/api/v1/sessions/{session['id']}/query", json={"message": "a b"}, headers=alice.headers
+    )
+    assert turn.status_code == 200, turn.text
+    assert (
+        client.delete(f"/api/v1/sessions/{session['id']}", headers=alice.headers).status_code == 204
+    )
+
+    for account in (alice, bob):
+        listing = client.get("/api/v1/costs?limit=1", headers=account.headers).json()
+        stored = costs.CostRecord.select().where(costs.CostRecord.owner == account.id)
+        assert len(listing["costs"]) == 1 and stored.count() == (2 if account is alice else 1)
+        assert listing["total_cost"] == pytest.approx(sum(r.cost_usd for r in stored), abs=1e-12)
+        assert listing["total_cost"] > 0
 
 
 def test_bad_since_is_422(client, alice):

@@ -10,6 +10,7 @@ from storage import db
 from storage.agents import Agent
 from storage.checkpoints import Checkpoint
 from storage.costs import CostRecord
+from storage.counts import RowCount
 from storage.executions import Execution, ExecutionEvent
 from storage.jobs import Allocation, Job, QuotaUsage, Worker
 from storage.sessions import Session, SessionMessage, SessionTemplate, SessionToolCall
@@ -32,6 +33,7 @@ MODELS = [
     Worker,
     QuotaUsage,
     Allocation,
+    RowCount,
 ]
 
 
@@ -91,3 +93,36 @@ def test_cli_migrate_reports_what_it_applied(tmp_path, capsys, monkeypatch):
     assert "applied: 0001_accounts_and_agents" in capsys.readouterr().out
     assert main(["migrate"]) == 0
     assert "up to date" in capsys.readouterr().out
+
+
+def test_upgrade_counts_existing_sessions_and_sums_existing_costs(tmp_path):
+    from storage import counts
+
+    database = _database(tmp_path)
+    runner = Runner(database, directory=str(db.MIGRATIONS_DIR))
+    runner.up(target="0009_one_event_index")
+    for user in ("usr_1", "usr_2"):
+        User.create(id=user, email=f"{user}@b.co", username=user, password_hash="x")
+    for n in range(3):
+        Session.create(
+            id=f"sess_{n}", owner="usr_1", name="s", sdk_options={}, working_directory_path="/w"
+        )
+    for n, usd in enumerate((0.25, 0.5, 0.125)):
+        CostRecord.create(
+            id=f"cost_{n}",
+            owner="usr_1" if n else "usr_2",
+            agent_id="agent_1",
+            agent_name="a",
+            execution_id="exec_1",
+            provider="echo",
+            model="echo",
+            prompt_tokens=1,
+            completion_tokens=1,
+            cost_usd=usd,
+            priced=True,
+        )
+    db.migrate(database)
+    assert (counts.count("usr_1", "session"), counts.count("usr_2", "session")) == (3, 0)
+    assert (counts.count("usr_1", "cost"), counts.amount("usr_1", "cost")) == (2, 0.625)
+    assert (counts.count("usr_2", "cost"), counts.amount("usr_2", "cost")) == (1, 0.25)
+    database.close()

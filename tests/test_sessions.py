@@ -201,6 +201,27 @@ class TestListAndGetSessions:
         forked = client.get("/api/v1/sessions?mode=forked", headers=alice.headers).json()
         assert forked["total"] == 0
 
+    def test_total_is_kept_through_creates_forks_and_deletes(self, client, alice, bob):
+        """A first page that does not end the list reads the total the owner's writes
+        keep (``storage.counts``): it must follow every way a session comes and goes."""
+        first, second = (new_session(client, alice, name=f"s{i}")["id"] for i in range(2))
+        new_session(client, bob)
+        query(client, alice, first, "hello")
+        fork = client.post(
+            f"/api/v1/sessions/{first}/fork", json={"name": "f"}, headers=alice.headers
+        )
+        assert fork.status_code == 201, fork.text
+
+        def total() -> int:
+            return client.get("/api/v1/sessions?limit=1", headers=alice.headers).json()["total"]
+
+        assert total() == 3
+        assert client.delete(f"/api/v1/sessions/{second}", headers=alice.headers).status_code == 204
+        assert total() == 2
+        assert client.delete(f"/api/v1/sessions/{second}", headers=alice.headers).status_code == 404
+        assert total() == 2
+        assert client.get("/api/v1/sessions?limit=1", headers=bob.headers).json()["total"] == 1
+
     def test_skip_is_refused_like_everywhere_else(self, client, alice: Account):
         reply = client.get("/api/v1/sessions?skip=0", headers=alice.headers)
         assert_problem(reply, 422, "validation_error")

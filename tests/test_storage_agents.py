@@ -8,6 +8,7 @@ from playhouse.test_utils import count_queries
 
 from cadre.errors import Conflict, ValidationFailed
 from handlers import agents as agent_handlers
+from models_gen.api import AgentList
 from storage import agents
 from storage.agents import DEFAULTS, Agent
 from storage.users import create_user
@@ -212,11 +213,12 @@ class TestListQueryCount:
         page = self.leaves_page(alice, chains)
 
         with count_queries() as counter:
-            body, status = agent_handlers.list_agents(
+            reply, status = agent_handlers.list_agents(
                 user=alice, token_info={"role": "user"}, **page
             )
 
         assert status == 200
+        body = AgentList.model_validate_json(reply)
         assert (len(body.agents), body.total) == (chains, 3 * chains)
         assert {a.parent for a in body.agents} == {f"mid-{i}" for i in range(chains)}
         assert {a.instructions for a in body.agents} == {"root"}

@@ -7,6 +7,7 @@ from playhouse.test_utils import count_queries
 
 from cadre.errors import Conflict, Forbidden, NotFound
 from handlers import sessions as session_handlers
+from models_gen.api import SessionList, SessionMessageList
 from storage import sessions
 from storage.executions import Execution
 from storage.users import create_user
@@ -146,7 +147,8 @@ class TestQueryCounts:
         for number in range(20):
             add_session(alice, f"s{number}")
         with count_queries() as counter:
-            page, _ = session_handlers.list_sessions(alice, limit=10, offset=0)
+            reply, _ = session_handlers.list_sessions(alice, limit=10, offset=0)
+        page = SessionList.model_validate_json(reply)
         assert len(page.sessions) == 10 and page.total == 20
         assert counter.count == 2  # the page and its count
 
@@ -157,6 +159,7 @@ class TestQueryCounts:
             [{"message_type": "user", "content": {"content": str(n)}} for n in range(30)],
         )
         with count_queries() as counter:
-            page, _ = session_handlers.list_session_messages(alice, session.id, limit=10, offset=0)
+            reply, _ = session_handlers.list_session_messages(alice, session.id, limit=10, offset=0)
+        page = SessionMessageList.model_validate_json(reply)
         assert [m.sequence_number for m in page.messages] == list(range(1, 11))
         assert counter.count == 3  # the session, the page, its count

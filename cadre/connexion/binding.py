@@ -6,7 +6,8 @@ path or query ones and how to cast them, their defaults, the body's name,
 schema and default. Cadre's ``Binder`` works it out once per operation; per
 request it only picks up the values the request validator already parsed and
 typed (``cadre.connexion.validation`` leaves them in the scope) and sends the
-reply: a model straight from pydantic-core's JSON bytes, anything else through
+reply: a model straight from pydantic-core's JSON bytes, a list's ready JSON as it
+is (``cadre.replies``), anything else through
 Connexion's response logic.
 
 File uploads are not supported, as no operation in ``openapi.yaml`` takes one.
@@ -37,11 +38,13 @@ from cadre.connexion.validation import (
     is_null,
     is_nullable,
 )
+from cadre.replies import JSONBody
 from cadre.services import SERVICE_NAMES, Services
 
-# What handlers return: ``(model, status)`` with a ``models_gen`` model, or a dict.
-# Errors are never returned: they are raised and rendered by ``cadre.problems``.
-Reply = tuple[BaseModel | dict[str, Any], int]
+# What handlers return: ``(model, status)`` with a ``models_gen`` model, a list reply
+# already encoded (``cadre.replies``), or a dict. Errors are never returned: they are
+# raised and rendered by ``cadre.problems``.
+Reply = tuple[BaseModel | JSONBody | dict[str, Any], int]
 JSON_HEADERS = [(b"content-type", b"application/json")]
 CONTEXT_NAME = "context_"  # Connexion's name for the whole security context
 
@@ -61,6 +64,16 @@ def _query_defaults(query: dict[str, dict[str, Any]]) -> dict[str, Any]:
         elif "default" in schema:
             defaults[name] = schema["default"]
     return defaults
+
+
+def _json(content: Any) -> bytes | None:
+    """The body of a reply the binding sends itself: a model's JSON from pydantic-core,
+    or a list's already written; None for anything else."""
+    if type(content) is JSONBody:
+        return content
+    if isinstance(content, BaseModel):
+        return content.__pydantic_serializer__.to_json(content)
+    return None
 
 
 class Binder:
@@ -151,9 +164,9 @@ class Binder:
             reply = await self.function(**kwargs)
         else:
             reply = await self.sync_calls(self.function, **kwargs)
-        if type(reply) is tuple and len(reply) == 2 and isinstance(reply[0], BaseModel):
-            model, status = reply  # the common case: serialised by pydantic-core, sent as is
-            body = model.__pydantic_serializer__.to_json(model)
+        body = _json(reply[0]) if type(reply) is tuple and len(reply) == 2 else None
+        if body is not None:  # the common case, sent as it is
+            status = reply[1]
             headers = [(b"content-length", b"%d" % len(body)), *JSON_HEADERS]
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})

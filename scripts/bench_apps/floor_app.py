@@ -116,7 +116,7 @@ def create_app():
                 f"INSERT INTO agent ({COLUMNS}) VALUES ({','.join('?' * 13)})", values
             )
             connection.execute(
-                "INSERT INTO row_count (owner_id, kind, n) VALUES (?, 'agent', 1) "
+                "INSERT INTO row_count (owner_id, kind, n, amount) VALUES (?, 'agent', 1, 0) "
                 "ON CONFLICT (owner_id, kind) DO UPDATE SET n = n + 1",
                 (owner,),
             )
