@@ -347,5 +347,10 @@ class TestConcurrency:
         assert statuses.count("running") <= 2
         finished = [wait_for_status(client, alice, i, TERMINAL) for i in ids]
         assert {f["status"] for f in finished} == {"completed"}
+        # First in, first out. Runs that took free slots at the same moment may store their
+        # start in either order (on PostgreSQL two queue workers claim them), so what holds
+        # is: when a run starts, every run queued before it has started, but for at most
+        # the other one holding a slot with it.
         starts = [f["started_at"] for f in finished]
-        assert starts == sorted(starts)
+        for i, start in enumerate(starts):
+            assert sum(earlier <= start for earlier in starts[:i]) >= i - 1
