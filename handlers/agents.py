@@ -18,7 +18,7 @@ from storage import agents
 def agent_fields(resolved: agents.Resolved) -> dict[str, Any]:
     """Exactly the ``Agent`` reply's fields: the values it runs with, where they came
     from, and its own columns (a list writes this dict as it is)."""
-    data = resolved.agent.__data__
+    data = resolved.row
     return {
         "id": data["id"],
         "name": data["name"],
@@ -60,7 +60,7 @@ def list_agents(
     filters = {"parent": parent, "status": status, "tag": tag, "all": all_ or None}
     return list_reply(
         AgentList,
-        map(agent_fields, agents.resolve(page.rows)),
+        map(agent_fields, agents.resolve_rows(page.rows)),
         total=page.total,
         limit=limit,
         offset=offset,

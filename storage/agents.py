@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -14,7 +14,7 @@ from storage import counts
 from storage.db import BaseModel, database
 from storage.fields import UTCDateTimeField
 from storage.ids import new_id, utcnow
-from storage.queries import Page, fetch, owned, paginate
+from storage.queries import Page, fetch_rows, owned, paginate
 from storage.users import User
 
 INHERITABLE = ("provider", "model", "temperature", "instructions", "tools")
@@ -47,31 +47,34 @@ class Agent(BaseModel):
         indexes = ((("owner", "name"), True), (("owner", "created_at", "id"), False))
 
 
-class Resolved(NamedTuple):
-    """An agent with the values it runs with, and which of them it inherited (a tuple:
-    a page builds one per agent, and a frozen dataclass costs several times more)."""
+Row = dict[str, Any]  # an agent's column values by field name (a model's ``__data__``)
 
-    agent: Agent
+
+class Resolved(NamedTuple):
+    """An agent's row with the values it runs with, and which of them it inherited (a
+    tuple: a page builds one per agent, and a frozen dataclass costs several times more)."""
+
+    row: Row
     parent_name: str | None
     values: dict[str, Any]
     inherited: tuple[str, ...]
 
 
-def _load_ancestors(agents: Iterable[Agent]) -> dict[str, Agent]:
-    """Every ancestor of ``agents``, one query per generation."""
-    known: dict[str, Agent] = {a.id: a for a in agents}
+def _load_ancestors(rows: Iterable[Row]) -> dict[str, Row]:
+    """Every ancestor of the agents ``rows`` holds, one query per generation."""
+    known: dict[str, Row] = {row["id"]: row for row in rows}
     pending = _unknown_parents(known)
     for _ in range(MAX_DEPTH):
         if not pending:
             break
-        for parent in fetch(Agent.select().where(Agent.id.in_(list(pending)))):
-            known[parent.id] = parent
+        for parent in fetch_rows(Agent.select().where(Agent.id.in_(list(pending)))):
+            known[parent["id"]] = parent
         pending = _unknown_parents(known)
     return known
 
 
-def _unknown_parents(known: dict[str, Agent]) -> set[str]:
-    parents = (a.__data__.get("parent") for a in known.values())
+def _unknown_parents(known: dict[str, Row]) -> set[str]:
+    parents = (row.get("parent") for row in known.values())
     return {p for p in parents if p and p not in known}
 
 
@@ -81,17 +84,20 @@ def _own(data: dict[str, Any], field: str) -> Any:
     return orjson.loads(value) if field == "tools" and value is not None else value
 
 
-def resolve(agents: list[Agent]) -> list[Resolved]:
+def resolve(agents: Sequence[Agent]) -> list[Resolved]:
     """Each agent's values: its own, else the nearest ancestor's, else the default."""
-    known = _load_ancestors(agents)
+    return resolve_rows([agent.__data__ for agent in agents])
+
+
+def resolve_rows(rows: Sequence[Row]) -> list[Resolved]:
+    """``resolve`` for agents' rows (a page's ``list_agents`` gives): no model needed."""
+    known = _load_ancestors(rows)
     out = []
-    for agent in agents:
-        # Read from the rows' own values: a page resolves every agent, field by field.
-        data = agent.__data__
+    for data in rows:
         ancestors = []  # nearest first
         parent_id = data.get("parent")
         while parent_id and parent_id in known and len(ancestors) < MAX_DEPTH - 1:
-            ancestors.append(known[parent_id].__data__)
+            ancestors.append(known[parent_id])
             parent_id = ancestors[-1].get("parent")
         values = {field: data.get(field) for field in INHERITABLE}
         if values["tools"] is not None:
@@ -109,7 +115,7 @@ def resolve(agents: list[Agent]) -> list[Resolved]:
             else:
                 values[field] = DEFAULTS[field]
         parent = ancestors[0].get("name") if ancestors else None
-        out.append(Resolved(agent, parent, values, tuple(inherited)))
+        out.append(Resolved(data, parent, values, tuple(inherited)))
     return out
 
 
@@ -147,6 +153,8 @@ def list_agents(
     tag: str | None = None,
     after: str | None = None,
 ) -> Page:
+    """A page of the owner's agents (all when None), its rows as values by field name
+    (``Row``s, for ``resolve_rows``): a page reads them and needs no model per agent."""
     query = owned(Agent.select(), Agent, owner_id)
     unfiltered = owner_id is not None and tag is None and parent is None and status is None
     if tag is not None:
@@ -167,6 +175,7 @@ def list_agents(
         offset=offset,
         after=after,
         count=(lambda: counts.count(owner_id, "agent")) if unfiltered else None,
+        plain=True,
     )
 
 
@@ -181,18 +190,18 @@ def _parent_for(owner_id: str, ref: str | None, child: Agent | None) -> Agent | 
             error="invalid_parent",
             details={"parent": f"no agent '{ref}'"},
         )
-    chain = _load_ancestors([parent])
-    node: Agent | None = parent
+    chain = _load_ancestors([parent.__data__])
+    node: Row | None = parent.__data__
     depth = 0  # levels from the parent up to its root (MAX_DEPTH + 1 when the chain is longer)
     while node is not None and depth <= MAX_DEPTH:
-        if child is not None and node.id == child.id:
+        if child is not None and node["id"] == child.id:
             raise ValidationFailed(
                 f"Making '{parent.name}' the parent of '{child.name}' would create a cycle.",
                 error="parent_cycle",
                 details={"parent": "would create a cycle"},
             )
         depth += 1
-        node = chain.get(node.parent_id) if node.parent_id else None
+        node = chain.get(node["parent"]) if node.get("parent") else None
     if depth + (_height(child) if child is not None else 1) > MAX_DEPTH:
         raise ValidationFailed(
             f"Agent chains are limited to {MAX_DEPTH} levels.",

@@ -48,13 +48,19 @@ class BaseModel(peewee.Model):
         """A model from a raw ``SELECT`` of all its columns in field order, as Peewee
         would build it at a fraction of the cost: only the columns that need it are
         converted (timestamps, JSON, booleans), and no per-field setter runs."""
+        instance = cls.__new__(cls)
+        instance.__data__, instance._dirty, instance.__rel__ = cls.row_data(row), set(), {}
+        return instance
+
+    @classmethod
+    def row_data(cls, row: tuple[Any, ...]) -> dict[str, Any]:
+        """A raw row's values by field name, as a model built from it holds them (its
+        ``__data__``): for lists that read rows without an object per row."""
         names, converters = _row_plan(cls)
         data = dict(zip(names, row, strict=True))
         for name, convert in converters:
             data[name] = convert(data[name])
-        instance = cls.__new__(cls)
-        instance.__data__, instance._dirty, instance.__rel__ = data, set(), {}
-        return instance
+        return data
 
     @classmethod
     def insert_row(cls, **values: Any) -> Self:

@@ -39,6 +39,7 @@ def paginate(
     after: str | None = None,
     descending: bool = False,
     count: Callable[[], int] | None = None,
+    plain: bool = False,
 ) -> Page:
     """One page of ``query`` in ``keys`` order (a timestamp, then the unique id).
 
@@ -50,6 +51,7 @@ def paginate(
     A whole-model query (``Model.select()`` with no join) is fetched raw and each row
     built by ``BaseModel.from_row``: Peewee's per-field conversion of every column, and
     its compiling of the same column list on every request, were most of a page's cost.
+    ``plain`` gives the rows as their values by field name (``fetch_rows``), no model each.
     """
     first, second = keys
     whole = query
@@ -62,13 +64,11 @@ def paginate(
     order = (first.desc(), second.desc()) if descending else (first, second)
     # One row more than the page says whether another page follows.
     page = query.order_by(*order).limit(limit + 1).offset(offset)
-    rows = fetch(page)
+    rows = fetch_rows(page) if plain else fetch(page)
     more = len(rows) > limit
     rows = rows[:limit]
-    last = rows[-1] if more else None
-    cursor = (
-        None if last is None else _encode(getattr(last, first.name), getattr(last, second.name))
-    )
+    last = None if not more else rows[-1] if plain else rows[-1].__data__
+    cursor = None if last is None else _encode(last[first.name], last[second.name])
     if after is None and not more and (rows or offset == 0):
         total = offset + len(rows)
     else:
@@ -84,6 +84,17 @@ def fetch(query: peewee.ModelSelect) -> list[Any]:
         return [row for row in query]  # list() would ask peewee for len(): a query apart
     database = query.model._meta.database
     return [query.model.from_row(row) for row in database.execute_sql(*raw.sql())]
+
+
+def fetch_rows(query: peewee.ModelSelect) -> list[dict[str, Any]]:
+    """``fetch``'s rows as their values by field name (what its models would hold in
+    ``__data__``), with no model object per row: for lists that only read the values."""
+    raw = raw_select(query)
+    if raw is None:
+        return [row.__data__ for row in query]
+    database = query.model._meta.database
+    row_data = query.model.row_data
+    return [row_data(row) for row in database.execute_sql(*raw.sql())]
 
 
 def raw_select(query: peewee.ModelSelect) -> peewee.ModelSelect | None:

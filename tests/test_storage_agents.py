@@ -54,7 +54,7 @@ class TestResolve:
 
         [resolved] = agents.resolve([fresh(leaf)])
 
-        assert resolved.agent.id == leaf.id
+        assert resolved.row["id"] == leaf.id
         assert resolved.parent_name == "mid"
         assert resolved.values == {
             "provider": "openai",
@@ -84,7 +84,7 @@ class TestResolve:
 
         resolved = agents.resolve([fresh(leaf), fresh(other), fresh(root), fresh(mid)])
 
-        assert [r.agent.name for r in resolved] == ["leaf", "other", "root", "mid"]
+        assert [r.row["name"] for r in resolved] == ["leaf", "other", "root", "mid"]
         assert [r.values["model"] for r in resolved] == ["gpt-4o", "gpt-4", "gpt-4", "gpt-4o"]
         assert [r.parent_name for r in resolved] == ["mid", "root", None, "root"]
         assert [r.inherited for r in resolved] == [
@@ -128,7 +128,7 @@ class TestPagination:
             add(alice, f"a{i}")
         with count_queries() as counter:
             rows, total, _ = agents.list_agents(alice, parent=None, status=None, limit=3, offset=3)
-        assert ([r.name for r in rows], total, counter.count) == (["a3", "a4"], 5, 1)
+        assert ([r["name"] for r in rows], total, counter.count) == (["a3", "a4"], 5, 1)
 
     @pytest.mark.parametrize(("limit", "offset", "queries"), [(5, 0, 1), (2, 2, 2), (3, 9, 2)])
     def test_only_pages_short_of_the_end_or_past_it_count(self, alice: str, limit, offset, queries):
@@ -161,7 +161,7 @@ class TestCursor:
             rows, total, after = agents.list_agents(
                 alice, parent=None, status=None, limit=3, offset=0, after=after
             )
-            seen += [r.name for r in rows]
+            seen += [r["name"] for r in rows]
             totals.add(total)
             if after is None:
                 break
@@ -201,10 +201,10 @@ class TestListQueryCount:
 
         with count_queries() as counter:
             rows, total, _ = agents.list_agents(alice, parent=None, status=None, **page)
-            resolved = agents.resolve(rows)
+            resolved = agents.resolve_rows(rows)
 
         assert (len(rows), total) == (chains, 3 * chains)
-        assert {r.agent.name for r in resolved} == {f"leaf-{i}" for i in range(chains)}
+        assert {r.row["name"] for r in resolved} == {f"leaf-{i}" for i in range(chains)}
         assert {r.values["model"] for r in resolved} == {"gpt-4o"}
         assert counter.count == 1 + 2  # the last page: no count
 
@@ -232,9 +232,9 @@ class TestListQueryCount:
             rows, total, _ = agents.list_agents(
                 alice, parent="mid-3", status=None, limit=100, offset=0
             )
-            agents.resolve(rows)
+            agents.resolve_rows(rows)
 
-        assert ([r.name for r in rows], total) == (["leaf-3"], 1)
+        assert ([r["name"] for r in rows], total) == (["leaf-3"], 1)
         assert counter.count == 1 + 2  # a partial page: no count query
 
 

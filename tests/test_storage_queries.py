@@ -8,7 +8,7 @@ import pytest
 from storage import agents, costs, sessions
 from storage.agents import Agent
 from storage.costs import CostRecord
-from storage.queries import fetch, raw_select
+from storage.queries import fetch, fetch_rows, paginate, raw_select
 from storage.sessions import SessionTemplate
 from storage.users import User, create_user
 
@@ -52,6 +52,30 @@ def test_raw_rows_are_the_models_peewee_builds(filled: str, model: type[peewee.M
 
     assert [row.__data__ for row in rows] == peewee_rows(query)
     assert all(type(row) is model for row in rows)
+
+
+@pytest.mark.parametrize("model", [Agent, CostRecord, SessionTemplate])
+def test_plain_rows_are_the_values_peewee_models_hold(filled: str, model: type[peewee.Model]):
+    query = model.select().where(model.owner == filled).order_by(model.id)
+
+    assert fetch_rows(query) == peewee_rows(query)
+
+
+def test_plain_rows_of_a_join_are_the_values_of_its_own_model(filled: str):
+    joined = Agent.select().join(User).where(User.id == filled).order_by(Agent.id)
+
+    assert fetch_rows(joined) == peewee_rows(joined)
+
+
+def test_a_plain_page_walks_the_list_as_a_page_of_models_does(filled: str):
+    query = Agent.select().where(Agent.owner == filled)
+    keys = (Agent.created_at, Agent.id)
+    plain, models = paginate(query, keys, limit=1, plain=True), paginate(query, keys, limit=1)
+
+    assert plain.rows == [row.__data__ for row in models.rows]
+    assert (plain.total, plain.after) == (models.total, models.after) and plain.after
+    last = paginate(query, keys, limit=1, after=plain.after, plain=True)
+    assert [row["name"] for row in last.rows] == ["leaf"] and last.after is None
 
 
 def test_the_raw_select_is_the_sql_peewee_compiles_even_with_a_subquery(filled: str):

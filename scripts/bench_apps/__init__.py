@@ -54,7 +54,7 @@ def agent_page(claims: dict[str, Any], query: ApiV1AgentsGetParametersQuery) -> 
         after=query.after,
     )
     return AgentList(
-        agents=[agent_reply(r) for r in agents.resolve(page.rows)],
+        agents=[agent_reply(r) for r in agents.resolve_rows(page.rows)],
         total=page.total,
         limit=query.limit,
         offset=query.offset,

@@ -63,8 +63,8 @@ def turn(
     resolved = agents.resolve([agents.get_agent(agent, owner)])[0]
     execution = store.create_execution(
         owner=owner,
-        agent_id=resolved.agent.id,
-        agent_name=resolved.agent.name,
+        agent_id=resolved.row["id"],
+        agent_name=resolved.row["name"],
         task=task,
         mode="safe",
         inputs={"echo": echo},
