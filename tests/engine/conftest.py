@@ -35,6 +35,10 @@ def agent(owner: str) -> str:
 
 @pytest.fixture
 def execution_id(owner: str, agent: str) -> str:
+    return queued_execution(owner, agent)
+
+
+def queued_execution(owner: str, agent: str) -> str:
     """A queued execution of ``agent``'s, with no events yet."""
     return create_execution(
         owner=owner,

@@ -15,7 +15,7 @@ from cadre.engine.executor import Executor
 from cadre.engine.launch import launch
 from cadre.errors import Conflict
 from storage import executions as store
-from tests.engine.conftest import RecordingBus
+from tests.engine.conftest import RecordingBus, queued_execution
 
 
 def start(executor: Executor, owner: str, agent: str, **echo: Any) -> str:
@@ -247,22 +247,8 @@ class TestHeartbeat:
         await executor.cancel(quiet)
 
     def test_the_beat_reads_only_the_controls_asked(self, owner, agent):
-        ids = [start_row(owner, agent) for _ in range(3)]
+        ids = [queued_execution(owner, agent) for _ in range(3)]
         store.update_execution(ids[1], control="pause")
 
         assert store.touch_and_read_controls(ids) == ({ids[1]: "pause"}, set())
         assert store.touch_and_read_controls([]) == ({}, set())
-
-
-def start_row(owner: str, agent: str) -> str:
-    return store.create_execution(
-        owner=owner,
-        agent_id=agent,
-        agent_name="echoer",
-        task="t",
-        mode="safe",
-        inputs={},
-        config={},
-        provider="echo",
-        model="echo",
-    ).id
