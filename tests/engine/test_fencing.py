@@ -10,7 +10,8 @@ import pytest
 from storage import checkpoints, costs
 from storage import executions as store
 from storage.ids import utcnow
-from tests.engine.test_executor import finished, start, start_row, until
+from tests.engine.conftest import queued_execution
+from tests.engine.test_executor import finished, start, until
 
 BILL = {"prompt_tokens": 3, "completion_tokens": 4, "cost_usd": 0.0, "priced": False}
 
@@ -28,7 +29,7 @@ def stored_events(execution_id: str) -> list[str]:
 
 class TestFencedWrites:
     def test_a_step_of_a_run_adopted_elsewhere_stores_no_checkpoint_and_no_cost(self, owner, agent):
-        execution = store.Execution.get_by_id(start_row(owner, agent))
+        execution = store.Execution.get_by_id(queued_execution(owner, agent))
         adopt_elsewhere(execution.id)
 
         with pytest.raises(store.LeaseLost):
@@ -38,7 +39,7 @@ class TestFencedWrites:
         assert costs.count_records(execution.id) == 0
 
     def test_a_step_of_a_run_still_held_stores_its_checkpoint_and_cost(self, owner, agent):
-        execution = store.Execution.get_by_id(start_row(owner, agent))
+        execution = store.Execution.get_by_id(queued_execution(owner, agent))
 
         checkpoints.save_step(execution, 1, {"messages": []}, bill=BILL, totals={})
 
@@ -46,7 +47,7 @@ class TestFencedWrites:
         assert costs.count_records(execution.id) == 1
 
     def test_a_step_of_a_run_still_held_sets_its_totals_with_its_cost(self, owner, agent):
-        execution = store.Execution.get_by_id(start_row(owner, agent))
+        execution = store.Execution.get_by_id(queued_execution(owner, agent))
         totals = {"prompt_tokens": 3, "completion_tokens": 4, "steps": 1}
 
         checkpoints.save_step(execution, 1, {"messages": []}, bill=BILL, totals=totals)
@@ -57,7 +58,7 @@ class TestFencedWrites:
         assert costs.billed(execution.id) == (3, 4, 0.0)
 
     def test_a_step_of_a_run_adopted_elsewhere_leaves_its_totals(self, owner, agent):
-        execution = store.Execution.get_by_id(start_row(owner, agent))
+        execution = store.Execution.get_by_id(queued_execution(owner, agent))
         adopt_elsewhere(execution.id)
 
         with pytest.raises(store.LeaseLost):
@@ -67,7 +68,7 @@ class TestFencedWrites:
         assert (row.prompt_tokens, row.lease_owner) == (0, "other-worker")
 
     def test_events_and_end_of_a_run_adopted_elsewhere_are_not_stored(self, owner, agent):
-        held, lost = start_row(owner, agent), start_row(owner, agent)
+        held, lost = queued_execution(owner, agent), queued_execution(owner, agent)
         adopt_elsewhere(lost)
         end = {"status": "completed", "stop_reason": "completed"}
 
@@ -80,7 +81,7 @@ class TestFencedWrites:
         assert store.get_status(held) == "completed" and store.get_status(lost) == "queued"
 
     def test_the_beat_reports_runs_adopted_elsewhere_and_does_not_refresh_them(self, owner, agent):
-        held, lost = start_row(owner, agent), start_row(owner, agent)
+        held, lost = queued_execution(owner, agent), queued_execution(owner, agent)
         adopt_elsewhere(lost)
         before = store.Execution.get_by_id(lost).heartbeat_at
 
