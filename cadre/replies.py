@@ -19,6 +19,9 @@ import orjson
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from cadre.pagination import next_link
+from storage.queries import Page
+
 
 class JSONBody(bytes):
     """A reply body already encoded as JSON: the binding sends it as it is."""
@@ -76,5 +79,29 @@ def list_reply(
     """``model``'s reply (a list model: ``AgentList``, ``CostList``…) as JSON: its items
     from ``items``, its other members (``total``, ``next``…) from ``fields``."""
     member, item_model = _items(model)
-    rows = [_project(item, item_model) for item in items]
+    names, _, nested = _fields(item_model)
+    # An item built with exactly the model's flat fields is written as it is.
+    rows = [
+        item
+        if not nested and type(item) is dict and item.keys() == names
+        else _project(item, item_model)
+        for item in items
+    ]
     return JSONBody(orjson.dumps({member: rows, **fields}, option=orjson.OPT_UTC_Z)), 200
+
+
+def page_reply(
+    model: type[BaseModel],
+    page: Page,
+    items: Iterable[Mapping[str, Any]],
+    *,
+    path: str,
+    limit: int,
+    offset: int,
+    **filters: Any,
+) -> tuple[JSONBody, int]:
+    """A paginated list's reply: ``page``'s items (as ``items`` shapes its rows), its
+    ``total``, ``limit`` and ``offset``, and the ``next`` link to ``path`` with the same
+    ``filters``."""
+    link = next_link(path, page, limit, **filters)
+    return list_reply(model, items, total=page.total, limit=limit, offset=offset, next=link)

@@ -8,8 +8,7 @@ import orjson
 
 from cadre.auth import owner_scope
 from cadre.connexion.binding import Reply
-from cadre.pagination import next_link
-from cadre.replies import list_reply
+from cadre.replies import page_reply
 from models_gen.api import Agent as AgentReply
 from models_gen.api import AgentList
 from storage import agents
@@ -58,13 +57,9 @@ def list_agents(
         owner, parent=parent, status=status, tag=tag, limit=limit, offset=offset, after=after
     )
     filters = {"parent": parent, "status": status, "tag": tag, "all": all_ or None}
-    return list_reply(
-        AgentList,
-        map(agent_fields, agents.resolve_rows(page.rows)),
-        total=page.total,
-        limit=limit,
-        offset=offset,
-        next=next_link("/api/v1/agents", page, limit, **filters),
+    items = map(agent_fields, agents.resolve_rows(page.rows))
+    return page_reply(
+        AgentList, page, items, path="/api/v1/agents", limit=limit, offset=offset, **filters
     )
 
 

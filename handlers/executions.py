@@ -12,8 +12,7 @@ from cadre.engine.events import EventBus
 from cadre.engine.executor import Executor
 from cadre.engine.launch import launch_async
 from cadre.json_limits import shown
-from cadre.pagination import next_link
-from cadre.replies import list_reply
+from cadre.replies import page_reply
 from cadre.settings import Settings
 from models_gen.api import EventList, ExecutionCreated, ExecutionList
 from models_gen.api import Execution as ExecutionReply
@@ -77,13 +76,15 @@ def list_executions(
     page = store.list_executions(
         user, agent_ref=agent_id, status=status, limit=limit, offset=offset, after=after
     )
-    return list_reply(
+    return page_reply(
         ExecutionList,
+        page,
         map(_fields, page.rows),
-        total=page.total,
+        path="/api/v1/executions",
         limit=limit,
         offset=offset,
-        next=next_link("/api/v1/executions", page, limit, agent_id=agent_id, status=status),
+        agent_id=agent_id,
+        status=status,
     )
 
 

@@ -7,8 +7,7 @@ from typing import Any
 from cadre.connexion.binding import Reply
 from cadre.engine.supervisor import Supervisor
 from cadre.json_limits import shown
-from cadre.pagination import next_link
-from cadre.replies import list_reply
+from cadre.replies import page_reply
 from models_gen.api import Job as JobReply
 from models_gen.api import JobDetail, JobList
 from models_gen.api import Worker as WorkerReply
@@ -79,13 +78,14 @@ def list_jobs(
         after=after,
     )
     filters = {"depth": depth, "status": status, "parent_job_id": parent_job_id}
-    return list_reply(
+    return page_reply(
         JobList,
+        page,
         map(job_fields, page.rows),
-        total=page.total,
+        path="/api/v1/jobs",
         limit=limit,
         offset=offset,
-        next=next_link("/api/v1/jobs", page, limit, **filters),
+        **filters,
     )
 
 

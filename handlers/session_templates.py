@@ -5,8 +5,7 @@ from __future__ import annotations
 from cadre.connexion.binding import Reply
 from cadre.conversations import columns
 from cadre.engine.turns import canonical_options
-from cadre.pagination import next_link
-from cadre.replies import list_reply
+from cadre.replies import page_reply
 from models_gen.api import SessionTemplate as TemplateReply
 from models_gen.api import SessionTemplateList
 from storage import sessions
@@ -37,16 +36,15 @@ def list_session_templates(
     page = sessions.list_templates(
         user, category=category, is_public=is_public, limit=limit, offset=offset, after=after
     )
-    link = next_link(
-        "/api/v1/session-templates", page, limit, category=category, is_public=is_public
-    )
-    return list_reply(
+    return page_reply(
         SessionTemplateList,
+        page,
         map(_fields, page.rows),
-        total=page.total,
+        path="/api/v1/session-templates",
         limit=limit,
         offset=offset,
-        next=link,
+        category=category,
+        is_public=is_public,
     )
 
 

@@ -12,8 +12,7 @@ from cadre.db_calls import DatabaseCalls
 from cadre.engine import turns
 from cadre.engine.events import EventBus
 from cadre.engine.executor import Executor
-from cadre.pagination import next_link
-from cadre.replies import list_reply
+from cadre.replies import page_reply
 from cadre.settings import Settings
 from models_gen.api import (
     SessionArchive,
@@ -35,13 +34,15 @@ def list_sessions(
     page = sessions.list_sessions(
         user, status=status, mode=mode, limit=limit, offset=offset, after=after
     )
-    return list_reply(
+    return page_reply(
         SessionList,
+        page,
         map(conversations.session_fields, page.rows),
-        total=page.total,
+        path="/api/v1/sessions",
         limit=limit,
         offset=offset,
-        next=next_link("/api/v1/sessions", page, limit, status=status, mode=mode),
+        status=status,
+        mode=mode,
     )
 
 
@@ -96,14 +97,9 @@ def list_session_messages(
 ) -> Reply:
     session = sessions.get_session(session_id, user)
     page = sessions.list_messages(session.id, limit, offset, after)
-    return list_reply(
-        SessionMessageList,
-        map(conversations.columns, page.rows),
-        total=page.total,
-        limit=limit,
-        offset=offset,
-        next=next_link(f"/api/v1/sessions/{session.id}/messages", page, limit),
-    )
+    path = f"/api/v1/sessions/{session.id}/messages"
+    items = map(conversations.columns, page.rows)
+    return page_reply(SessionMessageList, page, items, path=path, limit=limit, offset=offset)
 
 
 def list_session_tool_calls(
@@ -112,14 +108,8 @@ def list_session_tool_calls(
     session = sessions.get_session(session_id, user)
     page = sessions.list_tool_calls(session.id, limit, offset, after)
     path = f"/api/v1/sessions/{session.id}/tool-calls"
-    return list_reply(
-        SessionToolCallList,
-        map(conversations.columns, page.rows),
-        total=page.total,
-        limit=limit,
-        offset=offset,
-        next=next_link(path, page, limit),
-    )
+    items = map(conversations.columns, page.rows)
+    return page_reply(SessionToolCallList, page, items, path=path, limit=limit, offset=offset)
 
 
 async def fork_session(

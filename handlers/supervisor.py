@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from cadre.connexion.binding import Reply
 from cadre.engine.supervisor import Supervisor
-from cadre.pagination import next_link
-from cadre.replies import list_reply
+from cadre.replies import page_reply
 from handlers.jobs import worker_fields
 from models_gen.api import SupervisorMetrics, WorkerList
 from models_gen.api import Worker as WorkerReply
@@ -29,14 +28,9 @@ def list_workers(
         user, workspace_id=workspace_id, status=status, limit=limit, offset=offset, after=after
     )
     filters = {"workspace_id": workspace_id, "status": status}
-    return list_reply(
-        WorkerList,
-        map(worker_fields, page.rows),
-        total=page.total,
-        limit=limit,
-        offset=offset,
-        next=next_link("/api/v1/supervisor/workers", page, limit, **filters),
-    )
+    path = "/api/v1/supervisor/workers"
+    items = map(worker_fields, page.rows)
+    return page_reply(WorkerList, page, items, path=path, limit=limit, offset=offset, **filters)
 
 
 def get_worker(user: str, worker_id: str) -> Reply:
