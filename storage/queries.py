@@ -79,41 +79,98 @@ def paginate(
 def fetch(query: peewee.ModelSelect) -> list[Any]:
     """A list's rows as models, paged or not: fetched raw and built by ``from_row`` when
     the query selects every column of one ``BaseModel`` table, else through Peewee."""
-    raw = raw_select(query)
-    if raw is None:
+    sql = compiled(query)
+    if sql is None:
         return [row for row in query]  # list() would ask peewee for len(): a query apart
     database = query.model._meta.database
-    return [query.model.from_row(row) for row in database.execute_sql(*raw.sql())]
+    return [query.model.from_row(row) for row in database.execute_sql(*sql)]
 
 
 def fetch_rows(query: peewee.ModelSelect) -> list[dict[str, Any]]:
     """``fetch``'s rows as their values by field name (what its models would hold in
     ``__data__``), with no model object per row: for lists that only read the values."""
-    raw = raw_select(query)
-    if raw is None:
+    sql = compiled(query)
+    if sql is None:
         return [row.__data__ for row in query]
     database = query.model._meta.database
     row_data = query.model.row_data
-    return [row_data(row) for row in database.execute_sql(*raw.sql())]
+    return [row_data(row) for row in database.execute_sql(*sql)]
 
 
-def raw_select(query: peewee.ModelSelect) -> peewee.ModelSelect | None:
-    """``query`` with its column list as text compiled once per model (the same SQL);
-    None unless it selects every column of one ``BaseModel`` table."""
+def compiled(query: peewee.ModelSelect) -> tuple[str, list[Any]] | None:
+    """``query``'s SQL and parameters, as Peewee compiles them, with only its ``WHERE``
+    compiled on each call: the column list, table, ``ORDER BY`` and ``LIMIT`` text are
+    compiled once per shape (they were most of a page's SQL building). None unless it
+    selects every column of one ``BaseModel`` table, ordered by that table's columns."""
     model = query.model
-    if not (query._is_default and not query._joins and issubclass(model, BaseModel)):
+    if not (_plain(query) and issubclass(model, BaseModel)):
+        return None
+    order = _order_key(query)
+    if order is None or (query._limit is None and query._offset is not None):
         return None
     database = model._meta.database
     dialect = type(getattr(database, "obj", database))  # the proxy's bound database
-    return query.select(peewee.SQL(_columns(model, dialect)))
+    head, tail = _text(model, dialect, order, query._limit is not None, query._offset is not None)
+    params = [value for value in (query._limit, query._offset) if value is not None]
+    if query._where is None:
+        return head + tail, params
+    context = database.get_sql_context()
+    context.alias_manager.add(model._meta.table)  # "t1", as in the full SELECT
+    with context.scope_normal(converter=None, in_projection=False, subquery=True):
+        where, where_params = context.sql(query._where).query()
+    return f"{head} WHERE {where}{tail}", [*where_params, *params]
+
+
+def _plain(query: peewee.ModelSelect) -> bool:
+    """A whole-model ``SELECT`` of one table: no join, grouping, window, CTE or lock."""
+    return bool(
+        query._is_default
+        and not query._joins
+        and len(query._from_list) == 1
+        and not (query._group_by or query._having or query._windows or query._cte_list)
+        and not (query._distinct or query._simple_distinct or query._for_update)
+    )
+
+
+OrderKey = tuple[tuple[str, str | None], ...]
+
+
+def _order_key(query: peewee.ModelSelect) -> OrderKey | None:
+    """The ``ORDER BY`` as (field name, direction) pairs; None for anything but the
+    query's own columns, plainly ascending or descending."""
+    key = []
+    for term in query._order_by or ():
+        direction = None
+        if isinstance(term, peewee.Ordering):
+            if term.collation or term.nulls:
+                return None
+            term, direction = term.node, term.direction
+        if not (isinstance(term, peewee.Field) and term.model is query.model):
+            return None
+        key.append((term.name, direction))
+    return tuple(key)
 
 
 @functools.cache
-def _columns(model: type[BaseModel], dialect: type[peewee.Database]) -> str:
-    """The model's column list, in field order, as its own ``SELECT`` compiles it (the
-    table's alias is the first one a query gives, as the page's own table gets)."""
-    sql, _ = model.select().sql()
-    return sql.removeprefix("SELECT ").partition(" FROM ")[0]
+def _text(
+    model: type[BaseModel],
+    dialect: type[peewee.Database],
+    order: OrderKey,
+    limit: bool,
+    offset: bool,
+) -> tuple[str, str]:
+    """The ``SELECT … FROM …`` before a shape's ``WHERE`` and the text after it, from the
+    model's own query compiled once."""
+    fields = model._meta.fields
+    terms = [
+        fields[name] if direction is None else peewee.Ordering(fields[name], direction)
+        for name, direction in order
+    ]
+    query = model.select().where(peewee.SQL("1 = 1")).order_by(*terms)
+    query = query.limit(1 if limit else None).offset(1 if offset else None)
+    sql, _ = query.sql()
+    head, _, tail = sql.partition(" WHERE 1 = 1")
+    return head, tail
 
 
 def _encode(at: datetime | int, row_id: str) -> str:

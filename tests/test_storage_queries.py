@@ -8,7 +8,7 @@ import pytest
 from storage import agents, costs, sessions
 from storage.agents import Agent
 from storage.costs import CostRecord
-from storage.queries import fetch, fetch_rows, paginate, raw_select
+from storage.queries import compiled, fetch, fetch_rows, paginate
 from storage.sessions import SessionTemplate
 from storage.users import User, create_user
 
@@ -78,22 +78,42 @@ def test_a_plain_page_walks_the_list_as_a_page_of_models_does(filled: str):
     assert [row["name"] for row in last.rows] == ["leaf"] and last.after is None
 
 
-def test_the_raw_select_is_the_sql_peewee_compiles_even_with_a_subquery(filled: str):
+def test_the_compiled_sql_is_what_peewee_compiles_even_with_a_subquery(filled: str):
     parents = Agent.alias()
     query = Agent.select().where(
         Agent.parent.in_(parents.select(parents.id).where(parents.name == "root"))
     )
 
-    raw = raw_select(query)
-
-    assert raw is not None and raw.sql() == query.sql()
+    assert compiled(query) == query.sql()
     assert [a.name for a in fetch(query)] == ["leaf"]
 
 
-def test_a_join_or_a_partial_column_list_goes_through_peewee(filled: str):
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda q: q,
+        lambda q: q.where(Agent.owner == "someone"),
+        lambda q: q.where(Agent.status == "active").order_by(Agent.created_at, Agent.id),
+        lambda q: q.order_by(Agent.created_at.desc(), Agent.id.desc()).limit(5).offset(10),
+        lambda q: q.where(peewee.Tuple(Agent.created_at, Agent.id) > ("2026", "a")).limit(3),
+        lambda q: q.where((Agent.name == "x") | (Agent.tags.contains("a"))).order_by(Agent.id),
+    ],
+)
+def test_every_page_shape_compiles_to_the_sql_peewee_compiles(filled: str, shape):
+    query = shape(Agent.select())
+
+    assert compiled(query) == query.sql()
+    # and the same shape with other values reuses the cached text with their parameters
+    other = shape(Agent.select().where(Agent.owner == filled))
+    assert compiled(other) == other.sql()
+
+
+def test_a_join_a_partial_column_list_or_an_expression_order_goes_through_peewee(filled: str):
     joined = Agent.select().join(User).where(User.id == filled)
     partial = Agent.select(Agent.id, Agent.name)
+    by_expression = Agent.select().order_by(peewee.fn.lower(Agent.name).desc())
 
-    assert raw_select(joined) is None and raw_select(partial) is None
+    assert compiled(joined) is None and compiled(partial) is None and compiled(by_expression) is None
     assert sorted(a.name for a in fetch(joined)) == ["leaf", "root"]
     assert {a.name for a in fetch(partial)} == {"leaf", "root"}
+    assert [a.name for a in fetch(by_expression)] == ["root", "leaf"]
