@@ -94,14 +94,20 @@ def resolve_rows(rows: Sequence[Row]) -> list[Resolved]:
     known = _load_ancestors(rows)
     out = []
     for data in rows:
+        values = {field: data.get(field) for field in INHERITABLE}
+        if values["tools"] is not None:
+            values["tools"] = orjson.loads(values["tools"])
+        if not data.get("parent"):  # most agents: their own values, else the defaults
+            for field, value in values.items():
+                if value is None:
+                    values[field] = DEFAULTS[field]
+            out.append(Resolved(data, None, values, ()))
+            continue
         ancestors = []  # nearest first
         parent_id = data.get("parent")
         while parent_id and parent_id in known and len(ancestors) < MAX_DEPTH - 1:
             ancestors.append(known[parent_id])
             parent_id = ancestors[-1].get("parent")
-        values = {field: data.get(field) for field in INHERITABLE}
-        if values["tools"] is not None:
-            values["tools"] = orjson.loads(values["tools"])
         inherited = []
         for field in INHERITABLE:
             if values[field] is not None:
