@@ -6,8 +6,9 @@
 For each size, a fresh SQLite data directory gets one user owning that many agents,
 executions, sessions and cost records (bulk-inserted by SQLite itself, one
 ``INSERT … SELECT`` over a counter per table, with the per-owner counts the API keeps;
-the seeding time is printed), then ``cadre serve`` (one worker, pinned to CPU 0 when
-taskset exists) answers, one request at a time, ``--requests`` of each:
+the seeding time is printed) and its own ``cadre serve`` (one worker, pinned to CPU 0
+when taskset exists). The sizes' servers then take turns answering, one request at a
+time, ``--requests`` of each (after five warm-up rounds):
 
 * ``GET /api/v1/agents`` (the first page of 100, with its exact ``total``);
 * the last page of agents by ``offset``, and the same page by cursor (``after``);
@@ -22,6 +23,7 @@ measured in one run is what counts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
@@ -159,44 +161,57 @@ def fill(data_dir: Path, rows: int) -> tuple[str, str]:
     return cursor, token
 
 
-def timed(
-    client: httpx.Client, url: str, requests: int, expect_total: int | None
-) -> tuple[float, float]:
-    """p50 and p99 milliseconds of ``url``; each reply must be a 200 with ``total`` as expected
-    (``None``: a list with no row count, as costs')."""
-    samples = []
-    for _ in range(requests):
-        began = time.perf_counter()
-        reply = client.get(url)
-        samples.append(time.perf_counter() - began)
-        body = reply.json()
-        if reply.status_code != 200 or body.get("total", expect_total) != expect_total:
-            raise SystemExit(f"{url}: {reply.status_code} {reply.text[:300]}")
-    return percentile(samples, 0.5), percentile(samples, 0.99)
+def one(client: httpx.Client, url: str, expect_total: int | None) -> float:
+    """Seconds ``url`` took; the reply must be a 200 with ``total`` as expected (``None``:
+    a list with no row count, as costs')."""
+    began = time.perf_counter()
+    reply = client.get(url)
+    took = time.perf_counter() - began
+    body = reply.json()
+    if reply.status_code != 200 or body.get("total", expect_total) != expect_total:
+        raise SystemExit(f"{url}: {reply.status_code} {reply.text[:300]}")
+    return took
 
 
-def measure(rows: int, requests: int) -> dict[str, tuple[float, float]]:
-    with tempfile.TemporaryDirectory(prefix="cadre-bench-lists-") as tmp:
-        data_dir = Path(tmp) / "data"
-        print(f"filling {rows:,} rows of each kind...", flush=True)
-        cursor, token = fill(data_dir, rows)
-        with (
-            serving("cadre", data_dir) as server,
-            httpx.Client(base_url=server.base, headers=auth(token), timeout=120) as client,
-        ):
-            urls = {
-                "agents, first page": ("/api/v1/agents", rows),
-                "agents, last page by offset": (f"/api/v1/agents?offset={rows - PAGE}", rows),
-                "agents, last page by cursor": (f"/api/v1/agents?after={cursor}", rows),
-                "executions, first page": ("/api/v1/executions", rows),
-                "sessions, first page": (f"/api/v1/sessions?limit={PAGE}", rows),
-                "costs, newest 100 and their total": (f"/api/v1/costs?limit={PAGE}", None),
+def requests_for(rows: int, cursor: str) -> dict[str, tuple[str, int | None]]:
+    return {
+        "agents, first page": ("/api/v1/agents", rows),
+        "agents, last page by offset": (f"/api/v1/agents?offset={rows - PAGE}", rows),
+        "agents, last page by cursor": (f"/api/v1/agents?after={cursor}", rows),
+        "executions, first page": ("/api/v1/executions", rows),
+        "sessions, first page": (f"/api/v1/sessions?limit={PAGE}", rows),
+        "costs, newest 100 and their total": (f"/api/v1/costs?limit={PAGE}", None),
+    }
+
+
+def measure(sizes: list[int], requests: int) -> dict[int, dict[str, tuple[float, float]]]:
+    """p50/p99 ms of each request at each size. Every size has its own server, all up at
+    once, and the sizes take turns request by request: a neighbour's burst on this shared
+    machine lands on every size alike instead of on whichever ran at that moment."""
+    with contextlib.ExitStack() as stack:
+        targets = {}
+        for rows in sizes:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cadre-bench-")))
+            print(f"filling {rows:,} rows of each kind...", flush=True)
+            cursor, token = fill(tmp / "data", rows)
+            server = stack.enter_context(serving("cadre", tmp / "data"))
+            client = httpx.Client(base_url=server.base, headers=auth(token), timeout=120)
+            targets[rows] = (stack.enter_context(client), requests_for(rows, cursor))
+        names = list(requests_for(0, ""))
+        samples: dict[tuple[int, str], list[float]] = {}
+        for round_ in range(5 + requests):  # five warm-up rounds, not kept
+            for name in names:
+                for rows, (client, urls) in targets.items():
+                    took = one(client, *urls[name])
+                    if round_ >= 5:
+                        samples.setdefault((rows, name), []).append(took)
+        return {
+            rows: {
+                name: (percentile(samples[rows, name], 0.5), percentile(samples[rows, name], 0.99))
+                for name in names
             }
-            for url, total in urls.values():  # warm up
-                timed(client, url, 5, total)
-            return {
-                name: timed(client, url, requests, total) for name, (url, total) in urls.items()
-            }
+            for rows in sizes
+        }
 
 
 def main() -> None:
@@ -209,7 +224,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
     sizes = [args.small, args.large, *([args.rows] if args.rows else [])]
-    results = {size: measure(size, args.requests) for size in sizes}
+    results = measure(sizes, args.requests)
     small = results[args.small]
     larger = sizes[1:]
     print(
