@@ -14,7 +14,7 @@ from storage import counts
 from storage.db import BaseModel, database
 from storage.fields import JSONField, UTCDateTimeField
 from storage.ids import new_id, utcnow
-from storage.queries import Page, owned, paginate
+from storage.queries import Page, owned, paginate, rarely_true
 from storage.users import User
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
@@ -300,7 +300,7 @@ def stale_unfinished(older_than: datetime) -> list[Execution]:
     which no worker holds), with a heartbeat older than that."""
     return list(
         Execution.select().where(
-            Execution.status.in_(list(HELD))
+            rarely_true(Execution.status.in_(list(HELD)))
             & (Execution.heartbeat_at.is_null() | (Execution.heartbeat_at < older_than))
         )
     )
@@ -398,7 +398,7 @@ def stale_unqueued(older_than: datetime) -> list[str]:
     deliver (PostgreSQL, with Procrastinate's tables): those to queue again. Paused ones
     with a free lease wait for their resume instead."""
     query = Execution.select(Execution.id).where(
-        Execution.status.in_(list(HELD))
+        rarely_true(Execution.status.in_(list(HELD)))
         & (
             (Execution.heartbeat_at.is_null() & (Execution.status != "paused"))
             | (Execution.heartbeat_at < older_than)
@@ -445,6 +445,6 @@ def awaiting_of_disabled() -> list[str]:
     query = (
         Execution.select(Execution.id)
         .join(User)
-        .where(Execution.status.in_(list(AWAITING)) & (User.is_active == False))  # noqa: E712
+        .where(rarely_true(Execution.status.in_(list(AWAITING))) & (User.is_active == False))  # noqa: E712
     )
     return [row.id for row in query]

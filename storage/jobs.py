@@ -21,7 +21,7 @@ from storage.db import BaseModel, database
 from storage.executions import Execution
 from storage.fields import JSONField, UTCDateTimeField
 from storage.ids import new_id, utcnow
-from storage.queries import Page, owned, paginate
+from storage.queries import Page, owned, paginate, rarely_true
 from storage.users import User
 
 JOB_UNFINISHED = ("PENDING", "RUNNING")
@@ -157,7 +157,8 @@ def list_jobs(
 
 def unfinished_jobs() -> list[Job]:
     """Every user's jobs still to drive, oldest first (they take freed capacity first)."""
-    return list(Job.select().where(Job.status.in_(JOB_UNFINISHED)).order_by(Job.created_at, Job.id))
+    query = Job.select().where(rarely_true(Job.status.in_(JOB_UNFINISHED)))
+    return list(query.order_by(Job.created_at, Job.id))
 
 
 def children(job_ids: list[str]) -> list[Job]:
@@ -285,7 +286,7 @@ def sync_workers(owner_id: str | None = None, job_id: str | None = None) -> int:
     query = (
         Worker.select(Worker.id, Worker.status, Execution.status.alias("execution_status"))
         .join(Execution, on=(Worker.execution_id == Execution.id))
-        .where(Worker.status.in_(WORKER_ACTIVE))
+        .where(rarely_true(Worker.status.in_(WORKER_ACTIVE)))
     )
     if owner_id is not None:
         query = query.where(Worker.owner == owner_id)

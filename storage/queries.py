@@ -24,6 +24,17 @@ def owned(
     return query if owner_id is None else query.where(model.owner == owner_id)
 
 
+def rarely_true(condition: peewee.Expression) -> peewee.Expression:
+    """``condition``, which holds for few rows (the unfinished runs among all finished
+    ones), said so to SQLite's planner. With statistics (``ANALYZE``, ``PRAGMA
+    optimize``) SQLite estimates a status ``IN`` by the column's average rows per value
+    and scanned the whole table instead of using the status index: 0.12 s on every
+    beat at a million runs, on the event loop. PostgreSQL keeps each value's own
+    frequency and needs no hint."""
+    bound = getattr(BaseModel._meta.database, "obj", BaseModel._meta.database)
+    return peewee.fn.unlikely(condition) if isinstance(bound, peewee.SqliteDatabase) else condition
+
+
 class Page(NamedTuple):
     rows: list[Any]
     total: int

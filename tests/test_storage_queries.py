@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
+
 import peewee
 import pytest
 
-from storage import agents, costs, sessions
+from storage import agents, costs, executions, sessions
 from storage.agents import Agent
 from storage.costs import CostRecord
+from storage.executions import Execution
 from storage.queries import compiled, fetch, fetch_rows, paginate
 from storage.sessions import SessionTemplate
 from storage.users import User, create_user
@@ -113,7 +117,37 @@ def test_a_join_a_partial_column_list_or_an_expression_order_goes_through_peewee
     partial = Agent.select(Agent.id, Agent.name)
     by_expression = Agent.select().order_by(peewee.fn.lower(Agent.name).desc())
 
-    assert compiled(joined) is None and compiled(partial) is None and compiled(by_expression) is None
+    assert [compiled(q) for q in (joined, partial, by_expression)] == [None, None, None]
     assert sorted(a.name for a in fetch(joined)) == ["leaf", "root"]
     assert {a.name for a in fetch(partial)} == {"leaf", "root"}
     assert [a.name for a in fetch(by_expression)] == ["root", "leaf"]
+
+
+def test_background_scans_stay_on_the_status_index_once_sqlite_has_statistics(
+    filled: str, database: peewee.Database, caplog: pytest.LogCaptureFixture
+):
+    """A million finished runs and a few unfinished ones: after ``ANALYZE`` SQLite plans a
+    bound ``IN`` list by the status column's average and scanned every row each beat."""
+    if not isinstance(database, peewee.SqliteDatabase):
+        pytest.skip("SQLite's planner; PostgreSQL keeps per-value statistics")
+    finished = {
+        **{"owner": filled, "agent_id": "agent_x", "agent_name": "x", "task": "t", "mode": "safe"},
+        **{"inputs": {}, "config": {}, "provider": "echo", "model": "echo"},
+    }
+    Execution.insert_many(
+        [{**finished, "id": f"exec_{i:05d}", "status": "completed"} for i in range(3000)]
+    ).execute()
+    Execution.insert(**finished, id="exec_running", status="running").execute()
+    database.execute_sql("ANALYZE")
+    caplog.set_level(logging.DEBUG, logger="peewee")
+
+    stale = executions.stale_unfinished(datetime.now(UTC))
+    executions.awaiting_of_disabled()
+
+    assert [run.id for run in stale] == ["exec_running"]
+    scans = [record.msg for record in caplog.records if isinstance(record.msg, tuple)]
+    assert len(scans) == 2
+    for sql, params in scans:
+        plan = database.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+        steps = [step[-1] for step in plan]
+        assert "SCAN t1" not in steps and any("execution_status" in s for s in steps), steps
