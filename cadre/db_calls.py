@@ -24,10 +24,20 @@ database in a worker thread as well when a read is due (``TokenService.authentic
 ``TokenService.recheck``). The engine does the same: the executor, its runs, the
 supervisor and the event bus are given this service and send their storage calls through
 it (the bus writes its batches one at a time, in order, see ``EventBus``).
+
+Inline calls are cheap one by one, but not a burst of them: a thousand runs starting or
+ending in the same second each store a few rows (about 3.5 ms of SQLite work a run), and
+had those calls all run in one turn of the loop, every other stream's frames would wait
+for them all. So at most ``per_turn`` inline calls run in one turn of the loop
+(``TurnBudget``; ``CADRE_INLINE_DB_CALLS_PER_TURN``): the others wait for the next turns,
+in the order they were made, and the frames ready meanwhile go out between them. Waiting
+is what a call on PostgreSQL does anyway (it awaits a thread), so no caller can tell.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -37,6 +47,7 @@ from storage import db as storage_db
 
 P = ParamSpec("P")
 T = TypeVar("T")
+DEFAULT_PER_TURN = 8
 
 
 def _released(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -46,14 +57,63 @@ def _released(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         storage_db.release()
 
 
+class TurnBudget:
+    """At most ``per_turn`` takers a turn of the event loop; the others wait, first come
+    first served, for later turns (each woken taker counts in the turn it was woken)."""
+
+    def __init__(self, per_turn: int) -> None:
+        self.per_turn = per_turn
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._used = 0  # takers in this turn
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._turning = False  # ``_next_turn`` is scheduled
+
+    async def take(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new loop (tests run several): nothing carries over
+            self._loop, self._used, self._waiters, self._turning = loop, 0, deque(), False
+        if self._used < self.per_turn and not self._waiters:
+            self._used += 1
+            self._schedule(loop)
+            return
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        self._schedule(loop)
+        await waiter
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._turning:
+            self._turning = True
+            loop.call_soon(self._next_turn)  # runs in the next turn: callbacks made now wait
+
+    def _next_turn(self) -> None:
+        """A new turn: wake the next ``per_turn`` waiters. A turn that woke any is full
+        for newcomers, which queue behind them (and so never overtake them)."""
+        self._turning = False
+        self._used = 0
+        woken = 0
+        while self._waiters and woken < self.per_turn:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # a cancelled waiter gives its place up
+                waiter.set_result(None)
+                woken += 1
+        if woken:
+            self._used = self.per_turn
+            assert self._loop is not None
+            self._schedule(self._loop)
+
+
 class DatabaseCalls:
     """``await calls(function, *args)``: ``function(*args)`` where database calls belong."""
 
-    def __init__(self, database_url: str | None = None) -> None:
-        """Inline for SQLite, and when no URL is given (engine parts built without one)."""
+    def __init__(self, database_url: str | None = None, per_turn: int = DEFAULT_PER_TURN) -> None:
+        """Inline for SQLite, and when no URL is given (engine parts built without one);
+        inline, at most ``per_turn`` calls in one turn of the loop."""
         self.inline = database_url is None or storage_db.is_embedded(database_url)
+        self.budget = TurnBudget(per_turn)
 
     async def __call__(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         if self.inline:
+            await self.budget.take()
             return function(*args, **kwargs)
         return await run_in_threadpool(_released, function, *args, **kwargs)
