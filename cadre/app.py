@@ -189,7 +189,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     spec = load_spec()
     registry = CollectorRegistry()
     # Off the loop on PostgreSQL; on SQLite a few a turn of the loop.
-    calls = DatabaseCalls(settings.effective_database_url, settings.inline_db_calls_per_turn)
+    calls = DatabaseCalls(settings.effective_database_url, settings.inline_db_ms_per_turn / 1000)
     fanout = event_fanout(settings)
     bus = EventBus(db=calls, fanout=fanout, history=settings.stream_history_events)
     queue = execution_queue(settings)

@@ -1,5 +1,5 @@
 """Many runs starting at once on SQLite: their store work is spread over turns of the
-loop (``CADRE_INLINE_DB_CALLS_PER_TURN``, ``cadre.db_calls.TurnBudget``), so a run that is
+loop (``CADRE_INLINE_DB_MS_PER_TURN``, ``cadre.db_calls.TurnBudget``), so a run that is
 streaming keeps publishing its tokens between their starts, and every run of the burst
 still ends completed with all its events stored, in order.
 
@@ -27,7 +27,7 @@ BURST = 20
 
 
 async def test_a_burst_of_starts_does_not_stall_a_streaming_run(make_executor, owner, agent):
-    executor, bus = make_executor(per_turn=1, max_concurrent=64, max_concurrent_per_user=64)
+    executor, bus = make_executor(turn_seconds=0, max_concurrent=64, max_concurrent_per_user=64)
     long_body = {"task": "t", "inputs": {"echo": {"tokens": 4000}}}
     streaming = launch(executor, owner, agent, long_body, None).id
     await until(lambda: any(e["execution_id"] == streaming for e in bus.log[3:]))
@@ -44,7 +44,8 @@ async def test_a_burst_of_starts_does_not_stall_a_streaming_run(make_executor, o
         for e in bus.log[starts[0] : starts[-1]]
         if e["execution_id"] == streaming and e["type"] == "token"
     ]
-    # One store call a turn (two at most where a turn's newcomers follow its woken ones):
+    # One store call a turn with a budget of 0 s (two at most where a turn's newcomers
+    # follow its woken one):
     # the twenty starts span at least ten turns, and the streaming run publishes in each.
     assert len(between) >= BURST // 4
     for execution_id in [streaming, *burst]:
