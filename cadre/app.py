@@ -188,7 +188,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     spec = load_spec()
     registry = CollectorRegistry()
-    calls = DatabaseCalls(settings.effective_database_url)  # off the loop on PostgreSQL
+    # Off the loop on PostgreSQL; on SQLite a few a turn of the loop.
+    calls = DatabaseCalls(settings.effective_database_url, settings.inline_db_ms_per_turn / 1000)
     fanout = event_fanout(settings)
     bus = EventBus(db=calls, fanout=fanout, history=settings.stream_history_events)
     queue = execution_queue(settings)
@@ -204,7 +205,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
     services = Services(
         settings=settings,
-        tokens=TokenService(settings),
+        tokens=TokenService(settings, calls),
         executor=executor,
         bus=bus,
         metrics=registry,

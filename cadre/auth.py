@@ -133,7 +133,8 @@ def scopes_for(role: str) -> tuple[str, ...]:
 class TokenService:
     """Issues and checks tokens with the settings' key, algorithm, issuer and audience."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, db: DatabaseCalls | None = None) -> None:
+        """``db``: the app's, so that token reads share its turn budget on SQLite."""
         self.key = settings.signing_key()
         self.algorithm = settings.jwt_algorithm
         self.issuer = settings.jwt_issuer
@@ -144,7 +145,7 @@ class TokenService:
         self._active: dict[str, float] = {}  # user id -> when it was last seen active
         self._live: dict[str, float] = {}  # token family -> when it was last seen unrevoked
         self._revoked: dict[str, None] = {}  # families known revoked (never undone), bounded
-        self.db = DatabaseCalls(settings.effective_database_url)
+        self.db = db or DatabaseCalls(settings.effective_database_url)
         self.hasher = password_hasher(settings)
         # An unknown user's login costs what a real one does: no timing oracle.
         self._dummy_hash = hash_password("cadre-timing-equaliser", self.hasher)

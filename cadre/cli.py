@@ -50,6 +50,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         proxy_headers=bool(settings.trusted_proxy_list),
         forwarded_allow_ips=settings.trusted_proxy_list or None,
         http=server.PROTOCOL,  # httptools with a bounded, timed request head (cadre/server.py)
+        ws=server.WS_PROTOCOL,  # per-message deflate in small windows (cadre/server.py)
         limit_concurrency=settings.max_connections,  # beyond it: 503
     )
     return 0

@@ -21,6 +21,13 @@ Refused connections are closed "lingering": the reply is sent, the write side sh
 and whatever the client still sends is read and dropped for a moment, so that the
 client reads the reply instead of a connection reset. The limits come from
 ``Settings`` once per worker process (uvicorn builds protocols from a class name).
+
+WebSockets run uvicorn's sans-I/O protocol (``WebSocketProtocol``) with per-message
+deflate in smaller windows than uvicorn's (2**12 bytes, ``memLevel`` 5): each
+connection keeps its compressor and decompressor for its whole life, about 41 KiB at
+uvicorn's sizes, 41 MB at 1,000 streams. Stream frames are small JSON texts (a token
+frame is about 150 bytes) repeating the same keys, which a 512-byte window (the least
+zlib compresses with) still finds: they compress as well at about 16 KiB a connection.
 """
 
 from __future__ import annotations
@@ -32,10 +39,16 @@ import random
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.server import ServerProtocol
 
 from cadre.problems import PROBLEM_TYPE_BASE
 
 PROTOCOL = "cadre.server:HttpProtocol"
+WS_PROTOCOL = "cadre.server:WebSocketProtocol"
+DEFLATE_WINDOW_BITS = 9  # 512 bytes: zlib's least for compressing
+DEFLATE_MEM_LEVEL = 1
 LINGER_SECONDS = 2.0
 
 
@@ -185,3 +198,19 @@ class HttpProtocol(HttpToolsProtocol):
             self.loop.call_later(LINGER_SECONDS, self.transport.close)
         else:
             self.transport.close()
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, its per-message deflate in small windows."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.config.ws_per_message_deflate:
+            deflate = ServerPerMessageDeflateFactory(
+                server_max_window_bits=DEFLATE_WINDOW_BITS,
+                client_max_window_bits=DEFLATE_WINDOW_BITS,
+                compress_settings={"memLevel": DEFLATE_MEM_LEVEL},
+            )
+            self.conn = ServerProtocol(
+                extensions=[deflate], max_size=self.config.ws_max_size, logger=self.conn.logger
+            )

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     max_output_tokens: int = Field(4096, ge=1)
     stream_keepalive_seconds: float = Field(15.0, gt=0)
     stream_history_events: int = Field(32, ge=1, le=100_000)
+    inline_db_ms_per_turn: float = Field(5.0, ge=0, le=1000)
     # orjson, which serialises replies, stops at 255 levels: stay well below it.
     max_json_depth: int = Field(32, ge=1, le=128)
     max_inputs_bytes: int = Field(64 * 1024, ge=1024)

@@ -36,7 +36,7 @@ async def run(settings: Settings, concurrency: int | None) -> None:
     config = engine_config(settings)
     if concurrency is not None:  # per worker: the local slots and the claimed jobs alike
         config = dataclasses.replace(config, max_concurrent=concurrency)
-    calls = DatabaseCalls(settings.effective_database_url)
+    calls = DatabaseCalls(settings.effective_database_url, settings.inline_db_ms_per_turn / 1000)
     fanout = event_fanout(settings)  # its runs' events reach other processes' subscribers
     bus = EventBus(db=calls, fanout=fanout, history=settings.stream_history_events)
     executor = Executor(config, bus, calls, queue, fanout=fanout)

@@ -74,7 +74,10 @@ SERVERS = {
 # Cadre runs the HTTP protocol ``cadre serve`` runs (httptools with a bounded, timed head:
 # cadre/server.py) and its connection limit; ``--cadre-http httptools`` measures without them.
 SERVER_OPTIONS = {
-    "cadre": ["--http", "cadre.server:HttpProtocol", "--limit-concurrency", "1000"],
+    "cadre": [
+        *("--http", "cadre.server:HttpProtocol", "--ws", "cadre.server:WebSocketProtocol"),
+        *("--limit-concurrency", "1000"),
+    ],
     "fastapi": ["--http", "httptools"],
     "starlette": ["--http", "httptools"],
     "floor": ["--http", "httptools"],

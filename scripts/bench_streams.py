@@ -3,7 +3,7 @@
 
     python scripts/bench_streams.py [--streams 100] [--tokens 400] [--rounds 2]
     python scripts/bench_streams.py --many [--streams 1000] [--tokens 400] [--rate 5]
-                                    [--by-second]
+                                    [--by-second] [--clients 4] [--py-spy FILE]
 
 Each server runs alone on one uvicorn worker (uvloop, no access log, fresh SQLite),
 pinned to CPU 0 with this client pinned to CPU 1. ``--streams`` WebSockets open at
@@ -15,6 +15,14 @@ Servers take turns; each one's best round is reported, and Cadre/floor.
 ``--many`` runs Cadre alone with the tokens paced at ``--rate`` per second per stream
 (the echo provider's ``delay_ms``) and reports peak RSS, the time to the first token,
 and the token delay: a frame's arrival minus its event's ``timestamp`` (same clock).
+
+The client measures itself too: how late its own loop wakes from a 10 ms sleep (``client
+loop lag``, and by second with ``--by-second``). A frame that arrives while the client is
+busy (decoding 5,000 frames a second, collecting its garbage) is stamped late by the
+client, not the server: at 1,000 streams one client process lagged up to 0.5 s. With
+``--clients N`` the streams are shared among N client processes (all on CPU 1; each runs
+this script with the hidden ``--client URL``, prints its samples as JSON, and they are
+merged), which keeps each client's loop and heap small: the delays are then the server's.
 """
 
 from __future__ import annotations
@@ -60,6 +68,15 @@ class Run:
     first_ms: list[float] = field(default_factory=list)
     delay_ms: list[float] = field(default_factory=list)
     arrived: list[float] = field(default_factory=list)  # time.time() of each delay_ms
+    lag_ms: list[float] = field(default_factory=list)  # this client's own loop lateness
+    lagged: list[float] = field(default_factory=list)  # time.time() of each lag_ms
+
+    def merge(self, other: dict) -> None:
+        """Add a client process's counts and samples (``--clients``)."""
+        self.tokens += other["tokens"]
+        self.frames += other["frames"]
+        for name in ("first_ms", "delay_ms", "arrived", "lag_ms", "lagged"):
+            getattr(self, name).extend(other[name])
 
 
 def _arrival_delay_ms(event: dict) -> float:
@@ -95,9 +112,51 @@ async def one_stream(url: str, tokens: int, delay_ms: int, run: Run, timed: bool
     raise SystemExit("stream closed without complete")
 
 
-async def streams(url: str, count: int, tokens: int, delay_ms: int, timed: bool) -> Run:
-    run = Run()
-    await asyncio.gather(*(one_stream(url, tokens, delay_ms, run, timed) for _ in range(count)))
+async def client_lag(run: Run, done: asyncio.Event) -> None:
+    """How late this client's own loop wakes from a 10 ms sleep: a token delay is the
+    server's only while this stays well under it."""
+    while not done.is_set():
+        asked = time.perf_counter()
+        await asyncio.sleep(0.01)
+        run.lag_ms.append((time.perf_counter() - asked) * 1000 - 10)
+        run.lagged.append(time.time())
+
+
+async def client_streams(url: str, count: int, tokens: int, delay_ms: int, timed: bool) -> Run:
+    """``count`` streams in this process, with its loop's lag probed meanwhile."""
+    run, done = Run(), asyncio.Event()
+    probe = asyncio.ensure_future(client_lag(run, done))
+    try:
+        await asyncio.gather(*(one_stream(url, tokens, delay_ms, run, timed) for _ in range(count)))
+    finally:
+        done.set()
+        await probe
+    return run
+
+
+async def streams(
+    url: str, count: int, tokens: int, delay_ms: int, timed: bool, clients: int = 1
+) -> Run:
+    """``count`` streams read by ``clients`` processes (this one alone when 1), merged."""
+    if clients == 1:
+        run = await client_streams(url, count, tokens, delay_ms, timed)
+    else:
+        run = Run()
+        shares = [count // clients + (i < count % clients) for i in range(clients)]
+        processes = [
+            await asyncio.create_subprocess_exec(
+                *(sys.executable, __file__, "--client", url, "--streams", str(share)),
+                *("--tokens", str(tokens), "--delay-ms", str(delay_ms)),
+                *(["--timed"] if timed else []),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            for share in shares
+        ]
+        outputs = await asyncio.gather(*(process.communicate() for process in processes))
+        for process, (out, _) in zip(processes, outputs, strict=True):
+            if process.returncode != 0:
+                raise SystemExit(f"a client process exited with {process.returncode}")
+            run.merge(json.loads(out))
     if run.tokens != count * tokens:
         raise SystemExit(f"{run.tokens} tokens arrived, {count * tokens} were sent")
     return run
@@ -159,7 +218,7 @@ async def measured(name: str, args: argparse.Namespace, delay_ms: int, timed: bo
             spy = _py_spy(pid, args.py_spy) if args.py_spy and name == "cadre" else None
             before = cpu_seconds(pid)
             started = time.perf_counter()
-            run = await streams(url, args.streams, args.tokens, delay_ms, timed)
+            run = await streams(url, args.streams, args.tokens, delay_ms, timed, args.clients)
             elapsed = time.perf_counter() - started
             cpu = cpu_seconds(pid) - before
             done.set()
@@ -180,19 +239,27 @@ async def measured(name: str, args: argparse.Namespace, delay_ms: int, timed: bo
                 "delay_p50_ms": percentile(run.delay_ms, 0.5) if timed else None,
                 "delay_p99_ms": percentile(run.delay_ms, 0.99) if timed else None,
                 "by_second": _by_second(run) if timed else [],
+                "clients": args.clients,
+                "client_lag_p99_ms": percentile(run.lag_ms, 0.99),
+                "client_lag_max_ms": max(run.lag_ms),
             }
 
 
-def _by_second(run: Run) -> list[tuple[int, int, float, float, float]]:
-    """``(second, frames, p50, p99, max)`` of the token delays, by second of arrival: the
-    streams opening and ending together apart from the steady state between."""
+def _by_second(run: Run) -> list[tuple[int, int, float, float, float, float]]:
+    """``(second, frames, p50, p99, max, client lag max)`` of the token delays, by second of
+    arrival: the streams opening and ending together apart from the steady state between,
+    and the seconds where the client itself was late (its delays, not the server's)."""
     start = min(run.arrived)
     seconds: dict[int, list[float]] = {}
     for arrived, delay in zip(run.arrived, run.delay_ms, strict=True):
         seconds.setdefault(int(arrived - start), []).append(delay)
+    lags: dict[int, float] = {}
+    for lagged, lag in zip(run.lagged, run.lag_ms, strict=True):
+        second = int(lagged - start)
+        lags[second] = max(lags.get(second, 0.0), lag)
     return [
-        (second, len(delays), percentile(delays, 0.5), percentile(delays, 0.99), max(delays))
-        for second, delays in sorted(seconds.items())
+        (second, len(d), percentile(d, 0.5), percentile(d, 0.99), max(d), lags.get(second, 0.0))
+        for second, d in sorted(seconds.items())
     ]
 
 
@@ -231,10 +298,13 @@ async def many(args: argparse.Namespace) -> None:
     print(f"  first token:       p50 {first[0]:.0f} ms, p99 {first[1]:.0f} ms")
     print(f"  CPU per token:     {row['cpu_us_per_token']:.1f} µs")
     print(f"  frames per token:  {row['frames_per_token']:.2f}")
+    lag = (row["client_lag_p99_ms"], row["client_lag_max_ms"])
+    print(f"  client loop lag:   p99 {lag[0]:.1f} ms, max {lag[1]:.1f} ms ({args.clients} process)")
     if args.by_second:
-        print(f"\n{'second':>6} {'frames':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}")
-        for second, frames, p50, p99, worst in row["by_second"]:
-            print(f"{second:>6} {frames:>7} {p50:>7.1f} {p99:>7.1f} {worst:>7.1f}")
+        header = ("second", "frames", "p50 ms", "p99 ms", "max ms", "client lag")
+        print("\n" + " ".join(f"{name:>7}" for name in header))
+        for second, frames, p50, p99, worst, lag in row["by_second"]:
+            print(f"{second:>7} {frames:>7} {p50:>7.1f} {p99:>7.1f} {worst:>7.1f} {lag:>7.1f}")
 
 
 def main() -> None:
@@ -250,8 +320,20 @@ def main() -> None:
     parser.add_argument(
         "--by-second", action="store_true", help="--many: the token delays by second too"
     )
+    parser.add_argument(
+        "--clients", type=int, default=1, help="client processes sharing the streams (1)"
+    )
+    parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)  # one of --clients
+    parser.add_argument("--delay-ms", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--timed", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.streams = args.streams or (1000 if args.many else 100)
+    if args.client:  # a client process of ``--clients``: its samples as JSON on stdout
+        run = asyncio.run(
+            client_streams(args.client, args.streams, args.tokens, args.delay_ms, args.timed)
+        )
+        print(json.dumps(run.__dict__))
+        return
     if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:
         os.sched_setaffinity(0, {1})  # the server is on CPU 0
     asyncio.run(many(args) if args.many else compare(args))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
+import time
 
 import anyio
 import peewee
@@ -83,3 +85,103 @@ def test_token_checks_read_the_database_off_the_loop_only_on_postgresql(
     assert len(reads) == 4
     on_the_loop = threading.get_ident() in reads
     assert on_the_loop is url.startswith("sqlite")
+
+
+def test_a_burst_of_inline_calls_lets_a_ready_frame_out_between_them():
+    """Twenty calls made at once, one a turn (a budget of 0 s): a frame made ready by the
+    first goes out before the others run, and the calls still run in the order made."""
+    calls = DatabaseCalls("sqlite:///:memory:", turn_seconds=0)
+    log: list[int | str] = []
+
+    async def burst() -> None:
+        ready = asyncio.get_running_loop().create_future()
+
+        def store(index: int) -> None:
+            log.append(index)
+            if not ready.done():
+                ready.set_result(None)
+
+        async def send_frame() -> None:
+            await ready
+            log.append("frame")
+
+        await asyncio.gather(send_frame(), *(calls(store, index) for index in range(20)))
+
+    asyncio.run(burst())
+    assert [item for item in log if item != "frame"] == list(range(20))
+    assert log.index("frame") <= 2  # not after the other eighteen
+
+
+def test_without_a_budget_the_burst_runs_in_one_turn_ahead_of_the_frame():
+    """What the budget prevents: all the calls made in one turn run in it, and the frame
+    they made ready waits for every one of them."""
+    calls = DatabaseCalls("sqlite:///:memory:", turn_seconds=3600)
+    log: list[int | str] = []
+
+    async def burst() -> None:
+        ready = asyncio.get_running_loop().create_future()
+
+        def store(index: int) -> None:
+            log.append(index)
+            if not ready.done():
+                ready.set_result(None)
+
+        async def send_frame() -> None:
+            await ready
+            log.append("frame")
+
+        await asyncio.gather(send_frame(), *(calls(store, index) for index in range(20)))
+
+    asyncio.run(burst())
+    assert log == [*range(20), "frame"]
+
+
+def test_a_cancelled_call_waiting_for_its_turn_gives_its_place_up():
+    calls = DatabaseCalls("sqlite:///:memory:", turn_seconds=0)
+    ran: list[int] = []
+
+    async def burst() -> None:
+        tasks = [asyncio.ensure_future(calls(ran.append, index)) for index in range(4)]
+        await asyncio.sleep(0)  # the first ran; the others wait for later turns
+        tasks[1].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert tasks[1].cancelled()
+
+    asyncio.run(burst())
+    assert ran == [0, 2, 3]
+
+
+def test_the_budget_starts_afresh_on_a_new_event_loop():
+    calls = DatabaseCalls("sqlite:///:memory:", turn_seconds=0)
+    for _ in range(2):  # the first loop's waiters and count do not carry over
+        ran: list[int] = []
+
+        async def burst(ran: list[int] = ran) -> None:
+            await asyncio.gather(*(calls(ran.append, index) for index in range(3)))
+
+        asyncio.run(burst())
+        assert ran == [0, 1, 2]
+
+
+def test_a_call_that_used_up_the_turns_time_sends_the_next_to_a_later_turn():
+    """The budget is time: quick calls share a turn, but one that took longer than the
+    budget leaves the next call for a later turn, after the frame it made ready."""
+    calls = DatabaseCalls("sqlite:///:memory:", turn_seconds=0.001)
+    log: list[str] = []
+
+    async def burst() -> None:
+        ready = asyncio.get_running_loop().create_future()
+
+        def slow() -> None:
+            time.sleep(0.005)  # at least five times the budget
+            log.append("slow")
+            ready.set_result(None)
+
+        async def send_frame() -> None:
+            await ready
+            log.append("frame")
+
+        await asyncio.gather(send_frame(), calls(slow), calls(log.append, "next"))
+
+    asyncio.run(burst())
+    assert log == ["slow", "frame", "next"]

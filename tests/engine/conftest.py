@@ -11,7 +11,7 @@ import peewee
 import pytest
 
 from cadre.app import engine_config
-from cadre.db_calls import DatabaseCalls
+from cadre.db_calls import DEFAULT_TURN_SECONDS, DatabaseCalls
 from cadre.engine.events import Event, EventBus
 from cadre.engine.executor import Executor
 from cadre.settings import Settings
@@ -76,8 +76,11 @@ async def make_executor(
 ) -> AsyncIterator[Callable[..., tuple[Executor, RecordingBus]]]:
     made: list[Executor] = []
 
-    def make(**config: Any) -> tuple[Executor, RecordingBus]:
-        calls = DatabaseCalls(settings.effective_database_url)  # threads on PostgreSQL
+    def make(
+        turn_seconds: float = DEFAULT_TURN_SECONDS, **config: Any
+    ) -> tuple[Executor, RecordingBus]:
+        # Threads on PostgreSQL; on SQLite calls of one turn stop after ``turn_seconds``.
+        calls = DatabaseCalls(settings.effective_database_url, turn_seconds)
         bus = RecordingBus(calls)
         executor = Executor(dataclasses.replace(engine_config(settings), **config), bus, calls)
         made.append(executor)
