@@ -87,10 +87,10 @@ def test_token_checks_read_the_database_off_the_loop_only_on_postgresql(
     assert on_the_loop is url.startswith("sqlite")
 
 
-def test_a_burst_of_inline_calls_lets_a_ready_frame_out_between_them():
-    """Twenty calls made at once, one a turn (a budget of 0 s): a frame made ready by the
-    first goes out before the others run, and the calls still run in the order made."""
-    calls = DatabaseCalls("sqlite:///:memory:", turn_seconds=0)
+def burst_with_a_frame(turn_seconds: float) -> list[int | str]:
+    """Twenty inline calls made at once, the first of which makes a frame ready to send:
+    the order in which the calls and the frame ran."""
+    calls = DatabaseCalls("sqlite:///:memory:", turn_seconds=turn_seconds)
     log: list[int | str] = []
 
     async def burst() -> None:
@@ -108,6 +108,14 @@ def test_a_burst_of_inline_calls_lets_a_ready_frame_out_between_them():
         await asyncio.gather(send_frame(), *(calls(store, index) for index in range(20)))
 
     asyncio.run(burst())
+    return log
+
+
+def test_a_burst_of_inline_calls_lets_a_ready_frame_out_between_them():
+    """One call a turn (a budget of 0 s): the frame goes out before the other calls run,
+    and the calls still run in the order made."""
+    log = burst_with_a_frame(turn_seconds=0)
+
     assert [item for item in log if item != "frame"] == list(range(20))
     assert log.index("frame") <= 2  # not after the other eighteen
 
@@ -115,25 +123,7 @@ def test_a_burst_of_inline_calls_lets_a_ready_frame_out_between_them():
 def test_without_a_budget_the_burst_runs_in_one_turn_ahead_of_the_frame():
     """What the budget prevents: all the calls made in one turn run in it, and the frame
     they made ready waits for every one of them."""
-    calls = DatabaseCalls("sqlite:///:memory:", turn_seconds=3600)
-    log: list[int | str] = []
-
-    async def burst() -> None:
-        ready = asyncio.get_running_loop().create_future()
-
-        def store(index: int) -> None:
-            log.append(index)
-            if not ready.done():
-                ready.set_result(None)
-
-        async def send_frame() -> None:
-            await ready
-            log.append("frame")
-
-        await asyncio.gather(send_frame(), *(calls(store, index) for index in range(20)))
-
-    asyncio.run(burst())
-    assert log == [*range(20), "frame"]
+    assert burst_with_a_frame(turn_seconds=3600) == [*range(20), "frame"]
 
 
 def test_a_cancelled_call_waiting_for_its_turn_gives_its_place_up():
