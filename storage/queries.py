@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import peewee
 
 from cadre.errors import ValidationFailed
-from storage.db import BaseModel
+from storage.db import BaseModel, database
 
 
 def owned(
@@ -31,8 +31,8 @@ def rarely_true(condition: peewee.Expression) -> peewee.Expression:
     and scanned the whole table instead of using the status index: 0.12 s on every
     beat at a million runs, on the event loop. PostgreSQL keeps each value's own
     frequency and needs no hint."""
-    bound = getattr(BaseModel._meta.database, "obj", BaseModel._meta.database)
-    return peewee.fn.unlikely(condition) if isinstance(bound, peewee.SqliteDatabase) else condition
+    sqlite = isinstance(database.obj, peewee.SqliteDatabase)
+    return peewee.fn.unlikely(condition) if sqlite else condition
 
 
 class Page(NamedTuple):
@@ -93,7 +93,6 @@ def fetch(query: peewee.ModelSelect) -> list[Any]:
     sql = compiled(query)
     if sql is None:
         return [row for row in query]  # list() would ask peewee for len(): a query apart
-    database = query.model._meta.database
     return [query.model.from_row(row) for row in database.execute_sql(*sql)]
 
 
@@ -103,7 +102,6 @@ def fetch_rows(query: peewee.ModelSelect) -> list[dict[str, Any]]:
     sql = compiled(query)
     if sql is None:
         return [row.__data__ for row in query]
-    database = query.model._meta.database
     row_data = query.model.row_data
     return [row_data(row) for row in database.execute_sql(*sql)]
 
@@ -119,8 +117,7 @@ def compiled(query: peewee.ModelSelect) -> tuple[str, list[Any]] | None:
     order = _order_key(query)
     if order is None or (query._limit is None and query._offset is not None):
         return None
-    database = model._meta.database
-    dialect = type(getattr(database, "obj", database))  # the proxy's bound database
+    dialect = type(database.obj)  # the database the proxy is bound to
     head, tail = _text(model, dialect, order, query._limit is not None, query._offset is not None)
     params = [value for value in (query._limit, query._offset) if value is not None]
     if query._where is None:
