@@ -70,6 +70,7 @@ SERVERS = {
     "fastapi": "scripts.bench_apps.fastapi_app:create_app",
     "starlette": "scripts.bench_apps.starlette_app:create_app",
     "floor": "scripts.bench_apps.floor_app:create_app",
+    "stream_floor": "scripts.bench_apps.stream_floor_app:create_app",
 }
 # Cadre runs the HTTP protocol ``cadre serve`` runs (httptools with a bounded, timed head:
 # cadre/server.py) and its connection limit; ``--cadre-http httptools`` measures without them.
@@ -81,6 +82,7 @@ SERVER_OPTIONS = {
     "fastapi": ["--http", "httptools"],
     "starlette": ["--http", "httptools"],
     "floor": ["--http", "httptools"],
+    "stream_floor": ["--http", "httptools"],
 }
 ENDPOINTS = ("GET", "POST")
 LABELS = {"cadre": "Cadre", "fastapi": "FastAPI", "starlette": "Starlette", "floor": "Floor"}

@@ -3,8 +3,12 @@ execution at 1, 10 and 100 concurrent executions (echo provider, WebSocket strea
 what Cadre adds per streamed token compared with the same provider yielding into a bare
 loop, measured in the same run.
 
+Each level also runs against the stream floor (scripts/bench_apps/stream_floor_app.py: the
+same WebSocket stream and events with no framework, no execution row, no executor), so
+the CPU per execution is reported as Cadre/floor from the same run, whatever the machine.
+
     python scripts/bench_executions.py [--executions 200] [--tokens 20] [--long 5000]
-        [--levels 1,10,100] [--py-spy FILE]
+        [--levels 1,10,100] [--no-floor] [--py-spy FILE]
 
 ``--py-spy FILE`` records the server's stacks (raw collapsed format) over the
 concurrency levels, to see where an execution's CPU goes.
@@ -30,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cadre.engine.providers.base import Message, ProviderRequest, TextDelta
 from cadre.engine.providers.echo import EchoProvider
-from scripts.bench import cpu_seconds
+from scripts.bench import cpu_seconds, prepare_direct_login, serving
 from scripts.live_server import live_server, login_token
 
 
@@ -85,6 +89,17 @@ def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     return spy
 
 
+async def floor_levels(levels: list[int], executions: int, tokens: int) -> list[dict]:
+    """The same levels against the stream floor, which takes any agent name."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "floor"
+        token = await asyncio.to_thread(prepare_direct_login, data_dir)
+        with serving("stream_floor", data_dir) as server:
+            ws_base, pid = server.base.replace("http://", "ws://"), server.process.pid
+            await level(ws_base, token, 10, 20, tokens, pid)  # warm-up
+            return [await level(ws_base, token, c, max(executions, c), tokens, pid) for c in levels]
+
+
 async def bare_loop_seconds_per_token(tokens: int) -> float:
     """The echo provider yielding into a loop that does nothing: the floor."""
     request = ProviderRequest(
@@ -122,6 +137,7 @@ async def main() -> None:
     parser.add_argument("--tokens", type=int, default=20, help="tokens per execution")
     parser.add_argument("--long", type=int, default=5000, help="tokens of the per-token run")
     parser.add_argument("--levels", default="1,10,100", help="concurrency levels, comma-separated")
+    parser.add_argument("--no-floor", action="store_true", help="skip the stream floor's runs")
     parser.add_argument("--py-spy", type=Path, help="record the server's stacks into this file")
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
@@ -149,17 +165,22 @@ async def main() -> None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait()
             cadre = await cadre_seconds_per_token(server.url, headers, args.long)
+    floors = [] if args.no_floor else await floor_levels(levels, args.executions, args.tokens)
     bare = await bare_loop_seconds_per_token(args.long)
     print(f"\nExecutions ({args.tokens} echo tokens each, streamed over WebSocket, one worker)")
     print(
-        f"{'concurrent':>10} {'exec/s':>8} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} "
+        f"{'server':>6} {'concurrent':>10} {'exec/s':>8} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} "
         f"{'CPU ms/exec':>12}"
     )
-    for row in rows:
-        print(
-            f"{row['concurrency']:>10} {row['executions_per_s']:>8.1f} "
-            f"{row['ttft_p50_ms']:>12.1f} {row['ttft_p99_ms']:>12.1f} {row['cpu_ms']:>12.2f}"
-        )
+    for label, table in (("Cadre", rows), ("Floor", floors)):
+        for row in table:
+            print(
+                f"{label:>6} {row['concurrency']:>10} {row['executions_per_s']:>8.1f} "
+                f"{row['ttft_p50_ms']:>12.1f} {row['ttft_p99_ms']:>12.1f} {row['cpu_ms']:>12.2f}"
+            )
+    for row, floor in zip(rows, floors, strict=False):
+        ratio = row["cpu_ms"] / floor["cpu_ms"]
+        print(f"Cadre/floor, CPU per execution at {row['concurrency']} at once: {ratio:.2f}x")
     print(f"\nPer streamed token ({args.long}-token execution)")
     print(f"  bare provider loop: {bare * 1e6:8.1f} µs")
     print(f"  through Cadre:      {cadre * 1e6:8.1f} µs (stored, numbered, fanned out)")

@@ -49,15 +49,12 @@ if str(ROOT) not in sys.path:
 
 from scripts.bench import (  # noqa: E402
     SERVER_OPTIONS,
-    SERVERS,
     auth,
     cpu_seconds,
     prepare_direct_login,
     serving,
 )
 
-SERVERS["stream_floor"] = "scripts.bench_apps.stream_floor_app:create_app"
-SERVER_OPTIONS["stream_floor"] = ["--http", "httptools"]
 TASK = "benchmark the stream with a few words"
 
 
