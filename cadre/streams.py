@@ -10,21 +10,20 @@ Server-Sent Event streams are held to the same rule: they end with an ``error`` 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-import anyio
-import jsonschema
 from starlette.responses import StreamingResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from cadre import json_limits
 from cadre.auth import TokenService
-from cadre.connexion.validation import RequestValidator
+from cadre.connexion.validation import CompiledSchema
 from cadre.engine.events import Event, EventBus, Frame, encode
 from cadre.engine.launch import launch_async
 from cadre.errors import CadreError, RateLimited, Unauthorized, excerpt
@@ -218,10 +217,10 @@ async def _authenticate(websocket: WebSocket, scope: str) -> str | None:
     await websocket.accept()
     if token is None:
         wait = _services(websocket).settings.websocket_auth_timeout_seconds
-        first = None
-        with anyio.move_on_after(wait) as waiting:
-            first = await _receive_json(websocket)
-        if waiting.cancelled_caught:
+        try:
+            async with asyncio.timeout(wait):
+                first = await _receive_json(websocket)
+        except TimeoutError:
             await _refuse(websocket, f"Authenticate within {wait:g} seconds of connecting.")
             return None
         if first is None or first.get("type") != "auth" or not isinstance(first.get("token"), str):
@@ -298,68 +297,76 @@ async def _protocol_error(websocket: WebSocket, error: CadreError | str, code: i
     await websocket.close(code, reason=reason)
 
 
+async def _until_one_returns(*coroutines: Coroutine[Any, Any, None]) -> None:
+    """Run ``coroutines`` together until one returns (or raises: re-raised here), then
+    cancel the others. Plain tasks: a stream's tasks live as long as it does, and this
+    is cheaper per stream than a task group's handles and cancel scopes."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+    for task in done:
+        task.result()
+
+
 async def _relay(websocket: WebSocket, execution_id: str, after: int) -> None:
     """Send events until ``complete`` while obeying commands; stop if the client leaves."""
     current = _services(websocket)
     ended: list[str] = []  # the status ``complete`` reported
 
-    async with anyio.create_task_group() as group:
+    async def send_events() -> None:
+        async for batch in current.bus.follow(
+            execution_id, after, keepalive=current.settings.stream_keepalive_seconds
+        ):
+            for event, text in coalesced(batch):
+                await websocket.send_text(text)
+                if event["type"] == "complete":
+                    ended.append(event["status"])
 
-        async def send_events() -> None:
-            async for batch in current.bus.follow(
-                execution_id, after, keepalive=current.settings.stream_keepalive_seconds
-            ):
-                for event, text in coalesced(batch):
-                    await websocket.send_text(text)
-                    if event["type"] == "complete":
-                        ended.append(event["status"])
-            group.cancel_scope.cancel()
-
-        async def obey_commands() -> None:
-            while True:
-                message = await _receive_json(websocket)
-                if message is None:
-                    if websocket.client_state.name != "CONNECTED":
-                        group.cancel_scope.cancel()  # the client went away
-                        return
-                    continue
-                command = message.get("type")
-                if command == "ping":
-                    await websocket.send_json({"type": "pong"})
-                elif command in COMMANDS:
-                    try:
-                        await current.executor.control(execution_id, command)
-                    except CadreError as exc:
-                        await websocket.send_json(
-                            {
-                                "type": "command_error",
-                                "command": command,
-                                "error": exc.error,
-                                "message": exc.message,
-                            }
-                        )
-                else:
+    async def obey_commands() -> None:
+        while True:
+            message = await _receive_json(websocket)
+            if message is None:
+                if websocket.client_state.name != "CONNECTED":
+                    return  # the client went away
+                continue
+            command = message.get("type")
+            if command == "ping":
+                await websocket.send_json({"type": "pong"})
+            elif command in COMMANDS:
+                try:
+                    await current.executor.control(execution_id, command)
+                except CadreError as exc:
                     await websocket.send_json(
                         {
                             "type": "command_error",
-                            "command": str(command),
-                            "error": "unknown_command",
-                            "message": f"Commands are {', '.join(COMMANDS)}.",
+                            "command": command,
+                            "error": exc.error,
+                            "message": exc.message,
                         }
                     )
+            else:
+                await websocket.send_json(
+                    {
+                        "type": "command_error",
+                        "command": str(command),
+                        "error": "unknown_command",
+                        "message": f"Commands are {', '.join(COMMANDS)}.",
+                    }
+                )
 
-        async def recheck_token() -> None:
-            """Close with 1008 once the token expires, the account is disabled or the
-            login revoked (``token_problem``)."""
-            while True:
-                await anyio.sleep(TOKEN_RECHECK_SECONDS)
-                if await _closed_for_token(websocket, fresh=False):
-                    group.cancel_scope.cancel()
-                    return
+    async def recheck_token() -> None:
+        """Close with 1008 once the token expires, the account is disabled or the login
+        revoked (``token_problem``)."""
+        while True:
+            await asyncio.sleep(TOKEN_RECHECK_SECONDS)
+            if await _closed_for_token(websocket, fresh=False):
+                return
 
-        group.start_soon(send_events)
-        group.start_soon(obey_commands)
-        group.start_soon(recheck_token)
+    await _until_one_returns(send_events(), obey_commands(), recheck_token())
     states = (websocket.application_state.name, websocket.client_state.name)
     if states != ("CONNECTED", "CONNECTED"):
         return  # closed by recheck_token, or the client went away
@@ -385,7 +392,7 @@ async def _closed_for_token(websocket: WebSocket, *, fresh: bool) -> bool:
     return True
 
 
-async def agent_stream(websocket: WebSocket, validator: jsonschema.Validator) -> None:
+async def agent_stream(websocket: WebSocket, validator: CompiledSchema) -> None:
     """``/api/v1/agents/{agent_id}/stream``: send a task, get its execution's events."""
     user = await _authenticate(websocket, "executions:write")
     if user is None:
@@ -404,7 +411,7 @@ async def agent_stream(websocket: WebSocket, validator: jsonschema.Validator) ->
         )
         await _protocol_error(websocket, error, INVALID_PAYLOAD)
         return
-    errors = sorted(validator.iter_errors(message), key=lambda e: list(map(str, e.path)))
+    errors = sorted(validator.errors(message), key=lambda e: list(map(str, e.path)))
     if errors:
         details = {".".join(["body", *map(str, e.path)]): e.message for e in errors}
         error = CadreError("Invalid task message.", error="validation_error", details=details)
@@ -447,7 +454,7 @@ async def execution_stream(websocket: WebSocket) -> None:
 
 def routes(spec: dict[str, Any]) -> list[WebSocketRoute]:
     """The WebSocket routes; the task message is validated by the spec's ExecuteRequest."""
-    validator = RequestValidator(
+    validator = CompiledSchema(
         {**spec["components"]["schemas"]["ExecuteRequest"], "components": spec["components"]}
     )
 

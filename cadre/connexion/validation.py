@@ -103,7 +103,7 @@ def _plain_json_schema(schema: Any) -> Any:
     return plain
 
 
-class _CompiledSchema:
+class CompiledSchema:
     """One body schema, compiled twice: a fast verdict, and the detailed errors.
 
     jsonschema-rs (compiled Rust) decides in about a microsecond whether a body is
@@ -160,7 +160,7 @@ class BodyValidator(JSONRequestBodyValidator):
 
     def __init__(self, *, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._compiled = _CompiledSchema(self._schema)
+        self._compiled = CompiledSchema(self._schema)
         self._max_json_depth = max_json_depth
 
     async def wrap_receive(self, receive, *, scope):  # type: ignore[no-untyped-def]
@@ -228,7 +228,7 @@ class ParamsValidator(ParameterValidator):
     def __init__(self, parameters: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(parameters, *args, **kwargs)
         self._checks = [
-            (where, param, _CompiledSchema(param.get("schema", param)))
+            (where, param, CompiledSchema(param.get("schema", param)))
             for where, params in self.parameters.items()
             for param in params
         ]
