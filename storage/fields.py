@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import peewee
 
 
@@ -40,11 +41,22 @@ class UTCDateTimeField(peewee.DateTimeField):
         return value
 
 
+def json_text(value: Any) -> str:
+    """``value`` as compact JSON text: orjson, several times faster on the rows every
+    execution writes; the standard library for what orjson refuses (integers beyond 64
+    bits, keys that are not strings, lone surrogates, nesting past 255 levels), which it
+    writes as before. orjson writes NaN and infinities as ``null``, which is valid JSON."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(value, separators=(",", ":"))
+
+
 class JSONField(peewee.TextField):
     """JSON in a text column: portable across SQLite and PostgreSQL."""
 
     def db_value(self, value: Any) -> str | None:
-        return None if value is None else json.dumps(value, separators=(",", ":"))
+        return None if value is None else json_text(value)
 
     def python_value(self, value: str | None) -> Any:
         if value is None:

@@ -1,12 +1,15 @@
-"""UTCDateTimeField: aware datetimes in Python, the same naive-UTC column values as before."""
+"""UTCDateTimeField: aware datetimes in Python, the same naive-UTC column values as before.
+JSONField: compact JSON text, whatever orjson refuses written by the standard library."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import peewee
 import pytest
 
+from storage.fields import JSONField
 from storage.users import User, create_user
 
 
@@ -43,3 +46,25 @@ def test_comparisons_in_queries_accept_aware_values(owner: User):
     later = datetime.now(UTC) + timedelta(minutes=1)
     assert User.select().where(User.created_at < later).count() == 1
     assert User.select().where(User.created_at > later).count() == 0
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"task": "café ☕", "n": 3, "ratio": 0.25, "ok": True, "none": None, "list": [1, "a"]},
+        {"big": 2**70, "negative": -(2**64)},  # beyond orjson's 64 bits
+        {1: "a key that is not a string"},  # read back as "1", as json.dumps writes it
+        {"path": "bad-\udcff-bytes"},  # a lone surrogate, from surrogate-escaped bytes
+    ],
+)
+def test_json_values_read_back_as_json_dumps_would_give_them(value: object):
+    field = JSONField()
+    text = field.db_value(value)
+
+    assert field.python_value(text) == json.loads(json.dumps(value))
+
+
+def test_json_nan_and_infinity_are_stored_as_null_which_is_valid_json():
+    text = JSONField().db_value({"score": float("nan"), "limit": float("inf")})
+
+    assert json.loads(text) == {"score": None, "limit": None}

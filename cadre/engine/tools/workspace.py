@@ -32,9 +32,10 @@ def user_workspace(data_dir: Path, user_id: str) -> Path:
     """``data_dir/workspaces/<user_id>``, created if needed."""
     if not _SIMPLE_ID.fullmatch(user_id):
         raise ValueError(f"not a simple user id: {user_id!r}")
-    Path(data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
     path = Path(data_dir) / "workspaces" / user_id
-    path.mkdir(parents=True, exist_ok=True)
+    if not path.is_dir():  # one stat per run: ``mkdir(exist_ok=True)`` raises, then checks
+        Path(data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
