@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cadre.app import SPEC_PATH
-from cadre.connexion.validation import _CompiledSchema, _plain_json_schema
+from cadre.connexion.validation import CompiledSchema, _plain_json_schema
 from tests.conftest import assert_problem
 
 
@@ -67,7 +67,7 @@ def test_every_json_request_body_is_covered():
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_fast_check_is_never_laxer_than_python_jsonschema(operation_id, data):
-    compiled = _CompiledSchema(SCHEMAS[operation_id])
+    compiled = CompiledSchema(SCHEMAS[operation_id])
     body = data.draw(bodies(SCHEMAS[operation_id]))
     python_errors = list(compiled.detailed.iter_errors(body))
     if compiled.fast.is_valid(body):
