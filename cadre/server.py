@@ -41,7 +41,6 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.server import ServerProtocol
 
 from cadre.problems import PROBLEM_TYPE_BASE
 
@@ -200,17 +199,19 @@ class HttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+@functools.cache
+def _deflate_factory() -> ServerPerMessageDeflateFactory:
+    return ServerPerMessageDeflateFactory(
+        server_max_window_bits=DEFLATE_WINDOW_BITS,
+        client_max_window_bits=DEFLATE_WINDOW_BITS,
+        compress_settings={"memLevel": DEFLATE_MEM_LEVEL},
+    )
+
+
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, its per-message deflate in small windows."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.config.ws_per_message_deflate:
-            deflate = ServerPerMessageDeflateFactory(
-                server_max_window_bits=DEFLATE_WINDOW_BITS,
-                client_max_window_bits=DEFLATE_WINDOW_BITS,
-                compress_settings={"memLevel": DEFLATE_MEM_LEVEL},
-            )
-            self.conn = ServerProtocol(
-                extensions=[deflate], max_size=self.config.ws_max_size, logger=self.conn.logger
-            )
+        if self.config.ws_per_message_deflate:  # the factory only holds the settings
+            self.conn.available_extensions = [_deflate_factory()]
