@@ -63,8 +63,9 @@ def create(
     """The database half of ``launch``: the execution, and whether it is new (to submit)."""
     check_size(body.get("inputs") or {}, executor.config.max_inputs_bytes, "body.inputs")
     agent = agents.get_agent(agent_ref, owner_id)
-    digest = request_hash(agent.id, body)
+    digest = None  # what a retry with the same Idempotency-Key must match
     if idempotency_key is not None:
+        digest = request_hash(agent.id, body)
         existing = store.find_idempotent(owner_id, idempotency_key)
         if existing is not None:
             if existing.request_hash != digest:
