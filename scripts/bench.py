@@ -47,7 +47,7 @@ import sysconfig
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -147,10 +147,12 @@ class Server:
 
 
 @contextmanager
-def serving(name: str, data_dir: Path, **env: str) -> Iterator[Server]:
-    """Run server ``name`` over ``data_dir`` on one uvicorn worker until the block ends."""
+def serving(name: str, data_dir: Path, wrapper: Sequence[str] = (), **env: str) -> Iterator[Server]:
+    """Run server ``name`` over ``data_dir`` on one uvicorn worker (its command after
+    ``wrapper``, such as valgrind's) until the block ends."""
     port = free_port()
     command = [
+        *wrapper,
         *(sys.executable, "-m", "uvicorn", SERVERS[name], "--factory"),
         *("--host", "127.0.0.1", "--port", str(port)),
         *("--loop", "uvloop", *SERVER_OPTIONS[name]),

@@ -8,7 +8,13 @@ same WebSocket stream and events with no framework, no execution row, no executo
 the CPU per execution is reported as Cadre/floor from the same run, whatever the machine.
 
     python scripts/bench_executions.py [--executions 200] [--tokens 20] [--long 5000]
-        [--levels 1,10,100] [--no-floor] [--py-spy FILE]
+        [--levels 1,10,100] [--no-floor] [--py-spy FILE] [--instructions]
+
+``--instructions`` runs both servers under valgrind's callgrind and counts the machine
+instructions each runs per execution instead of its CPU time: the same work gives the
+same count within a few per cent (timers, the garbage collector) however loaded the
+machine is, where CPU time on a shared machine moves by a fifth between runs. Valgrind
+runs them some 50 times slower: a few hundred executions per level are enough.
 
 ``--py-spy FILE`` records the server's stacks (raw collapsed format) over the
 concurrency levels, to see where an execution's CPU goes.
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import signal
 import statistics
 import subprocess
@@ -56,8 +63,55 @@ async def one_execution(ws_base: str, token: str, tokens: int) -> tuple[float, f
     raise RuntimeError("stream ended without complete")
 
 
+class CpuTime:
+    """The server's CPU time (user and system, from /proc), in ms."""
+
+    label, scale = "CPU ms/exec", 1000.0
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def start(self) -> None:
+        self.before = cpu_seconds(self.pid)
+
+    def stop(self) -> float:
+        return cpu_seconds(self.pid) - self.before
+
+
+class Instructions:
+    """Instructions the server ran, in millions, counted by callgrind (``--instructions``):
+    counting is switched on at the first ``start`` (start-up and imports are not counted),
+    the counters zeroed at each ``start`` and dumped at ``stop``."""
+
+    label, scale = "M instr/exec", 1e-6
+
+    def __init__(self, pid: int, dumps: Path) -> None:
+        self.pid, self.dumps = pid, dumps
+
+    def _control(self, *options: str) -> None:
+        subprocess.run(["callgrind_control", *options, str(self.pid)], check=True, **QUIET)
+
+    def start(self) -> None:
+        self._control("--instr=on")
+        self._control("--zero")
+
+    def stop(self) -> float:
+        self._control("--dump")
+        newest = max(self.dumps.glob("callgrind.out.*"), key=lambda path: path.stat().st_mtime)
+        return float(re.search(r"^summary: (\d+)", newest.read_text(), re.M).group(1))
+
+
+QUIET = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+
+
+def callgrind(dumps: Path) -> list[str]:
+    """The command prefix that runs a server under callgrind, counting nothing yet."""
+    out = f"--callgrind-out-file={dumps}/callgrind.out.%p"
+    return ["valgrind", "--tool=callgrind", "--instr-atstart=no", out]
+
+
 async def level(
-    ws_base: str, token: str, concurrency: int, total: int, tokens: int, pid: int
+    ws_base: str, token: str, concurrency: int, total: int, tokens: int, meter: CpuTime
 ) -> dict:
     queue = list(range(total))
     results: list[tuple[float, float]] = []
@@ -67,15 +121,16 @@ async def level(
             queue.pop()
             results.append(await one_execution(ws_base, token, tokens))
 
-    started, cpu = time.perf_counter(), cpu_seconds(pid)
+    meter.start()
+    started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu
+    elapsed, cost = time.perf_counter() - started, meter.stop()
     firsts = sorted(r[0] * 1000 for r in results)
     return {
         "concurrency": concurrency,
         "executions": total,
         "executions_per_s": total / elapsed,
-        "cpu_ms": cpu / total * 1000,
+        "cost": cost / total * meter.scale,
         "ttft_p50_ms": statistics.median(firsts),
         "ttft_p99_ms": firsts[min(len(firsts) - 1, int(len(firsts) * 0.99))],
     }
@@ -89,15 +144,24 @@ def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     return spy
 
 
-async def floor_levels(levels: list[int], executions: int, tokens: int) -> list[dict]:
+def meter_for(pid: int, dumps: Path | None) -> CpuTime | Instructions:
+    return CpuTime(pid) if dumps is None else Instructions(pid, dumps)
+
+
+async def floor_levels(levels: list[int], args: argparse.Namespace) -> list[dict]:
     """The same levels against the stream floor, which takes any agent name."""
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = Path(tmp) / "floor"
+        data_dir, dumps = Path(tmp) / "floor", Path(tmp) if args.instructions else None
         token = await asyncio.to_thread(prepare_direct_login, data_dir)
-        with serving("stream_floor", data_dir) as server:
-            ws_base, pid = server.base.replace("http://", "ws://"), server.process.pid
-            await level(ws_base, token, 10, 20, tokens, pid)  # warm-up
-            return [await level(ws_base, token, c, max(executions, c), tokens, pid) for c in levels]
+        wrapper = callgrind(dumps) if dumps else []
+        with serving("stream_floor", data_dir, wrapper=wrapper) as server:
+            ws_base = server.base.replace("http://", "ws://")
+            meter = meter_for(server.process.pid, dumps)
+            await level(ws_base, token, 10, 20, args.tokens, meter)  # warm-up
+            return [
+                await level(ws_base, token, c, max(args.executions, c), args.tokens, meter)
+                for c in levels
+            ]
 
 
 async def bare_loop_seconds_per_token(tokens: int) -> float:
@@ -139,6 +203,9 @@ async def main() -> None:
     parser.add_argument("--levels", default="1,10,100", help="concurrency levels, comma-separated")
     parser.add_argument("--no-floor", action="store_true", help="skip the stream floor's runs")
     parser.add_argument("--py-spy", type=Path, help="record the server's stacks into this file")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions (callgrind), not CPU"
+    )
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,38 +216,45 @@ async def main() -> None:
             "CADRE_MAX_CONCURRENT_EXECUTIONS": "128",
             "CADRE_MAX_CONCURRENT_EXECUTIONS_PER_USER": "128",
         }
-        with live_server(Path(tmp) / "data", **env) as server:
+        dumps = Path(tmp) if args.instructions else None
+        wrapper = callgrind(dumps) if dumps else []
+        with live_server(Path(tmp) / "data", wrapper=wrapper, **env) as server:
             token = login_token(server.url)
             headers = {"Authorization": f"Bearer {token}"}
             httpx.post(f"{server.url}/api/v1/agents", json={"name": "bench"}, headers=headers)
             ws_base = server.url.replace("http://", "ws://")
             pid = server.process.pid
-            await level(ws_base, token, 10, 20, args.tokens, pid)  # warm-up
+            meter = meter_for(pid, dumps)
+            await level(ws_base, token, 10, 20, args.tokens, meter)  # warm-up
             spy = _py_spy(pid, args.py_spy) if args.py_spy else None
             rows = [
-                await level(ws_base, token, c, max(args.executions, c), args.tokens, pid)
+                await level(ws_base, token, c, max(args.executions, c), args.tokens, meter)
                 for c in levels
             ]
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait()
-            cadre = await cadre_seconds_per_token(server.url, headers, args.long)
-    floors = [] if args.no_floor else await floor_levels(levels, args.executions, args.tokens)
-    bare = await bare_loop_seconds_per_token(args.long)
+            if not args.instructions:  # latencies under valgrind say nothing
+                cadre = await cadre_seconds_per_token(server.url, headers, args.long)
+    floors = [] if args.no_floor else await floor_levels(levels, args)
     print(f"\nExecutions ({args.tokens} echo tokens each, streamed over WebSocket, one worker)")
     print(
         f"{'server':>6} {'concurrent':>10} {'exec/s':>8} {'TTFT p50 ms':>12} {'TTFT p99 ms':>12} "
-        f"{'CPU ms/exec':>12}"
+        f"{meter.label:>12}"
     )
     for label, table in (("Cadre", rows), ("Floor", floors)):
         for row in table:
             print(
                 f"{label:>6} {row['concurrency']:>10} {row['executions_per_s']:>8.1f} "
-                f"{row['ttft_p50_ms']:>12.1f} {row['ttft_p99_ms']:>12.1f} {row['cpu_ms']:>12.2f}"
+                f"{row['ttft_p50_ms']:>12.1f} {row['ttft_p99_ms']:>12.1f} {row['cost']:>12.2f}"
             )
     for row, floor in zip(rows, floors, strict=False):
-        ratio = row["cpu_ms"] / floor["cpu_ms"]
-        print(f"Cadre/floor, CPU per execution at {row['concurrency']} at once: {ratio:.2f}x")
+        ratio = row["cost"] / floor["cost"]
+        what = "CPU" if isinstance(meter, CpuTime) else "instructions"
+        print(f"Cadre/floor, {what} per execution at {row['concurrency']} at once: {ratio:.2f}x")
+    if args.instructions:
+        return
+    bare = await bare_loop_seconds_per_token(args.long)
     print(f"\nPer streamed token ({args.long}-token execution)")
     print(f"  bare provider loop: {bare * 1e6:8.1f} µs")
     print(f"  through Cadre:      {cadre * 1e6:8.1f} µs (stored, numbered, fanned out)")

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +33,15 @@ def _environment(data_dir: Path, env: dict[str, str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def live_server(data_dir: Path, *options: str, **env: str) -> Iterator[Server]:
-    """Run a Cadre server (``cadre serve`` with ``options``) with ``CADRE_*`` overrides
-    ``env`` until the block ends."""
+def live_server(
+    data_dir: Path, *options: str, wrapper: Sequence[str] = (), **env: str
+) -> Iterator[Server]:
+    """Run a Cadre server (``cadre serve`` with ``options``, its command after ``wrapper``,
+    such as valgrind's) with ``CADRE_*`` overrides ``env`` until the block ends."""
     port = free_port()
     environment = _environment(data_dir, env)
-    command = [sys.executable, "-m", "cadre.cli", "serve", "--host", "127.0.0.1", *options]
+    serve = [sys.executable, "-m", "cadre.cli", "serve", "--host", "127.0.0.1", *options]
+    command = [*wrapper, *serve]
     log = (data_dir.parent / f"server-{port}.log").open("w")
     process = subprocess.Popen(
         [*command, "--port", str(port)], env=environment, stdout=log, stderr=subprocess.STDOUT
