@@ -87,6 +87,7 @@ SERVER_OPTIONS = {
 ENDPOINTS = ("GET", "POST")
 LABELS = {"cadre": "Cadre", "fastapi": "FastAPI", "starlette": "Starlette", "floor": "Floor"}
 OTHERS = ("fastapi", "starlette", "floor")
+LIST_SERVERS = ("cadre", *OTHERS)  # those serving the agents list (not the stream floor)
 AGENTS_PATH = "/api/v1/agents"
 WRK_SCRIPT = ROOT / "scripts" / "bench_apps" / "wrk_bench.lua"
 SECRET = "bench-secret-key-long-enough-for-every-hs-algorithm-0123456789abcdef"
@@ -455,11 +456,11 @@ def benchmark(args: argparse.Namespace) -> dict[str, dict[str, Measured]]:
     busy = os.getloadavg()[0]
     if busy > 0.5:
         print(f"note: load average {busy:.2f} before starting; other work will add noise")
-    results = {name: {method: Measured() for method in ENDPOINTS} for name in SERVERS}
+    results = {name: {method: Measured() for method in ENDPOINTS} for name in LIST_SERVERS}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="cadre-bench-") as tmp:
         for round_ in range(1, args.rounds + 1):
-            for name in SERVERS:
+            for name in LIST_SERVERS:
                 with ready_server(name, Path(tmp) / f"{name}-{round_}") as (server, token):
                     for method in ENDPOINTS:
                         run = load(wrk, server, token, method, args)
@@ -492,7 +493,7 @@ def print_table(results: dict[str, dict[str, Measured]]) -> None:
         f"{'CPU µs/req':>12}{'spread':>8}"
     )
     for method in ENDPOINTS:
-        for name in SERVERS:
+        for name in LIST_SERVERS:
             measured = results[name][method]
             run = measured.best
             print(

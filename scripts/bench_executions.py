@@ -102,6 +102,7 @@ class Instructions:
 
 
 QUIET = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+Meter = CpuTime | Instructions
 
 
 def callgrind(dumps: Path) -> list[str]:
@@ -111,7 +112,7 @@ def callgrind(dumps: Path) -> list[str]:
 
 
 async def level(
-    ws_base: str, token: str, concurrency: int, total: int, tokens: int, meter: CpuTime
+    ws_base: str, token: str, concurrency: int, total: int, tokens: int, meter: Meter
 ) -> dict:
     queue = list(range(total))
     results: list[tuple[float, float]] = []
@@ -144,7 +145,7 @@ def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     return spy
 
 
-def meter_for(pid: int, dumps: Path | None) -> CpuTime | Instructions:
+def meter_for(pid: int, dumps: Path | None) -> Meter:
     return CpuTime(pid) if dumps is None else Instructions(pid, dumps)
 
 
