@@ -16,12 +16,10 @@ import logging
 import re
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import connexion
 import peewee
-import yaml
 from connexion.options import SwaggerUIOptions
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
@@ -42,11 +40,9 @@ from cadre.connexion import (
 from cadre.db_calls import DatabaseCalls
 from cadre.engine.events import EventBus
 from cadre.engine.executor import EngineConfig, Executor
-from cadre.engine.fanout import Fanout
 from cadre.engine.load import LoadMetrics
 from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.registry import ProviderSettings
-from cadre.engine.queue import ExecutionQueue, install_schema
 from cadre.engine.supervisor import Supervisor, SupervisorConfig
 from cadre.middleware.body_limit import BodyLimitMiddleware
 from cadre.middleware.docs_policy import DocsPolicyMiddleware
@@ -56,18 +52,17 @@ from cadre.middleware.request_context import RequestContextMiddleware
 from cadre.problems import make_error_handler
 from cadre.services import Services
 from cadre.settings import Settings
+from cadre.spec_docs import authored_spec
 from storage import db
 from storage.wal import Checkpointer
 
+if TYPE_CHECKING:  # imported where used: Redis and Procrastinate load only when configured
+    from cadre.engine.fanout import Fanout
+    from cadre.engine.queue import ExecutionQueue
+
 HTTP_METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
-SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
 DOCS_PATH, SPEC_URL = "/docs", "/openapi.json"  # Connexion's Swagger UI; the spec is an operation
 REDOC_PATH = "/redoc"
-
-
-def load_spec() -> dict[str, Any]:
-    with SPEC_PATH.open() as handle:
-        return yaml.safe_load(handle)
 
 
 def operation_routes(spec: dict[str, Any]) -> dict[str, str]:
@@ -125,15 +120,22 @@ def engine_config(settings: Settings) -> EngineConfig:
 
 
 def execution_queue(settings: Settings) -> ExecutionQueue | None:
-    """The Procrastinate queue on PostgreSQL; none on SQLite (runs stay in-process)."""
+    """The Procrastinate queue on PostgreSQL; none on SQLite (runs stay in-process, and
+    Procrastinate is not even imported)."""
     url = settings.effective_database_url
-    return None if db.is_embedded(url) else ExecutionQueue(url)
+    if db.is_embedded(url):
+        return None
+    from cadre.engine.queue import ExecutionQueue
+
+    return ExecutionQueue(url)
 
 
 def event_fanout(settings: Settings) -> Fanout | None:
     """Events and control across processes through Redis; none without ``CADRE_REDIS_URL``."""
     if not settings.redis_url:
-        return None
+        return None  # and the Redis client is not imported
+    from cadre.engine.fanout import Fanout
+
     return Fanout(
         settings.redis_url,
         maxlen=settings.redis_stream_maxlen,
@@ -186,7 +188,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     database = db.open_database(settings.effective_database_url)
     db.migrate(database)
 
-    spec = load_spec()
+    spec = authored_spec()
     registry = CollectorRegistry()
     # Off the loop on PostgreSQL; on SQLite a few a turn of the loop.
     calls = DatabaseCalls(settings.effective_database_url, settings.inline_db_ms_per_turn / 1000)
@@ -252,6 +254,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(_app: Starlette):
         working: asyncio.Task[None] | None = None
         if queue is not None:
+            from cadre.engine.queue import install_schema
+
             await calls(install_schema, database)
             await queue.open()
         checkpointer = None

@@ -58,13 +58,15 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def _migrate_all(settings: Settings) -> list[str]:
     """Cadre's migrations, and on PostgreSQL the queue's tables (once)."""
-    from cadre.engine.queue import install_schema
     from storage import db
 
     database = db.open_database(settings.effective_database_url)
     applied = db.migrate(database)
-    if not db.is_embedded(settings.effective_database_url) and install_schema(database):
-        applied.append("procrastinate schema")
+    if not db.is_embedded(settings.effective_database_url):
+        from cadre.engine.queue import install_schema  # Procrastinate: PostgreSQL only
+
+        if install_schema(database):
+            applied.append("procrastinate schema")
     db.close_all(database)
     return applied
 

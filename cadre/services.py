@@ -9,6 +9,7 @@ several apps (the tests build one per test) never share them by accident.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -16,11 +17,13 @@ from cadre.auth import TokenService
 from cadre.db_calls import DatabaseCalls
 from cadre.engine.events import EventBus
 from cadre.engine.executor import Executor
-from cadre.engine.fanout import Fanout
 from cadre.engine.load import LoadMetrics
 from cadre.engine.supervisor import Supervisor
 from cadre.middleware.rate_limit import RateLimiter
 from cadre.settings import Settings
+
+if TYPE_CHECKING:  # Redis's client and Procrastinate load only when configured
+    from cadre.engine.fanout import Fanout
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -11,9 +12,11 @@ from cadre.connexion.binding import Reply
 from cadre.db_calls import DatabaseCalls
 from cadre.engine import load
 from cadre.engine.executor import Executor
-from cadre.engine.fanout import Fanout
 from models_gen.api import Health
 from storage.db import ping
+
+if TYPE_CHECKING:  # Redis's client and Procrastinate load only when configured
+    from cadre.engine.fanout import Fanout
 
 METRICS_CONTENT_TYPE = "text/plain"  # the 0.0.4 exposition format, which scrapers assume
 

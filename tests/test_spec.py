@@ -13,15 +13,15 @@ from connexion.exceptions import ResolverError
 from openapi_spec_validator import validate
 from starlette.routing import WebSocketRoute
 
-from cadre.app import load_spec
 from cadre.connexion.resolver import CAMEL_CASE, handler_name, snake_case
+from cadre.spec_docs import authored_spec
 from tests.conftest import assert_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_openapi_document_is_valid():
-    validate(load_spec())
+    validate(authored_spec())
 
 
 def _operations(spec: dict) -> list[tuple[str, str, dict]]:
@@ -34,14 +34,14 @@ def _operations(spec: dict) -> list[tuple[str, str, dict]]:
 
 
 def test_every_operation_id_is_short_camel_case_and_unique():
-    ids = [operation["operationId"] for _, _, operation in _operations(load_spec())]
+    ids = [operation["operationId"] for _, _, operation in _operations(authored_spec())]
     assert len(ids) == len(set(ids))
     for operation_id in ids:
         assert CAMEL_CASE.match(operation_id) and len(operation_id) <= 32, operation_id
 
 
 def test_every_operation_id_resolves_to_a_handler_function():
-    for method, path, operation in _operations(load_spec()):
+    for method, path, operation in _operations(authored_spec()):
         module_name, _, function = handler_name(
             operation["operationId"], operation.get("tags")
         ).rpartition(".")
@@ -49,7 +49,7 @@ def test_every_operation_id_resolves_to_a_handler_function():
 
 
 def test_handler_modules_are_named_after_spec_tags():
-    spec = load_spec()
+    spec = authored_spec()
     tags = {tag["name"] for tag in spec["tags"]}
     for method, path, operation in _operations(spec):
         assert len(operation["tags"]) == 1 and operation["tags"][0] in tags, (method, path)
@@ -79,7 +79,7 @@ def test_resolver_refuses_dotted_snake_case_or_untagged_operations(operation_id,
 
 
 def test_every_secured_operation_declares_its_error_replies():
-    spec = load_spec()
+    spec = authored_spec()
     for path, item in spec["paths"].items():
         for method, operation in item.items():
             if not isinstance(operation, dict):
@@ -114,7 +114,7 @@ def test_the_app_serves_only_routes_from_the_spec(client):
 
 
 def test_execution_stop_reason_references_stop_reason_and_allows_null():
-    schemas = load_spec()["components"]["schemas"]
+    schemas = authored_spec()["components"]["schemas"]
     stop_reason = schemas["Execution"]["properties"]["stop_reason"]
     assert stop_reason["allOf"] == [{"$ref": "#/components/schemas/StopReason"}]
     assert stop_reason["nullable"] is True and "enum" not in stop_reason
@@ -158,7 +158,7 @@ def _resolved_links(spec: dict, operation: dict, status: str) -> dict[str, dict]
 def test_links_lead_from_created_ids_to_the_operations_that_use_them(
     path, method, status, expression, targets
 ):
-    spec = load_spec()
+    spec = authored_spec()
     by_id = {operation["operationId"]: (p, operation) for _, p, operation in _operations(spec)}
     links = _resolved_links(spec, spec["paths"][path][method], status)
     assert targets <= {link["operationId"] for link in links.values()}

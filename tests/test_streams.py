@@ -321,9 +321,9 @@ class TestServerSentEvents:
         assert_problem(reply, 404)
 
     def test_each_events_reply_has_one_media_type_for_typed_clients(self):
-        from cadre.app import load_spec
+        from cadre.spec_docs import authored_spec
 
-        paths = load_spec()["paths"]
+        paths = authored_spec()["paths"]
         listed = paths["/api/v1/executions/{execution_id}/events"]["get"]["responses"]["200"]
         streamed = paths["/api/v1/executions/{execution_id}/events/stream"]["get"]["responses"]
         assert list(listed["content"]) == ["application/json"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cadre.app import load_spec
 from cadre.engine.tools.registry import TOOLS
+from cadre.spec_docs import authored_spec
 from tests.conftest import (
     Account,
     assert_problem,
@@ -159,7 +159,7 @@ class TestAgentTools:
         assert list(body["details"]) == ["body.tools.1"]
 
     def test_the_spec_tool_names_are_the_registry_names(self):
-        spec = load_spec()
+        spec = authored_spec()
         assert spec["components"]["schemas"]["ToolName"]["enum"] == sorted(TOOLS)
 
     def _agent(self, client, alice, tools):

@@ -9,8 +9,8 @@ from connexion.spec import Specification
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cadre.app import SPEC_PATH
 from cadre.connexion.validation import CompiledSchema, _plain_json_schema
+from cadre.spec_docs import SPEC_PATH
 from tests.conftest import assert_problem
 
 

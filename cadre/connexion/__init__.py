@@ -41,6 +41,8 @@ Internal names relied on (module: name: what for):
   ``AsyncResponseDecorator.build_framework_response``; ``connexion.frameworks.starlette``:
   ``Starlette.connexion_to_framework_response``; ``connexion.lifecycle``:
   ``ConnexionRequest`` (typed form bodies), ``ConnexionResponse`` (``binding.py``).
+* ``connexion.spec``: ``OpenAPISpecification._validate_spec``: each distinct document
+  validated once per process, not once per app (``spec.py``).
 * ``connexion.jsonifier.Jsonifier``: given orjson as its ``json`` module (``jsonifier.py``).
 * ``connexion.resolver``: ``Resolver.resolve_function_from_operation_id``, ``Resolution``,
   and the operation's raw ``_operation`` dict (for its ``tags``): camelCase operationIds
@@ -86,7 +88,10 @@ from cadre.connexion.app import CadreConnexionApp, middleware_stack  # noqa: E40
 from cadre.connexion.jsonifier import jsonifier  # noqa: E402
 from cadre.connexion.resolver import TagResolver  # noqa: E402
 from cadre.connexion.response_validation import RESPONSE_VALIDATORS  # noqa: E402
+from cadre.connexion.spec import install as _validate_documents_once  # noqa: E402
 from cadre.connexion.validation import validator_map  # noqa: E402
+
+_validate_documents_once()
 
 __all__ = [
     "RESPONSE_VALIDATORS",

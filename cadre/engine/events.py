@@ -15,13 +15,15 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from cadre.db_calls import DatabaseCalls
-from cadre.engine.fanout import MAX_BLOCK_SECONDS, Fanout
 from storage import executions as store
+
+if TYPE_CHECKING:  # Redis's client and Procrastinate load only when configured
+    from cadre.engine.fanout import Fanout
 
 log = logging.getLogger("cadre.engine")
 
@@ -392,7 +394,8 @@ class EventBus:
             if execution_id in self.channels:
                 continue
             if self.fanout is not None and not redis_failed:
-                wait = MAX_BLOCK_SECONDS if keepalive is None else min(keepalive, MAX_BLOCK_SECONDS)
+                block = self.fanout.max_block_seconds
+                wait = block if keepalive is None else min(keepalive, block)
                 followed = await self.fanout.follow(execution_id, cursor, wait)
                 if followed is None:  # Redis failed: poll the database from now on
                     redis_failed, streaming = True, False

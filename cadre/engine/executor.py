@@ -40,15 +40,13 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cadre.db_calls import DatabaseCalls
 from cadre.engine.events import EventBus
-from cadre.engine.fanout import Fanout
 from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.base import Message, Provider, ProviderNotConfigured
 from cadre.engine.providers.registry import ProviderSettings, get_provider
-from cadre.engine.queue import ExecutionQueue
 from cadre.engine.run import AgentRun, AwaitingApproval, Stop, session_message
 from cadre.engine.scheduler import Scheduler
 from cadre.engine.tools.base import (
@@ -67,6 +65,10 @@ from storage import checkpoints, costs, sessions, users
 from storage import executions as store
 from storage.executions import Execution
 from storage.ids import utcnow
+
+if TYPE_CHECKING:  # Redis's client and Procrastinate load only when configured
+    from cadre.engine.fanout import Fanout
+    from cadre.engine.queue import ExecutionQueue
 
 log = logging.getLogger("cadre.engine")
 

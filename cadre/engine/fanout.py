@@ -42,6 +42,8 @@ def stream_key(execution_id: str) -> str:
 class Fanout:
     """One process's connection to Redis: the event appender and the control listener."""
 
+    max_block_seconds = MAX_BLOCK_SECONDS
+
     def __init__(self, url: str, *, maxlen: int = 10_000, ttl_seconds: int = 3600) -> None:
         self.redis = aioredis.Redis.from_url(
             url, socket_connect_timeout=1.0, socket_timeout=MAX_BLOCK_SECONDS + 4.0
