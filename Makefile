@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed-stamp
 # generator and compiler, Spectral and the AsyncAPI CLI.
 NODE_DIR := clients/typescript
 NODE_BIN := $(NODE_DIR)/node_modules/.bin
+# Cadre's own modules, compiled once before the tests: every live test starts `cadre serve`,
+# which would otherwise compile them again wherever PYTHONDONTWRITEBYTECODE is set.
+BYTECODE := cadre handlers storage models_gen scripts tests
 
 .PHONY: install serve test gen lint format fuzz bench clean
 
@@ -27,6 +30,7 @@ serve: $(STAMP)
 	$(BIN)/cadre serve
 
 test: $(STAMP)
+	$(BIN)/python -m compileall -q $(BYTECODE)
 	$(BIN)/python -m pytest -q
 
 gen: $(STAMP)
