@@ -31,7 +31,7 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m compileall -q $(BYTECODE)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 gen: $(STAMP)
 	PATH=$(BIN):$$PATH scripts/gen_models.sh
