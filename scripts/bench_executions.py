@@ -200,7 +200,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--executions", type=int, default=200, help="per concurrency level")
     parser.add_argument("--tokens", type=int, default=20, help="tokens per execution")
-    parser.add_argument("--long", type=int, default=5000, help="tokens of the per-token run")
+    parser.add_argument(
+        "--long", type=int, default=5000, help="tokens of the per-token run (0: no such run)"
+    )
     parser.add_argument("--levels", default="1,10,100", help="concurrency levels, comma-separated")
     parser.add_argument("--no-floor", action="store_true", help="skip the stream floor's runs")
     parser.add_argument("--py-spy", type=Path, help="record the server's stacks into this file")
@@ -235,7 +237,7 @@ async def main() -> None:
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait()
-            if not args.instructions:  # latencies under valgrind say nothing
+            if not args.instructions and args.long > 0:  # latencies under valgrind say nothing
                 cadre = await cadre_seconds_per_token(server.url, headers, args.long)
     floors = [] if args.no_floor else await floor_levels(levels, args)
     print(f"\nExecutions ({args.tokens} echo tokens each, streamed over WebSocket, one worker)")
@@ -253,7 +255,7 @@ async def main() -> None:
         ratio = row["cost"] / floor["cost"]
         what = "CPU" if isinstance(meter, CpuTime) else "instructions"
         print(f"Cadre/floor, {what} per execution at {row['concurrency']} at once: {ratio:.2f}x")
-    if args.instructions:
+    if args.instructions or args.long <= 0:
         return
     bare = await bare_loop_seconds_per_token(args.long)
     print(f"\nPer streamed token ({args.long}-token execution)")
