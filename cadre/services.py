@@ -22,7 +22,7 @@ from cadre.engine.supervisor import Supervisor
 from cadre.middleware.rate_limit import RateLimiter
 from cadre.settings import Settings
 
-if TYPE_CHECKING:  # Redis's client and Procrastinate load only when configured
+if TYPE_CHECKING:  # Redis's client loads only when CADRE_REDIS_URL is set
     from cadre.engine.fanout import Fanout
 
 

@@ -15,7 +15,7 @@ from cadre.engine.executor import Executor
 from models_gen.api import Health
 from storage.db import ping
 
-if TYPE_CHECKING:  # Redis's client and Procrastinate load only when configured
+if TYPE_CHECKING:  # Redis's client loads only when CADRE_REDIS_URL is set
     from cadre.engine.fanout import Fanout
 
 METRICS_CONTENT_TYPE = "text/plain"  # the 0.0.4 exposition format, which scrapers assume

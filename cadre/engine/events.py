@@ -22,7 +22,7 @@ import orjson
 from cadre.db_calls import DatabaseCalls
 from storage import executions as store
 
-if TYPE_CHECKING:  # Redis's client and Procrastinate load only when configured
+if TYPE_CHECKING:  # Redis's client loads only when CADRE_REDIS_URL is set
     from cadre.engine.fanout import Fanout
 
 log = logging.getLogger("cadre.engine")
