@@ -24,8 +24,11 @@ from storage.queries import Page, paginate
 
 class Checkpoint(BaseModel):
     id = peewee.CharField(primary_key=True, max_length=40)
-    execution = peewee.ForeignKeyField(Execution, backref="checkpoints", on_delete="CASCADE")
-    session_id = peewee.CharField(max_length=40, null=True, index=True)
+    # Looked up by execution through the (execution_id, step) index, which leads with it.
+    execution = peewee.ForeignKeyField(
+        Execution, backref="checkpoints", on_delete="CASCADE", index=False
+    )
+    session_id = peewee.CharField(max_length=40, null=True)  # shown, never looked up by
     step = peewee.IntegerField()
     state = JSONField()
     created_at = UTCDateTimeField(default=utcnow)

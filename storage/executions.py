@@ -36,7 +36,8 @@ class LeaseLost(Exception):
 
 class Execution(BaseModel):
     id = peewee.CharField(primary_key=True, max_length=40)
-    owner = peewee.ForeignKeyField(User, backref="executions", on_delete="CASCADE")
+    # Looked up by owner through the wider indexes below (``Meta``), which lead with it.
+    owner = peewee.ForeignKeyField(User, backref="executions", on_delete="CASCADE", index=False)
     agent_id = peewee.CharField(max_length=40, index=True)
     agent_name = peewee.CharField(max_length=64)
     task = peewee.TextField()
@@ -48,7 +49,7 @@ class Execution(BaseModel):
     cost_limit = peewee.FloatField(null=True)
     timeout = peewee.IntegerField(null=True)
     status = peewee.CharField(max_length=16, default="queued", index=True)
-    session_id = peewee.CharField(max_length=40, null=True, index=True)  # a session's turn
+    session_id = peewee.CharField(max_length=40, null=True)  # a session's turn (indexed below)
     restored_from = peewee.CharField(max_length=40, null=True)  # the checkpoint it began at
     stop_reason = peewee.CharField(max_length=32, null=True)
     result = JSONField(null=True)
@@ -83,6 +84,16 @@ class Execution(BaseModel):
             "latency_ms": self.latency_ms,
             "time_to_first_token_ms": self.time_to_first_token_ms,
         }
+
+
+# Only a session's turns are looked up by session: the others stay out of the index.
+Execution.add_index(
+    Execution.index(
+        Execution.session_id,
+        where=Execution.session_id.is_null(False),
+        name="execution_session_id",
+    )
+)
 
 
 class ExecutionEvent(BaseModel):
