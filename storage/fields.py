@@ -26,13 +26,20 @@ class UTCDateTimeField(peewee.DateTimeField):
     """An instant: stored as naive UTC (the columns' existing format, so no migration),
     read back as an aware UTC datetime, written from aware or naive-UTC values.
 
-    Rows then go into replies as they are, with no per-field conversion.
+    Rows then go into replies as they are, with no per-field conversion. Values are
+    written as the text the ``sqlite3`` driver made of them (``isoformat(" ")``, which
+    PostgreSQL reads as a timestamp too): formatted once here, where the driver would
+    call its adapter for every row a statement writes (a batch of events shares one).
     """
 
     def db_value(self, value: Any) -> Any:
-        if isinstance(value, datetime) and value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        return super().db_value(value)
+        if type(value) is str:  # text is parsed first, as Peewee does
+            value = self.adapt(value)
+        if isinstance(value, datetime):
+            if value.tzinfo is not None:
+                value = value.astimezone(UTC).replace(tzinfo=None)
+            return value.isoformat(" ")
+        return value
 
     def python_value(self, value: Any) -> Any:
         value = super().python_value(value)

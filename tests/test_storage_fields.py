@@ -51,6 +51,23 @@ def test_comparisons_in_queries_accept_aware_values(owner: User):
 @pytest.mark.parametrize(
     "value",
     [
+        datetime(2026, 1, 2, 10, 0, 0, 123456, tzinfo=UTC),
+        datetime(2026, 1, 2, 12, 0, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2026, 1, 2, 10, 0),  # naive: UTC
+        "2026-01-02 10:00:00",  # text: parsed, then written the same way
+    ],
+)
+def test_timestamps_are_written_as_the_text_the_sqlite_driver_made_of_them(owner, value):
+    text = User.created_at.db_value(value)
+    micro = ".123456" if isinstance(value, datetime) and value.microsecond else ""
+    assert text == f"2026-01-02 10:00:00{micro}"  # ``datetime.isoformat(" ")``, naive UTC
+    User.update(created_at=value).where(User.id == owner.id).execute()
+    assert User.get_by_id(owner.id).created_at == datetime.fromisoformat(text + "+00:00")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
         {"task": "café ☕", "n": 3, "ratio": 0.25, "ok": True, "none": None, "list": [1, "a"]},
         {"big": 2**70, "negative": -(2**64)},  # beyond orjson's 64 bits
         {1: "a key that is not a string"},  # read back as "1", as json.dumps writes it
