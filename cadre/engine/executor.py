@@ -58,7 +58,7 @@ from cadre.engine.tools.base import (
     ShellLimits,
     WorkspaceQuotaExceeded,
 )
-from cadre.engine.tools.workspace import sandbox_copy, user_workspace
+from cadre.engine.tools.workspace import sandbox_copy, user_workspace, workspace_path
 from cadre.engine.user_slots import UserSlots
 from cadre.errors import Conflict
 from storage import checkpoints, costs, sessions, users
@@ -639,9 +639,17 @@ class Executor:
             await self._gate(handle)
             async with asyncio.timeout(timeout):
                 provider = self._provider(execution.provider)
-                workspace = await self.db(self._workspace, execution)
+                # A run offered no tools never touches the user's workspace: it is not
+                # created (or copied, in sandbox mode) for one. A session turn's working
+                # directory is the session's: made by its first turn, whatever it runs.
+                tools_offered = bool(execution.config["tools"])
+                workspace = (
+                    await self.db(self._workspace, execution)
+                    if tools_offered or execution.session_id is not None
+                    else workspace_path(self.config.data_dir, execution.owner_id)
+                )
                 async with contextlib.AsyncExitStack() as stack:
-                    if execution.mode == "sandbox":
+                    if execution.mode == "sandbox" and tools_offered:
                         workspace = await stack.enter_async_context(
                             sandbox_copy(workspace, self.config.workspace_quota_bytes)
                         )

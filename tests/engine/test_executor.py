@@ -14,6 +14,7 @@ import pytest
 from cadre.engine.executor import Executor
 from cadre.engine.launch import launch
 from cadre.errors import Conflict
+from storage import agents
 from storage import executions as store
 from tests.engine.conftest import RecordingBus, queued_execution
 
@@ -192,6 +193,22 @@ class TestTerminalStates:
         assert bus.of(execution)[0] == ("status", "queued")
         assert bus.of(execution)[-1] == ("complete", "completed")
         assert [e["type"] for e in bus.log].count("complete") == 1
+
+    @pytest.mark.parametrize("mode", ["safe", "sandbox"])
+    async def test_only_a_run_offered_tools_gets_a_workspace(
+        self, make_executor, owner, settings, mode
+    ):
+        executor, _ = make_executor()
+        workspace = settings.data_dir / "workspaces" / owner
+        bare = agents.create_agent(owner, {"name": "bare"}).id
+        tooled = agents.create_agent(owner, {"name": "tooled", "tools": ["read_file"]}).id
+
+        for agent_id in (bare, tooled):
+            body = {"task": "one two", "mode": mode, "inputs": {"echo": {"tokens": 2}}}
+            execution = launch(executor, owner, agent_id, body, None).id
+            await finished(executor, execution)
+            assert store.get_execution(execution, None).status == "completed"
+            assert workspace.is_dir() is (agent_id == tooled)
 
     async def test_a_provider_failure_ends_failed_with_an_error_event_before_complete(
         self, make_executor, owner, agent

@@ -28,11 +28,16 @@ MAX_WALK_ENTRIES = 100_000
 _SIMPLE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
-def user_workspace(data_dir: Path, user_id: str) -> Path:
-    """``data_dir/workspaces/<user_id>``, created if needed."""
+def workspace_path(data_dir: Path, user_id: str) -> Path:
+    """``data_dir/workspaces/<user_id>``, without creating it."""
     if not _SIMPLE_ID.fullmatch(user_id):
         raise ValueError(f"not a simple user id: {user_id!r}")
-    path = Path(data_dir) / "workspaces" / user_id
+    return Path(data_dir) / "workspaces" / user_id
+
+
+def user_workspace(data_dir: Path, user_id: str) -> Path:
+    """``data_dir/workspaces/<user_id>``, created if needed."""
+    path = workspace_path(data_dir, user_id)
     if not path.is_dir():  # one stat per run: ``mkdir(exist_ok=True)`` raises, then checks
         Path(data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
         path.mkdir(parents=True, exist_ok=True)
