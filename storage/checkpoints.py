@@ -68,24 +68,46 @@ def save_step(
     ``state["session_seq"]`` becomes the session's last message after the step. With
     ``step`` None only the bill is stored (a call cut short: no step to continue from).
     Fenced: ``LeaseLost``, nothing stored, when another worker adopted the run meanwhile."""
-    session_id = execution.session_id
     with database.atomic():
         hold_lease(execution.id, **(totals or {}))  # the totals set by the fencing statement
+        return store_step(
+            execution,
+            step,
+            state,
+            bill=bill,
+            session_messages=session_messages,
+            tool_call=tool_call,
+        )
+
+
+def store_step(
+    execution: Execution,
+    step: int | None,
+    state: dict[str, Any],
+    *,
+    bill: dict[str, Any] | None = None,
+    session_messages: list[dict[str, Any]] | None = None,
+    tool_call: dict[str, Any] | None = None,
+) -> Checkpoint | None:
+    """``save_step`` without its fencing statement and transaction: inside a caller's
+    transaction that fenced the run and set its totals already (a run's last step, written
+    with its end by ``executions.append_events``)."""
+    session_id = execution.session_id
+    if bill is not None:
+        costs.bill_execution(execution, **bill)
+    if session_id is not None:
+        if session_messages:
+            sessions.append_messages(session_id, session_messages)
+        if tool_call is not None:
+            sessions.record_tool_call(session_id, run_id=execution.id, **tool_call)
         if bill is not None:
-            costs.bill_execution(execution, **bill)
-        if session_id is not None:
-            if session_messages:
-                sessions.append_messages(session_id, session_messages)
-            if tool_call is not None:
-                sessions.record_tool_call(session_id, run_id=execution.id, **tool_call)
-            if bill is not None:
-                sessions.add_usage(
-                    session_id, bill["prompt_tokens"], bill["completion_tokens"], bill["cost_usd"]
-                )
-            state = {**state, "session_seq": sessions.last_sequence(session_id)}
-        if step is None:
-            return None
-        return save(execution.id, session_id, step, state)
+            sessions.add_usage(
+                session_id, bill["prompt_tokens"], bill["completion_tokens"], bill["cost_usd"]
+            )
+        state = {**state, "session_seq": sessions.last_sequence(session_id)}
+    if step is None:
+        return None
+    return save(execution.id, session_id, step, state)
 
 
 def decide(checkpoint: Checkpoint, awaiting: dict[str, Any]) -> bool:

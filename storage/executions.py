@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -181,12 +182,14 @@ def _values(names: tuple[str, ...], fields: dict[str, Any]) -> list[Any]:
 def append_events(
     events: list[tuple[str, int, str, str | dict[str, Any]]],
     progress: dict[str, dict[str, Any]] | None = None,
+    writes: dict[str, list[Callable[[], Any]]] | None = None,
 ) -> set[str]:
     """Store ``(execution_id, seq, type, data)`` rows, ``data`` as JSON text (or a value to
     encode), and in the same transaction each execution's ``progress`` (its usage so far,
-    or its end). Fenced: progress is written only while this process holds the lease; an
-    execution whose progress was not written gets none of these events written either,
-    and is returned.
+    or its end) and its other ``writes`` (a run's last step: ``checkpoints.store_step``).
+    Fenced: progress is written only while this process holds the lease; an execution
+    whose progress was not written gets none of these events or writes either, and is
+    returned.
 
     The statements are built once (events run with ``executemany``): this runs for every
     batch of streamed tokens, where building Peewee queries cost more than the writes.
@@ -197,9 +200,10 @@ def append_events(
         (execution_id, seq, type_, data if isinstance(data, str) else _json(data), now)
         for execution_id, seq, type_, data in events
     ]
+    fences = {execution_id: {"lease_owner": LEASE_OWNER} for execution_id in writes or ()}
     updates = [  # in id order: no deadlock with heartbeats
         (execution_id, names, [*_values(names, values), execution_id, LEASE_OWNER])
-        for execution_id, values in sorted((progress or {}).items())
+        for execution_id, values in sorted({**fences, **(progress or {})}.items())
         for names in [tuple(sorted(values))]
     ]
     mark = database.param
@@ -210,6 +214,10 @@ def append_events(
             cursor.execute(_fenced_update_sql(names, mark), params)
             if cursor.rowcount == 0:  # adopted by another worker: its events are not ours
                 fenced.add(execution_id)
+        for execution_id, calls in (writes or {}).items():
+            if execution_id not in fenced:
+                for write in calls:
+                    write()
         if fenced:
             rows = [row for row in rows if row[0] not in fenced]
         if rows:

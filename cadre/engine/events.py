@@ -139,6 +139,7 @@ class EventBus:
         self.db = db or DatabaseCalls()
         self._pending: list[tuple[str, int, str, str]] = []
         self._progress: dict[str, dict[str, Any]] = {}
+        self._writes: dict[str, list[Callable[[], Any]]] = {}  # see ``progress``
         self._tracked: dict[str, Callable[[], dict[str, Any]]] = {}  # see ``track``
         self._flush_handle: asyncio.TimerHandle | None = None
         self._writing: asyncio.Future[None] | None = None  # the last batch handed to a thread
@@ -151,9 +152,10 @@ class EventBus:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        if self._pending or self._progress:
+        if self._pending or self._progress or self._writes:
             pending, self._pending = self._pending, []
             progress, self._progress = self._progress, {}
+            writes, self._writes = self._writes, {}
             self._busy = len(pending) >= BUSY_BATCH
             if self._tracked:  # read once a batch for the executions with events in it
                 for execution_id in {item[0] for item in pending}:
@@ -161,20 +163,24 @@ class EventBus:
                     if usage is not None:
                         progress.setdefault(execution_id, {}).update(usage())
             if self.db.inline:
-                self.fenced |= store.append_events(pending, progress)
+                self.fenced |= store.append_events(pending, progress, writes)
             else:
-                self._writing = asyncio.ensure_future(self._write(self._writing, pending, progress))
+                self._writing = asyncio.ensure_future(
+                    self._write(self._writing, pending, progress, writes)
+                )
 
     async def _write(
         self,
         before: asyncio.Future[None] | None,
         pending: list[tuple[str, int, str, str]],
         progress: dict[str, dict[str, Any]],
+        writes: dict[str, list[Callable[[], Any]]],
     ) -> None:
         if before is not None:
             await asyncio.shield(before)  # in order: the batch before is stored first
         try:
-            self.fenced |= await asyncio.shield(self.db(store.append_events, pending, progress))
+            written = self.db(store.append_events, pending, progress, writes)
+            self.fenced |= await asyncio.shield(written)
         except Exception:  # as a failed write from ``call_later`` is: logged, not raised
             log.exception("writing %d events failed", len(pending))
 
@@ -182,7 +188,7 @@ class EventBus:
         """Flush, and wait until every event published so far is stored. The drains asked
         in one turn of the loop share one flush, at its end: runs ending together (each
         closing its channel) write one batch, not one small transaction each."""
-        if self._pending or self._progress:
+        if self._pending or self._progress or self._writes:
             if self._draining is None:
                 loop = asyncio.get_running_loop()
                 self._draining = loop.create_future()
@@ -205,11 +211,15 @@ class EventBus:
         else:
             draining.set_result(None)
 
-    def progress(self, execution_id: str, **fields: Any) -> None:
+    def progress(self, execution_id: str, *writes: Callable[[], Any], **fields: Any) -> None:
         """Columns of the execution to write with its next batch of events (usage so far,
-        or its terminal state): stored no later than the events that follow this call, so
-        a crash loses neither. Columns noted again replace the unwritten values."""
+        or its terminal state), and ``writes`` of its to run in that batch's transaction
+        (a run's last step, stored with its end in one transaction): stored no later than
+        the events that follow this call, so a crash loses neither. Columns noted again
+        replace the unwritten values; writes add up, in order."""
         self._progress.setdefault(execution_id, {}).update(fields)
+        if writes:
+            self._writes.setdefault(execution_id, []).extend(writes)
         self._schedule_flush()
 
     def track(self, execution_id: str, usage: Callable[[], dict[str, Any]]) -> None:
@@ -231,6 +241,7 @@ class EventBus:
         of it (events, progress) and let its live subscribers follow it from the database."""
         self._pending = [item for item in self._pending if item[0] != execution_id]
         self._progress.pop(execution_id, None)
+        self._writes.pop(execution_id, None)
         self._tracked.pop(execution_id, None)
         self.fenced.discard(execution_id)
         channel = self.channels.pop(execution_id, None)

@@ -43,13 +43,14 @@ stops at once without writing anything more (``Executor._abandon``: no checkpoin
 status or event); a hand-back on shutdown frees only a lease still its own. Until that
 beat, the writes that matter are fenced in their own transactions: a step's checkpoint
 and cost record (``checkpoints.save_step``, which raises ``LeaseLost`` and rolls back) and
-the progress stored with events, the end among it (``append_events``, whose update is
-conditional on the owner; an execution whose update matched no row gets none of its
-events in that batch stored). Not fenced: the status writes of pause, resume and the
-start of a slot (``update_execution``), which the adopter overwrites with its own, and
-a batch of events carrying no progress (a streamed token notes progress, so few do):
-its sequence numbers may collide with the adopter's, and the unique index then refuses
-the later batch whole (fencing those too would cost a query per batch).
+the progress stored with events, the end and the last step among it (``append_events``,
+whose update is conditional on the owner; an execution whose update matched no row gets
+none of its events or writes in that batch stored). Not fenced: the status writes of
+pause, resume and the start of a slot (``update_execution``), which the adopter
+overwrites with its own, and a batch of events carrying no progress (a streamed token
+notes progress, so few do): its sequence numbers may collide with the adopter's, and the
+unique index then refuses the later batch whole (fencing those too would cost a query
+per batch).
 """
 
 from __future__ import annotations

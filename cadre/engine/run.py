@@ -25,8 +25,9 @@ calls it asked for still to run) and one after each tool result. A step's checkp
 is written in the transaction that stores what the step produced (the call's cost
 record and the execution's totals; for a session turn its messages, tool call and
 running totals), so a run started again from its last checkpoint repeats no provider
-call that completed, and bills none twice. A run built with a checkpoint's state
-continues from it.
+call that completed, and bills none twice; the last step (an answer asking for no tool)
+is written with the run's end and its last events, in one transaction. A run built with
+a checkpoint's state continues from it.
 
 A session turn (``execution.session_id``) starts from the session's whole history:
 its first step stores the task as the session's next user message.
@@ -45,6 +46,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -455,7 +457,10 @@ class AgentRun:
 
     async def _account(self, usage: UsageReport | None, answer: Message | None) -> None:
         """Bill a provider call; with its ``answer``, store the step's checkpoint in the same
-        transaction (a call cut short is billed alone: there is no step to continue from)."""
+        transaction (a call cut short is billed alone: there is no step to continue from).
+        An answer that asks for no tool ends the run: its step is stored with the run's end,
+        in the transaction of its last events (``EventBus.progress``), and so with neither
+        if the process dies before (the run is then taken over from the step before)."""
         execution = self.execution
         bill: dict[str, Any] | None = None
         cost = 0.0
@@ -481,9 +486,21 @@ class AgentRun:
         }
         if answer is None:
             await self.db(checkpoints.save_step, execution, None, {}, bill=bill, totals=totals)
-        else:
+        elif answer.tool_calls:
             stored = session_message(answer, execution.id, execution.model)
             await self._save(bill=bill, totals=totals, session_messages=[stored])
+        else:
+            stored = session_message(answer, execution.id, execution.model)
+            self.step += 1
+            step = partial(
+                checkpoints.store_step,
+                execution,
+                self.step,
+                self.state(),
+                bill=bill,
+                session_messages=[stored],
+            )
+            self.bus.progress(execution.id, step, **totals)  # fenced there, totals with it
         if usage is not None:
             self.publish(
                 "usage",

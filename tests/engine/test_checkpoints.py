@@ -119,6 +119,42 @@ class TestOneCheckpointPerStep:
         # one cost record per provider call, each stored with its step
         assert costs.count_records(execution_id) == 2
 
+    async def test_the_last_step_is_written_in_the_transaction_of_the_runs_end(
+        self, make_executor, owner, calculating, monkeypatch
+    ):
+        executor, _ = make_executor()
+        write = store.append_events
+        seen: list[tuple[list[int], int]] = []  # (steps stored, cost records) as it ends
+
+        def ending(rows: list[Any], progress: Any = None, writes: Any = None) -> set[str]:
+            execution_id = rows[-1][0] if rows else None
+            if any(row[2] == "complete" for row in rows):
+                assert writes and list(writes) == [execution_id]
+                before = (
+                    [c.step for c in steps_of(execution_id)],
+                    costs.count_records(execution_id),
+                )
+                fenced = write(rows, progress, writes)
+                seen.append(before)
+                return fenced
+            return write(rows, progress, writes)
+
+        monkeypatch.setattr(store, "append_events", ending)
+        execution_id = start(executor, owner, calculating, "add them", tool_calls=[CALCULATOR])
+        await finished(executor, execution_id)
+
+        # The turn asking for the tool and the tool's result were stored on their own, each
+        # before the next step ran; the answer's step and its cost only with the end.
+        assert seen == [([0, 1, 2], 1)]
+        assert [c.step for c in steps_of(execution_id)] == [0, 1, 2, 3]
+        assert costs.count_records(execution_id) == 2
+        row = store.get_execution(execution_id, None)
+        assert (row.status, row.steps, row.prompt_tokens) == (
+            "completed",
+            3,
+            costs.billed(execution_id)[0],
+        )
+
     async def test_an_instructed_agent_starts_from_its_system_message(self, make_executor, owner):
         agent = agents.create_agent(owner, {"name": "told", "instructions": "Be brief."}).id
         executor, _ = make_executor()

@@ -107,7 +107,7 @@ async def test_events_published_together_are_written_in_one_batch(
     monkeypatch.setattr(
         store,
         "append_events",
-        lambda rows, progress=None: (batches.append(rows), write(rows, progress)),
+        lambda rows, *rest: (batches.append(rows), write(rows, *rest)),
     )
     bus = EventBus(flush_delay=0.01)
     for i in range(3):
@@ -173,9 +173,9 @@ async def test_channels_closed_together_are_written_in_one_batch(
     batches: list[list[Any]] = []
     write = store.append_events
 
-    def recorded(rows: list[Any], progress: Any = None) -> set[str]:
+    def recorded(rows: list[Any], *rest: Any) -> set[str]:
         batches.append(rows)
-        return write(rows, progress)
+        return write(rows, *rest)
 
     monkeypatch.setattr(store, "append_events", recorded)
     bus = EventBus(flush_delay=3600)  # only the closes write

@@ -5,6 +5,9 @@ Another worker is simulated by writing another owner into the row, as its ``adop
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import pytest
 
 from storage import checkpoints, costs
@@ -79,6 +82,25 @@ class TestFencedWrites:
         assert fenced == {lost}
         assert stored_events(held) == ["complete"] and stored_events(lost) == []
         assert store.get_status(held) == "completed" and store.get_status(lost) == "queued"
+
+    def test_a_last_step_is_stored_with_the_events_only_while_the_run_is_held(self, owner, agent):
+        held, lost = queued_execution(owner, agent), queued_execution(owner, agent)
+        adopt_elsewhere(lost)
+
+        def last_step(execution_id: str) -> Callable[[], object]:
+            execution = store.Execution.get_by_id(execution_id)
+            return partial(checkpoints.store_step, execution, 1, {"messages": []}, bill=BILL)
+
+        # No progress given: the step's write is fenced on its own.
+        fenced = store.append_events(
+            [(held, 1, "complete", {}), (lost, 1, "complete", {})],
+            writes={held: [last_step(held)], lost: [last_step(lost)]},
+        )
+
+        assert fenced == {lost}
+        assert checkpoints.latest(held).step == 1 and costs.count_records(held) == 1
+        assert checkpoints.latest(lost) is None and costs.count_records(lost) == 0
+        assert stored_events(lost) == []
 
     def test_the_beat_reports_runs_adopted_elsewhere_and_does_not_refresh_them(self, owner, agent):
         held, lost = queued_execution(owner, agent), queued_execution(owner, agent)

@@ -31,10 +31,10 @@ async def test_a_slow_database_does_not_stall_the_loop_while_tokens_stream(
     write = store.append_events
     batches: list[int] = []
 
-    def slow_append(pending: list[Any], progress: dict[str, Any]) -> None:
+    def slow_append(pending: list[Any], *rest: Any) -> None:
         time.sleep(0.3)  # blocks whichever thread runs it
         batches.append(len(pending))
-        write(pending, progress)
+        write(pending, *rest)
 
     monkeypatch.setattr(store, "append_events", slow_append)
     body = {"task": "t", "inputs": {"echo": {"tokens": 40, "delay_ms": 10}}}
