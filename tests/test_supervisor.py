@@ -8,6 +8,7 @@ import pytest
 from cadre.engine.supervisor import Supervisor, SupervisorConfig
 from storage import agents, jobs
 from storage import executions as store
+from storage.db import database
 from storage.executions import Execution
 from storage.jobs import Job
 from tests.conftest import Account, assert_problem, events_of, wait_for_status
@@ -239,39 +240,42 @@ class TestSupervisorLoop:
 
     def test_a_worker_a_server_stop_cut_short_is_started_again(self, client, alice: Account):
         # as left by a server stopped mid-run (its executor ends runs failed/interrupted);
-        # with CADRE_JOB_WORKER_RETRIES=0 a real failure would fail the job
-        stored = jobs.create_job(
-            owner=alice.id,
-            task_description="carry on",
-            worker_count=1,
-            depth=0,
-            agent_name="echo",
-            config=dict(agents.DEFAULTS),
-            inputs={},
-            workspace_id=alice.id,
-            status="RUNNING",
-        )
-        cut_short = store.create_execution(
-            owner=alice.id,
-            agent_id="echo",
-            agent_name="echo",
-            task="carry on",
-            mode="safe",
-            inputs={},
-            config=dict(agents.DEFAULTS),
-            provider="echo",
-            model="echo",
-            status="failed",
-            stop_reason="interrupted",
-        )
-        jobs.create_worker(
-            owner=alice.id,
-            job=stored.id,
-            slot=0,
-            workspace_id=alice.id,
-            execution_id=cut_short.id,
-            status="FAILED",
-        )
+        # with CADRE_JOB_WORKER_RETRIES=0 a real failure would fail the job. Stored in one
+        # transaction: the running supervisor never sees the job without its worker (it
+        # would start slot 0 itself, and this insert would then collide with it).
+        with database.atomic():
+            stored = jobs.create_job(
+                owner=alice.id,
+                task_description="carry on",
+                worker_count=1,
+                depth=0,
+                agent_name="echo",
+                config=dict(agents.DEFAULTS),
+                inputs={},
+                workspace_id=alice.id,
+                status="RUNNING",
+            )
+            cut_short = store.create_execution(
+                owner=alice.id,
+                agent_id="echo",
+                agent_name="echo",
+                task="carry on",
+                mode="safe",
+                inputs={},
+                config=dict(agents.DEFAULTS),
+                provider="echo",
+                model="echo",
+                status="failed",
+                stop_reason="interrupted",
+            )
+            jobs.create_worker(
+                owner=alice.id,
+                job=stored.id,
+                slot=0,
+                workspace_id=alice.id,
+                execution_id=cut_short.id,
+                status="FAILED",
+            )
         done = wait_for_job(client, alice, stored.id, TERMINAL)
         assert done["status"] == "COMPLETED"
         assert [(w["attempt"], w["status"]) for w in done["workers"]] == [
