@@ -37,8 +37,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +113,10 @@ class RunHandle:
         self.finishing = False  # writing its end: a second cancel must not cut that short
         self.turn_ended = False  # its session turn was ended with its terminal state
         self.new = False  # just created: stored "queued", no checkpoint yet (nothing to read)
+        # The start ("running", ``started_at``) the gate announced but left for the run's
+        # step 0 to store in its transaction; status writes hold ``writing`` meanwhile.
+        self.unwritten: dict[str, Any] = {}
+        self.writing = asyncio.Lock()
 
 
 class Executor:
@@ -512,10 +517,39 @@ class Executor:
         store.update_execution(handle.execution_id, status=status, **fields)
 
     async def _set_status(self, handle: RunHandle, status: str, **fields: Any) -> None:
-        handle.status = status
-        await self.db(store.update_execution, handle.execution_id, status=status, **fields)
+        async with handle.writing:
+            handle.status = status
+            fields = {**handle.unwritten, **fields, "status": status}
+            await self.db(store.update_execution, handle.execution_id, **fields)
+            handle.unwritten = {}
         await self.bus.attach(handle.execution_id)
         self.bus.publish(handle.execution_id, "status", status=status)
+
+    def _defer_start(self, handle: RunHandle) -> None:
+        """The first start of a run: "running" and ``started_at`` are stored with its
+        step 0 (``_start_written``), one transaction less, or by the first status write
+        that comes before it."""
+        handle.status = "running"
+        handle.unwritten = {"status": "running", "started_at": utcnow()}
+
+    @contextlib.asynccontextmanager
+    async def _start_written(self, handle: RunHandle) -> AsyncIterator[dict[str, Any]]:
+        """The start left unwritten, for the step 0 checkpoint to store in its fencing
+        statement; status changes wait for that write, so it never overwrites one. Its
+        "running" event follows the write, as every status event does."""
+        async with handle.writing:
+            start = handle.unwritten
+            yield start
+            handle.unwritten = {}
+        if start:
+            await self.bus.attach(handle.execution_id)
+            self.bus.publish(handle.execution_id, "status", status="running")
+
+    async def _write_start(self, handle: RunHandle) -> None:
+        """Store the start left unwritten, for a run that has no step 0 to write."""
+        async with self._start_written(handle) as start:
+            if start:
+                await self.db(store.update_execution, handle.execution_id, **start)
 
     async def _try_slots(self, handle: RunHandle) -> bool:
         """Take a slot at once if one is free: this worker's, and with a queue one of the
@@ -622,7 +656,7 @@ class Executor:
                 continue
             if not handle.started:
                 handle.started = True
-                await self._set_status(handle, "running", started_at=utcnow())
+                self._defer_start(handle)
             elif handle.status != "running":
                 await self._set_status(handle, "running")
 
@@ -655,6 +689,8 @@ class Executor:
                         )
                     last = None if handle.new else await self.db(checkpoints.latest, execution.id)
                     billed = None if last is None else await self.db(costs.billed, execution.id)
+                    if last is not None:  # no step 0 to come: its start is written now
+                        await self._write_start(handle)
                     run = AgentRun(
                         execution,
                         bus=self.bus,
@@ -672,6 +708,7 @@ class Executor:
                         shell_limits=self.config.shell_limits,
                         db=self.db,
                         billed=billed,
+                        start=lambda: self._start_written(handle),
                     )
                     result = await run.run()
             handle.finishing = True  # the slot is freed once its end is written (finally)
@@ -802,6 +839,7 @@ class Executor:
         handle.turn_ended = execution.session_id is not None
         await self._finish(
             execution.id,
+            started=handle.unwritten.get("started_at"),  # ended before its step 0
             status=status,
             stop_reason=stop_reason,
             error=error,
@@ -820,6 +858,7 @@ class Executor:
         result: dict[str, Any] | None,
         usage: dict[str, Any] | None,
         session_id: str | None = None,
+        started: datetime | None = None,
     ) -> None:
         """Store the terminal state in one transaction with the last events, end the
         session turn it held, then show those events to live subscribers: whoever reads
@@ -835,6 +874,7 @@ class Executor:
             "completed_at": utcnow(),
             "control": None,
             **(usage or {}),
+            **({"started_at": started} if started else {}),
         }
         if usage is None:
             await self.bus.drain()  # the usage it streamed is stored: read now

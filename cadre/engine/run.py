@@ -20,14 +20,15 @@ being cancelled; ``Executor`` turns either into the execution's terminal state.
 A call cut short by the budget's ``max_tokens`` ends the run ``cost_limit_exceeded``.
 
 Every step stores a checkpoint (``storage.checkpoints``): step 0 is the conversation
-as the run starts, then one after each provider turn (the assistant message, the tool
-calls it asked for still to run) and one after each tool result. A step's checkpoint
-is written in the transaction that stores what the step produced (the call's cost
-record and the execution's totals; for a session turn its messages, tool call and
-running totals), so a run started again from its last checkpoint repeats no provider
-call that completed, and bills none twice; the last step (an answer asking for no tool)
-is written with the run's end and its last events, in one transaction. A run built with
-a checkpoint's state continues from it.
+as the run starts (stored with the run's start, its status and ``started_at``, when
+those are still unwritten: ``start``), then one after each provider turn (the
+assistant message, the tool calls it asked for still to run) and one after each tool
+result. A step's checkpoint is written in the transaction that stores what the step
+produced (the call's cost record and the execution's totals; for a session turn its
+messages, tool call and running totals), so a run started again from its last
+checkpoint repeats no provider call that completed, and bills none twice; the last
+step (an answer asking for no tool) is written with the run's end and its last events,
+in one transaction. A run built with a checkpoint's state continues from it.
 
 A session turn (``execution.session_id``) starts from the session's whole history:
 its first step stores the task as the session's next user message.
@@ -44,7 +45,7 @@ import json
 import math
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -211,9 +212,11 @@ class AgentRun:
         shell_limits: ShellLimits = DEFAULT_SHELL_LIMITS,
         db: DatabaseCalls | None = None,
         billed: tuple[int, int, float] | None = None,
+        start: Callable[[], AbstractAsyncContextManager[dict[str, Any]]] | None = None,
     ) -> None:
         """``billed``: ``costs.billed`` of the execution, read by the caller through ``db``
-        (read here when not given)."""
+        (read here when not given). ``start``: the run's start (its status and
+        ``started_at``) if not yet stored, for step 0 to store with its checkpoint."""
         self.execution = execution
         self.db = db or bus.db
         self.bus = bus
@@ -226,6 +229,7 @@ class AgentRun:
         self.ast_limits = ast_limits
         self.quota_bytes = quota_bytes
         self.gate = gate
+        self.start = start or (lambda: nullcontext({}))
         self.shell_limits = shell_limits
         self.tally = Tally()
         config = execution.config
@@ -284,9 +288,15 @@ class AgentRun:
             self.messages.extend(history_messages(history))
             stored.append(session_message(task, execution.id, None))
         self.messages.append(task)
-        await self.db(
-            checkpoints.save_step, execution, self.step, self.state(), session_messages=stored
-        )
+        async with self.start() as start:
+            await self.db(
+                checkpoints.save_step,
+                execution,
+                self.step,
+                self.state(),
+                session_messages=stored,
+                totals=start,
+            )
         self.started = True
 
     def publish(self, type_: str, **data: Any) -> None:

@@ -13,8 +13,9 @@ import pytest
 
 from cadre.engine.executor import Executor
 from cadre.engine.launch import launch
+from cadre.engine.restore import restart
 from cadre.errors import Conflict
-from storage import agents
+from storage import agents, checkpoints
 from storage import executions as store
 from tests.engine.conftest import RecordingBus, queued_execution
 
@@ -243,6 +244,111 @@ class TestTerminalStates:
         stored = [row.data for row in store.events_after(execution, 0, 1000)]
         assert stored == published
         assert [e["seq"] for e in stored] == list(range(1, len(stored) + 1))
+
+
+class TestStart:
+    """A run's start ("running", ``started_at``) is stored with its first checkpoint."""
+
+    async def test_a_new_run_stores_its_start_in_the_transaction_of_its_step_0(
+        self, make_executor, owner, agent, monkeypatch
+    ):
+        executor, bus = make_executor()
+        written: list[dict[str, Any]] = []
+        update = store.update_execution
+        monkeypatch.setattr(
+            store,
+            "update_execution",
+            lambda i, **fields: (written.append(fields), update(i, **fields)),
+        )
+        saved: list[tuple[int | None, dict[str, Any]]] = []  # (step, fields it fenced with)
+        save = checkpoints.save_step
+        monkeypatch.setattr(
+            checkpoints,
+            "save_step",
+            lambda e, step, state, **parts: (
+                saved.append((step, parts.get("totals") or {})),
+                save(e, step, state, **parts),
+            )[1],
+        )
+        at_first_token = status_at_first_token(bus)
+        execution = start(executor, owner, agent, tokens=3)
+        await finished(executor, execution)
+
+        assert [fields.get("status") for fields in written] == []  # no status write of its own
+        assert saved[0][0] == 0 and saved[0][1]["status"] == "running"
+        row = store.get_execution(execution, None)
+        assert row.started_at == saved[0][1]["started_at"] <= row.completed_at
+        assert at_first_token == {execution: "running"}
+        assert bus.of(execution)[:2] == [("status", "queued"), ("status", "running")]
+
+    async def test_a_pause_while_step_0_is_written_is_not_overwritten_by_the_start(
+        self, make_executor, owner, agent
+    ):
+        executor, bus = make_executor()
+        calls = executor.db
+        step_0 = asyncio.Event()
+        writing = asyncio.Event()
+
+        async def slow_step_0(function, *args, **kwargs):  # as a slow PostgreSQL write
+            if function is checkpoints.save_step and args[1] == 0:
+                writing.set()
+                await step_0.wait()
+            return await calls(function, *args, **kwargs)
+
+        slow_step_0.inline = calls.inline  # type: ignore[attr-defined]
+        executor.db = slow_step_0  # type: ignore[assignment]
+        execution = start(executor, owner, agent, tokens=3)
+        await asyncio.wait_for(writing.wait(), 10)
+        pausing = asyncio.create_task(executor.control(execution, "pause"))
+        await asyncio.sleep(0.05)  # the pause is under way: it waits for step 0's write
+        step_0.set()
+        await pausing
+        await until(lambda: checkpoints.latest(execution) is not None)  # step 0 is stored
+
+        assert store.get_status(execution) == "paused"
+        assert store.get_execution(execution, None).started_at is not None
+        await executor.control(execution, "resume")
+        await finished(executor, execution)
+        assert bus.of(execution) == [
+            ("status", "queued"),
+            ("status", "running"),
+            ("status", "paused"),
+            ("status", "running"),
+            *[("token", None)] * 3,
+            ("usage", None),
+            ("complete", "completed"),
+        ]
+
+    async def test_a_run_restored_from_a_checkpoint_is_stored_running_before_it_streams(
+        self, make_executor, owner, agent
+    ):
+        executor, bus = make_executor()
+        first = start(executor, owner, agent, tokens=2)
+        await finished(executor, first)
+        at_first_token = status_at_first_token(bus)
+
+        restored = await restart(
+            executor, owner, checkpoints.list_checkpoints(first, 1, 0)[0][0].id
+        )
+        await finished(executor, restored.id)
+
+        assert at_first_token == {restored.id: "running"}
+        row = store.get_execution(restored.id, None)
+        assert row.status == "completed" and row.started_at is not None
+
+
+def status_at_first_token(bus: RecordingBus) -> dict[str, str | None]:
+    """Each execution's stored status as its first token is published (filled as runs go)."""
+    seen: dict[str, str | None] = {}
+    publish = bus.publish
+
+    def publishing(execution_id: str, type_: str, **data: Any):
+        if type_ == "token" and execution_id not in seen:
+            seen[execution_id] = store.get_status(execution_id)
+        return publish(execution_id, type_, **data)
+
+    bus.publish = publishing  # type: ignore[method-assign]
+    return seen
 
 
 class TestHeartbeat:
