@@ -247,6 +247,9 @@ def _update_sql(names: tuple[str, ...], mark: str) -> str:
     return f'UPDATE "{meta.table_name}" SET {assignments} WHERE "{key}" = {mark}'
 
 
+_NOT_ENDED = '"status" NOT IN ({})'.format(", ".join(f"'{s}'" for s in sorted(TERMINAL)))
+
+
 @functools.cache
 def _fenced_update_sql(names: tuple[str, ...], mark: str) -> str:
     """``_update_sql`` only while this process holds the lease (its owner the last mark)."""
@@ -353,13 +356,15 @@ def touch_and_read_controls(execution_ids: list[str]) -> tuple[dict[str, str], s
 def hold_lease(execution_id: str, **fields: Any) -> None:
     """Fence a write of the run (in the caller's transaction): raise ``LeaseLost`` unless
     this process still holds its lease, so the transaction rolls back. ``fields`` (the
-    run's new totals) are set by the same prepared statement."""
+    run's new totals, or its start) are set by the same prepared statement; a status
+    among them is never set on a run that ended (a write a cancel left running in its
+    thread, committing after the end, is refused whole)."""
     names = tuple(sorted(fields)) or ("lease_owner",)
     values = fields or {"lease_owner": LEASE_OWNER}
-    cursor = database.execute_sql(
-        _fenced_update_sql(names, database.param),
-        [*_values(names, values), execution_id, LEASE_OWNER],
-    )
+    sql = _fenced_update_sql(names, database.param)
+    if "status" in fields:
+        sql = f"{sql} AND {_NOT_ENDED}"
+    cursor = database.execute_sql(sql, [*_values(names, values), execution_id, LEASE_OWNER])
     if not cursor.rowcount:
         raise LeaseLost(execution_id)
 

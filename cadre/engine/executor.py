@@ -527,16 +527,18 @@ class Executor:
 
     def _defer_start(self, handle: RunHandle) -> None:
         """The first start of a run: "running" and ``started_at`` are stored with its
-        step 0 (``_start_written``), one transaction less, or by the first status write
-        that comes before it."""
+        step 0 (``_start_written``), one transaction less; else by whichever write of
+        the run comes first: a status change (a pause before step 0 goes from "queued"
+        straight to "paused"), ``_write_start``, or its end (``_finish_run``)."""
         handle.status = "running"
         handle.unwritten = {"status": "running", "started_at": utcnow()}
 
     @contextlib.asynccontextmanager
     async def _start_written(self, handle: RunHandle) -> AsyncIterator[dict[str, Any]]:
         """The start left unwritten, for the step 0 checkpoint to store in its fencing
-        statement; status changes wait for that write, so it never overwrites one. Its
-        "running" event follows the write, as every status event does."""
+        statement (which never sets the status of a run that ended); status changes
+        wait for that write. Its "running" event follows the write, as every status
+        event does."""
         async with handle.writing:
             start = handle.unwritten
             yield start
@@ -546,10 +548,11 @@ class Executor:
             self.bus.publish(handle.execution_id, "status", status="running")
 
     async def _write_start(self, handle: RunHandle) -> None:
-        """Store the start left unwritten, for a run that has no step 0 to write."""
+        """Store the start left unwritten (fenced), for a run with no step 0 to write it
+        or with slow work before it (a sandbox copy)."""
         async with self._start_written(handle) as start:
             if start:
-                await self.db(store.update_execution, handle.execution_id, **start)
+                await self.db(store.hold_lease, handle.execution_id, **start)
 
     async def _try_slots(self, handle: RunHandle) -> bool:
         """Take a slot at once if one is free: this worker's, and with a queue one of the
@@ -684,6 +687,7 @@ class Executor:
                 )
                 async with contextlib.AsyncExitStack() as stack:
                     if execution.mode == "sandbox" and tools_offered:
+                        await self._write_start(handle)  # copying takes a while: running
                         workspace = await stack.enter_async_context(
                             sandbox_copy(workspace, self.config.workspace_quota_bytes)
                         )

@@ -11,12 +11,14 @@ from typing import Any
 
 import pytest
 
+from cadre.engine import executor as executor_module
 from cadre.engine.executor import Executor
 from cadre.engine.launch import launch
 from cadre.engine.restore import restart
 from cadre.errors import Conflict
 from storage import agents, checkpoints
 from storage import executions as store
+from storage.ids import utcnow
 from tests.engine.conftest import RecordingBus, queued_execution
 
 
@@ -335,6 +337,40 @@ class TestStart:
         assert at_first_token == {restored.id: "running"}
         row = store.get_execution(restored.id, None)
         assert row.status == "completed" and row.started_at is not None
+
+    async def test_a_sandbox_run_is_stored_running_before_its_workspace_is_copied(
+        self, make_executor, owner, monkeypatch
+    ):
+        executor, _ = make_executor()
+        copying: list[str | None] = []
+        copy = executor_module.sandbox_copy
+
+        def recording_copy(workspace, quota_bytes=None):
+            copying.append(store.get_status(execution))
+            return copy(workspace, quota_bytes)
+
+        monkeypatch.setattr(executor_module, "sandbox_copy", recording_copy)
+        tooled = agents.create_agent(owner, {"name": "tooled", "tools": ["read_file"]}).id
+        body = {"task": "one two", "mode": "sandbox", "inputs": {"echo": {"tokens": 2}}}
+        execution = launch(executor, owner, tooled, body, None).id
+        await finished(executor, execution)
+
+        assert copying == ["running"]
+        assert store.get_status(execution) == "completed"
+
+    async def test_a_start_written_late_never_revives_a_run_that_ended(self, execution_id):
+        """A step 0 write that a cancel left running in its thread, committing after the
+        run's end, is refused whole: the run stays ended, no checkpoint is added."""
+        store.update_execution(execution_id, status="cancelled", completed_at=utcnow())
+        row = store.get_execution(execution_id, None)
+
+        with pytest.raises(store.LeaseLost):
+            checkpoints.save_step(
+                row, 0, {"messages": []}, totals={"status": "running", "started_at": utcnow()}
+            )
+
+        assert store.get_status(execution_id) == "cancelled"
+        assert checkpoints.latest(execution_id) is None
 
 
 def status_at_first_token(bus: RecordingBus) -> dict[str, str | None]:
