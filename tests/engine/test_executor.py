@@ -358,6 +358,21 @@ class TestStart:
         assert copying == ["running"]
         assert store.get_status(execution) == "completed"
 
+    async def test_a_run_that_ends_before_its_step_0_stores_its_start_with_its_end(
+        self, make_executor, owner
+    ):
+        executor, bus = make_executor()
+        unset = agents.create_agent(owner, {"name": "gpt", "provider": "openai", "model": "x"})
+        execution = launch(executor, owner, unset.id, {"task": "hi"}, None).id
+        await finished(executor, execution)
+
+        row = store.get_execution(execution, None)
+        assert (row.status, row.stop_reason) == ("failed", "provider_not_configured")
+        assert row.started_at is not None and row.started_at <= row.completed_at
+        assert checkpoints.latest(execution) is None
+        # never stored as running, so never announced as running
+        assert bus.of(execution) == [("status", "queued"), ("error", None), ("complete", "failed")]
+
     async def test_a_start_written_late_never_revives_a_run_that_ended(self, execution_id):
         """A step 0 write that a cancel left running in its thread, committing after the
         run's end, is refused whole: the run stays ended, no checkpoint is added."""
