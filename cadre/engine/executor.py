@@ -113,8 +113,8 @@ class RunHandle:
         self.finishing = False  # writing its end: a second cancel must not cut that short
         self.turn_ended = False  # its session turn was ended with its terminal state
         self.new = False  # just created: stored "queued", no checkpoint yet (nothing to read)
-        # The start ("running", ``started_at``) the gate announced but left for the run's
-        # step 0 to store in its transaction; status writes hold ``writing`` meanwhile.
+        # The start ("running", ``started_at``) the gate left for the run's step 0 to
+        # store in its transaction (``_defer_start``); status writes hold ``writing``.
         self.unwritten: dict[str, Any] = {}
         self.writing = asyncio.Lock()
 
