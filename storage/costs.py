@@ -18,7 +18,7 @@ from storage.users import User
 class CostRecord(BaseModel):
     id = peewee.CharField(primary_key=True, max_length=40)
     owner = peewee.ForeignKeyField(User, backref="costs", on_delete="CASCADE")
-    agent_id = peewee.CharField(max_length=40, index=True)
+    agent_id = peewee.CharField(max_length=40)
     agent_name = peewee.CharField(max_length=64)
     execution_id = peewee.CharField(max_length=40, index=True)
     provider = peewee.CharField(max_length=32)

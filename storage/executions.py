@@ -39,7 +39,7 @@ class Execution(BaseModel):
     id = peewee.CharField(primary_key=True, max_length=40)
     # Looked up by owner through the wider indexes below (``Meta``), which lead with it.
     owner = peewee.ForeignKeyField(User, backref="executions", on_delete="CASCADE", index=False)
-    agent_id = peewee.CharField(max_length=40, index=True)
+    agent_id = peewee.CharField(max_length=40)
     agent_name = peewee.CharField(max_length=64)
     task = peewee.TextField()
     mode = peewee.CharField(max_length=16)
@@ -66,7 +66,7 @@ class Execution(BaseModel):
     control = peewee.CharField(max_length=16, null=True)  # cancel | pause, asked by any worker
     heartbeat_at = UTCDateTimeField(null=True)
     lease_owner = peewee.CharField(max_length=16, null=True)  # ``LEASE_OWNER`` of the holder
-    created_at = UTCDateTimeField(default=utcnow, index=True)
+    created_at = UTCDateTimeField(default=utcnow)
     started_at = UTCDateTimeField(null=True)
     completed_at = UTCDateTimeField(null=True)
 
