@@ -111,14 +111,23 @@ class ExecutionEvent(BaseModel):
         indexes = ((("execution", "seq"), True),)
 
 
-def create_execution(**fields: Any) -> Execution:
-    """Insert a queued execution; a concurrent duplicate Idempotency-Key is a 409."""
+def create_execution(*, opening: dict[str, Any] | None = None, **fields: Any) -> Execution:
+    """Insert a queued execution, or, given its ``opening`` (the state of its step 0), one
+    that starts as it is created: running, with that checkpoint, in the same transaction.
+    A concurrent duplicate Idempotency-Key is a 409."""
+    from storage import checkpoints  # it reads this module's models
+
+    now = utcnow()
+    if opening is not None:
+        fields = {**fields, "status": "running", "started_at": now}
     try:
         with database.atomic():
             execution = Execution.insert_row(
-                id=new_id("exec"), heartbeat_at=utcnow(), lease_owner=LEASE_OWNER, **fields
+                id=new_id("exec"), heartbeat_at=now, lease_owner=LEASE_OWNER, **fields
             )
             counts.bump(execution.owner_id, "execution")
+            if opening is not None:
+                checkpoints.save(execution.id, None, 0, opening)
             return execution
     except peewee.IntegrityError as exc:
         raise Conflict(

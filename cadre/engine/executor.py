@@ -48,7 +48,13 @@ from cadre.engine.events import EventBus
 from cadre.engine.pricing import PriceTable
 from cadre.engine.providers.base import Message, Provider, ProviderNotConfigured
 from cadre.engine.providers.registry import ProviderSettings, get_provider
-from cadre.engine.run import AgentRun, AwaitingApproval, Stop, session_message
+from cadre.engine.run import (
+    AgentRun,
+    AwaitingApproval,
+    Stop,
+    opening_state,
+    session_message,
+)
 from cadre.engine.scheduler import Scheduler
 from cadre.engine.tools.base import (
     DEFAULT_AST_LIMITS,
@@ -72,6 +78,8 @@ if TYPE_CHECKING:  # Redis's client and Procrastinate load only when configured
     from cadre.engine.queue import ExecutionQueue
 
 log = logging.getLogger("cadre.engine")
+
+NOTHING_BILLED = (0, 0, 0.0)  # a new run's usage: no cost record yet
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,10 @@ class RunHandle:
         self.admission: asyncio.Task[None] | None = None  # storing that status, off the loop
         self.finishing = False  # writing its end: a second cancel must not cut that short
         self.turn_ended = False  # its session turn was ended with its terminal state
-        self.new = False  # just created: stored "queued", no checkpoint yet (nothing to read)
+        self.new = False  # just created: nothing stored to read (no checkpoint, or ``opened``)
+        self.opened = False  # created running with its step 0, holding a slot (``launch``)
+        self.began = False  # its task runs (a task cancelled before that never would)
+        self.unannounced = False  # its stored "running" has no event yet (``opened``)
         # The start ("running", ``started_at``) the gate left for the run's step 0 to
         # store in its transaction (``_defer_start``); status writes hold ``writing``.
         self.unwritten: dict[str, Any] = {}
@@ -329,14 +340,34 @@ class Executor:
 
     # -- submitting and controlling ------------------------------------------------------
 
-    def submit(self, execution: Execution, *, new: bool = False) -> None:
+    def slot_at_launch(self, owner: str, provider: str) -> bool:
+        """Take a slot for a run about to be created if it can start at once: it is then
+        stored running with its step 0 in the transaction that creates it, one transaction
+        (and one rewrite of its row) less. Only on SQLite without a queue, where the
+        creation runs on the event loop: the slots are the loop's. ``submit`` with
+        ``new`` takes the slot over; ``release_launch_slot`` gives it back if the creation
+        failed."""
+        if self.queue is not None or not self.db.inline:
+            return False
+        try:
+            asyncio.get_running_loop()
+            self._provider(provider)
+        except (RuntimeError, ProviderNotConfigured):  # off the loop; a run bound to fail
+            return False
+        return self.slots.try_acquire(owner)
+
+    def release_launch_slot(self, owner: str) -> None:
+        self.slots.release(owner)
+
+    def submit(self, execution: Execution, *, new: bool = False, opened: bool = False) -> None:
         """Run ``execution`` here, from its last checkpoint if it has one; with a queue,
         queue it for whichever worker claims it first. ``new``: it was just created, so it
-        has no events yet (its channel opens without a read)."""
+        has no events yet (its channel opens without a read); ``opened``: created running
+        with its step 0, in the slot ``slot_at_launch`` took."""
         if self.queue is None:
             if new:
                 self.bus.begin(execution.id)
-            self._start(execution, new=new)
+            self._start(execution, new=new, opened=opened)
             return
         task = asyncio.create_task(self._dispatch(execution.id))
         self._dispatching[execution.id] = task
@@ -351,12 +382,18 @@ class Executor:
             except Exception:  # the lease is free: a worker's beat queues it again
                 log.exception("queueing %s failed", execution_id)
 
-    def _start(self, execution: Execution, paused: bool = False, new: bool = False) -> None:
-        """Start the run's task; ``new``: the execution was just created, as ``submit``."""
+    def _start(
+        self, execution: Execution, paused: bool = False, new: bool = False, opened: bool = False
+    ) -> None:
+        """Start the run's task; ``new`` and ``opened`` as ``submit`` says."""
         self.bus.fenced.discard(execution.id)  # refused while another worker held it before
         handle = RunHandle(execution.id, execution.owner_id)
         handle.started = execution.started_at is not None
         handle.new = new
+        handle.opened = handle.has_slot = opened
+        if opened:
+            handle.status = "running"
+            handle.unannounced = True  # once its task runs (``_run``), unless a status was
         self.handles[execution.id] = handle
         if paused:
             handle.running.clear()
@@ -519,6 +556,7 @@ class Executor:
     async def _set_status(self, handle: RunHandle, status: str, **fields: Any) -> None:
         async with handle.writing:
             handle.status = status
+            handle.unannounced = False  # this status is announced instead
             fields = {**handle.unwritten, **fields, "status": status}
             await self.db(store.update_execution, handle.execution_id, **fields)
             handle.unwritten = {}
@@ -578,6 +616,8 @@ class Executor:
 
     async def _interrupt(self, handle: RunHandle, reason: str, wait: float) -> None:
         handle.stop_reason = reason
+        if not handle.began:  # started this turn: let it begin, or it would end unwritten
+            await asyncio.sleep(0)
         if handle.task is not None and not handle.task.done():
             if not handle.finishing:
                 handle.task.cancel()
@@ -670,6 +710,10 @@ class Executor:
         limit = self.config.max_execution_seconds
         timeout = limit if execution.timeout is None else min(execution.timeout, limit)
         try:
+            handle.began = True
+            if handle.unannounced:  # stored running as it was created; no status since
+                handle.unannounced = False
+                self.bus.publish(handle.execution_id, "status", status="running")
             await self._admit(handle)
             if execution.session_id is not None:
                 await self._await_session(execution, handle)
@@ -691,9 +735,8 @@ class Executor:
                         workspace = await stack.enter_async_context(
                             sandbox_copy(workspace, self.config.workspace_quota_bytes)
                         )
-                    last = None if handle.new else await self.db(checkpoints.latest, execution.id)
-                    billed = None if last is None else await self.db(costs.billed, execution.id)
-                    if last is not None:  # no step 0 to come: its start is written now
+                    state, step, billed = await self._continue_from(handle, execution)
+                    if state is not None:  # no step 0 to come: its start is written now
                         await self._write_start(handle)
                     run = AgentRun(
                         execution,
@@ -707,8 +750,8 @@ class Executor:
                         ast_limits=self.config.ast_limits,
                         quota_bytes=self.config.workspace_quota_bytes,
                         gate=lambda: self._gate(handle),
-                        state=None if last is None else last.state,
-                        step=0 if last is None else last.step,
+                        state=state,
+                        step=step,
                         shell_limits=self.config.shell_limits,
                         db=self.db,
                         billed=billed,
@@ -780,6 +823,19 @@ class Executor:
                 if not handle.turn_ended:
                     await self.db(sessions.end_turn, execution.session_id, execution.id)
                 self._turns_changed()
+
+    async def _continue_from(
+        self, handle: RunHandle, execution: Execution
+    ) -> tuple[dict[str, Any] | None, int, tuple[int, int, float] | None]:
+        """Where the run goes on from: its state, step and usage so far. None for a new
+        run's state (its step 0 is to come); the step 0 stored with an ``opened`` one;
+        else its last checkpoint."""
+        if handle.opened:  # nothing to read back
+            return opening_state(execution.config, execution.task), 0, NOTHING_BILLED
+        last = None if handle.new else await self.db(checkpoints.latest, execution.id)
+        if last is None:
+            return None, 0, None
+        return last.state, last.step, await self.db(costs.billed, execution.id)
 
     async def _await_approval(self, handle: RunHandle, awaiting: AwaitingApproval) -> None:
         """The run stops for a person's decision: no slot, no task, no heartbeat; its last

@@ -8,6 +8,7 @@ from typing import Any
 
 from cadre.db_calls import DatabaseCalls
 from cadre.engine.executor import Executor
+from cadre.engine.run import opening_state
 from cadre.errors import Conflict
 from cadre.json_limits import check_size
 from storage import agents
@@ -33,7 +34,7 @@ def launch(
     """
     execution, new = create(executor, owner_id, agent_ref, body, idempotency_key)
     if new:
-        executor.submit(execution, new=True)
+        executor.submit(execution, new=True, opened=execution.status == "running")
     return execution
 
 
@@ -48,8 +49,8 @@ async def launch_async(
 ) -> Execution:
     """``launch`` with its database half sent through ``db`` (off the loop on PostgreSQL)."""
     execution, new = await db(create, executor, owner_id, agent_ref, body, idempotency_key)
-    if new:
-        executor.submit(execution, new=True)  # on the event loop: it starts the run's task
+    if new:  # on the event loop: it starts the run's task
+        executor.submit(execution, new=True, opened=execution.status == "running")
     return execution
 
 
@@ -60,7 +61,9 @@ def create(
     body: dict[str, Any],
     idempotency_key: str | None,
 ) -> tuple[Execution, bool]:
-    """The database half of ``launch``: the execution, and whether it is new (to submit)."""
+    """The database half of ``launch``: the execution, and whether it is new (to submit).
+    A new run that can start at once is stored running with its step 0, in the slot it
+    takes (``Executor.slot_at_launch``)."""
     check_size(body.get("inputs") or {}, executor.config.max_inputs_bytes, "body.inputs")
     agent = agents.get_agent(agent_ref, owner_id)
     digest = None  # what a retry with the same Idempotency-Key must match
@@ -78,19 +81,26 @@ def create(
     if agent.status != "active":
         raise Conflict(f"Agent '{agent.name}' is disabled.", error="agent_disabled")
     resolved = agents.resolve([agent])[0]
-    execution = store.create_execution(
-        owner=owner_id,
-        agent_id=agent.id,
-        agent_name=agent.name,
-        task=body["task"],
-        mode=body.get("mode", "safe"),
-        inputs=body.get("inputs") or {},
-        config=resolved.values,
-        provider=resolved.values["provider"],
-        model=resolved.values["model"],
-        cost_limit=body.get("cost_limit"),
-        timeout=body.get("timeout"),
-        idempotency_key=idempotency_key,
-        request_hash=digest,
-    )
-    return execution, True
+    fields = {
+        "owner": owner_id,
+        "agent_id": agent.id,
+        "agent_name": agent.name,
+        "task": body["task"],
+        "mode": body.get("mode", "safe"),
+        "inputs": body.get("inputs") or {},
+        "config": resolved.values,
+        "provider": resolved.values["provider"],
+        "model": resolved.values["model"],
+        "cost_limit": body.get("cost_limit"),
+        "timeout": body.get("timeout"),
+        "idempotency_key": idempotency_key,
+        "request_hash": digest,
+    }
+    if not executor.slot_at_launch(owner_id, resolved.values["provider"]):
+        return store.create_execution(**fields), True
+    try:  # it starts now: stored running, with its step 0
+        opening = opening_state(resolved.values, body["task"])
+        return store.create_execution(opening=opening, **fields), True
+    except BaseException:
+        executor.release_launch_slot(owner_id)
+        raise

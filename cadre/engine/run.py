@@ -162,6 +162,32 @@ def session_message(message: Message, run_id: str, model: str | None) -> dict[st
     return {"message_type": message.role, "content": content, "model": model, "run_id": run_id}
 
 
+def run_state(
+    messages: list[Message], pending: list[ToolCall], tally: Tally, awaiting: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What a checkpoint holds: enough to continue the run from there."""
+    return {
+        "messages": [message_state(m) for m in messages],
+        "pending": [call_state(c) for c in pending],
+        "tally": tally.state(),
+        "awaiting": awaiting,
+    }
+
+
+def opening_messages(config: dict[str, Any], task: str, history: list[Message]) -> list[Message]:
+    """The conversation a run starts from: the agent's instructions (``config``, the
+    execution's), a session's history (for its turns), then the task."""
+    instructions = config.get("instructions")
+    opening = [Message(role="system", content=instructions)] if instructions else []
+    return [*opening, *history, Message(role="user", content=task)]
+
+
+def opening_state(config: dict[str, Any], task: str) -> dict[str, Any]:
+    """Step 0 of a run that is no session turn: stored with the execution when it starts
+    as it is created (``cadre.engine.launch``), instead of by the run."""
+    return run_state(opening_messages(config, task, []), [], Tally(), None)
+
+
 def history_messages(rows: list[sessions.SessionMessage]) -> list[Message]:
     """A session's history as provider messages. A turn cut short may have left an
     assistant's tool calls without results (or the reverse): those calls are dropped,
@@ -261,12 +287,7 @@ class AgentRun:
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint of this run holds now."""
-        return {
-            "messages": [message_state(m) for m in self.messages],
-            "pending": [call_state(c) for c in self.pending],
-            "tally": self.tally.state(),
-            "awaiting": self.awaiting,
-        }
+        return run_state(self.messages, self.pending, self.tally, self.awaiting)
 
     async def _save(self, **parts: Any) -> None:
         """The next checkpoint, with what the step produced (``checkpoints.save_step``, one
@@ -278,16 +299,13 @@ class AgentRun:
         """Step 0: the conversation the run starts from (for a session turn, its whole
         history then the task, which the session stores as its next user message)."""
         execution = self.execution
-        instructions = execution.config.get("instructions")
-        if instructions:
-            self.messages.append(Message(role="system", content=instructions))
-        task = Message(role="user", content=execution.task)
+        history: list[Message] = []
         stored: list[dict[str, Any]] = []
         if execution.session_id is not None:
-            history = await self.db(sessions.history, execution.session_id)
-            self.messages.extend(history_messages(history))
+            history = history_messages(await self.db(sessions.history, execution.session_id))
+            task = Message(role="user", content=execution.task)
             stored.append(session_message(task, execution.id, None))
-        self.messages.append(task)
+        self.messages = opening_messages(execution.config, execution.task, history)
         async with self.start() as start:
             await self.db(
                 checkpoints.save_step,

@@ -248,45 +248,149 @@ class TestTerminalStates:
         assert [e["seq"] for e in stored] == list(range(1, len(stored) + 1))
 
 
-class TestStart:
-    """A run's start ("running", ``started_at``) is stored with its first checkpoint."""
+async def start_after_a_wait(executor: Executor, owner: str, agent: str, **echo: Any) -> str:
+    """Launch a run while the only slot (``max_concurrent=1``) is taken, then free it: the
+    run is created queued and starts through its gate."""
+    blocker = start(executor, owner, agent, tokens=1000, delay_ms=10)
+    execution = start(executor, owner, agent, **echo)
+    assert store.get_status(execution) == "queued"
+    await executor.control(blocker, "cancel")
+    return execution
 
-    async def test_a_new_run_stores_its_start_in_the_transaction_of_its_step_0(
-        self, make_executor, owner, agent, monkeypatch
+
+class TestStart:
+    """A run's start ("running", ``started_at``) is stored with its step 0: in the
+    transaction that creates it when it can start at once (SQLite), else in the one that
+    stores its first checkpoint."""
+
+    async def test_a_run_that_starts_at_once_is_created_running_with_its_step_0(
+        self, make_executor, owner, agent, database
     ):
         executor, bus = make_executor()
-        written: list[dict[str, Any]] = []
+        if not executor.db.inline:
+            pytest.skip("runs start at launch on SQLite, where launching runs on the loop")
+        statements: list[str] = []
+        database.connection().set_trace_callback(statements.append)
+        at_first_token = status_at_first_token(bus)
+        try:
+            execution = start(executor, owner, agent, tokens=3)
+            created = statements[:]
+            await finished(executor, execution)
+        finally:
+            database.connection().set_trace_callback(None)
+
+        created = created[created.index("BEGIN") :]  # after reading the agent
+        inserts = [s.split('"')[1] for s in created if s.startswith("INSERT")]
+        assert (created[0], inserts, created[-1]) == (
+            "BEGIN",
+            ["execution", "row_count", "checkpoint"],
+            "COMMIT",
+        )
+        assert "'running'" in next(s for s in created if s.startswith('INSERT INTO "execution"'))
+        writes = [s.split()[:3] for s in statements if s.split()[0] in ("UPDATE", "BEGIN")]
+        assert writes == [["BEGIN"], ["BEGIN"], ["UPDATE", '"execution"', "SET"]]  # its end
+        assert [c.step for c in checkpoints.list_checkpoints(execution, 10, 0)[0]] == [0, 1]
+        row = store.get_execution(execution, None)
+        assert row.status == "completed" and row.started_at <= row.completed_at
+        assert at_first_token == {execution: "running"}
+        assert bus.of(execution)[:2] == [("status", "queued"), ("status", "running")]
+        assert executor.slots.total == 0
+
+    async def test_a_run_that_waited_stores_its_start_in_the_transaction_of_its_step_0(
+        self, make_executor, owner, agent, monkeypatch
+    ):
+        executor, bus = make_executor(max_concurrent=1)
+        written: list[tuple[str, dict[str, Any]]] = []
         update = store.update_execution
         monkeypatch.setattr(
             store,
             "update_execution",
-            lambda i, **fields: (written.append(fields), update(i, **fields)),
+            lambda i, **fields: (written.append((i, fields)), update(i, **fields)),
         )
-        saved: list[tuple[int | None, dict[str, Any]]] = []  # (step, fields it fenced with)
+        saved: list[tuple[str, int | None, dict[str, Any]]] = []  # with the fields it fenced
         save = checkpoints.save_step
         monkeypatch.setattr(
             checkpoints,
             "save_step",
             lambda e, step, state, **parts: (
-                saved.append((step, parts.get("totals") or {})),
+                saved.append((e.id, step, parts.get("totals") or {})),
                 save(e, step, state, **parts),
             )[1],
         )
         at_first_token = status_at_first_token(bus)
-        execution = start(executor, owner, agent, tokens=3)
+        execution = await start_after_a_wait(executor, owner, agent, tokens=3)
         await finished(executor, execution)
 
-        assert [fields for fields in written if "status" in fields] == []  # none of its own
-        assert saved[0][0] == 0 and saved[0][1]["status"] == "running"
+        own = [fields for i, fields in written if i == execution and "status" in fields]
+        assert own == []  # no status write of its own
+        steps = [(step, fenced) for i, step, fenced in saved if i == execution]
+        assert steps[0][0] == 0 and steps[0][1]["status"] == "running"
         row = store.get_execution(execution, None)
-        assert row.started_at == saved[0][1]["started_at"] <= row.completed_at
-        assert at_first_token == {execution: "running"}
+        assert row.started_at == steps[0][1]["started_at"] <= row.completed_at
+        assert at_first_token[execution] == "running"
         assert bus.of(execution)[:2] == [("status", "queued"), ("status", "running")]
+
+    async def test_a_run_paused_before_its_task_runs_is_announced_as_it_is_stored(
+        self, make_executor, owner, agent
+    ):
+        executor, bus = make_executor()
+        if not executor.db.inline:
+            pytest.skip("runs start at launch on SQLite, where launching runs on the loop")
+        execution = start(executor, owner, agent, tokens=2)
+        await executor.control(execution, "pause")  # before its task's first step
+        await until(lambda: ("status", "paused") in bus.of(execution))
+        assert store.get_status(execution) == "paused"
+        assert executor.slots.total == 0
+
+        await executor.control(execution, "resume")
+        await finished(executor, execution)
+        assert bus.of(execution) == [
+            ("status", "queued"),
+            ("status", "paused"),
+            ("status", "running"),
+            ("token", None),
+            ("token", None),
+            ("usage", None),
+            ("complete", "completed"),
+        ]
+
+    async def test_a_run_cancelled_before_its_task_runs_ends_cancelled_and_frees_its_slot(
+        self, make_executor, owner, agent
+    ):
+        executor, bus = make_executor(max_concurrent=1)
+        execution = start(executor, owner, agent, tokens=2)
+        await executor.control(execution, "cancel")  # on SQLite: before its task's first step
+        await finished(executor, execution)
+
+        assert store.get_status(execution) == "cancelled"
+        assert bus.of(execution)[-1] == ("complete", "cancelled")
+        assert executor.slots.total == 0
+        after = start(executor, owner, agent, tokens=1)  # the slot is free again
+        await finished(executor, after)
+        assert store.get_status(after) == "completed"
+
+    async def test_a_launch_that_fails_to_store_its_run_gives_its_slot_back(
+        self, make_executor, owner, agent, monkeypatch
+    ):
+        executor, _ = make_executor(max_concurrent=1)
+
+        def conflict(**fields):
+            raise Conflict("An execution with this Idempotency-Key is being created.")
+
+        monkeypatch.setattr(store, "create_execution", conflict)
+        with pytest.raises(Conflict):
+            start(executor, owner, agent, tokens=1)
+        monkeypatch.undo()
+
+        assert executor.slots.total == 0
+        execution = start(executor, owner, agent, tokens=1)
+        await finished(executor, execution)
+        assert store.get_status(execution) == "completed"
 
     async def test_a_pause_while_step_0_is_written_is_not_overwritten_by_the_start(
         self, make_executor, owner, agent
     ):
-        executor, bus = make_executor()
+        executor, bus = make_executor(max_concurrent=1)
         calls = executor.db
         step_0 = asyncio.Event()
         writing = asyncio.Event()
@@ -299,7 +403,7 @@ class TestStart:
 
         slow_step_0.inline = calls.inline  # type: ignore[attr-defined]
         executor.db = slow_step_0  # type: ignore[assignment]
-        execution = start(executor, owner, agent, tokens=3)
+        execution = await start_after_a_wait(executor, owner, agent, tokens=3)
         await asyncio.wait_for(writing.wait(), 10)
         pausing = asyncio.create_task(executor.control(execution, "pause"))
         await asyncio.sleep(0.05)  # the pause is under way: it waits for step 0's write
