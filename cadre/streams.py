@@ -28,6 +28,7 @@ from cadre.engine.events import Event, EventBus, Frame, encode
 from cadre.engine.launch import launch_async
 from cadre.errors import CadreError, RateLimited, Unauthorized, excerpt
 from cadre.services import Services
+from cadre.ticker import Ticker
 from storage import executions as store
 
 POLICY_VIOLATION = 1008
@@ -312,15 +313,14 @@ async def _until_one_returns(*coroutines: Coroutine[Any, Any, None]) -> None:
         task.result()
 
 
-async def _relay(websocket: WebSocket, execution_id: str, after: int) -> None:
+async def _relay(websocket: WebSocket, execution_id: str, after: int, ticker: Ticker) -> None:
     """Send events until ``complete`` while obeying commands; stop if the client leaves."""
     current = _services(websocket)
     ended: list[str] = []  # the status ``complete`` reported
 
     async def send_events() -> None:
-        async for batch in current.bus.follow(
-            execution_id, after, keepalive=current.settings.stream_keepalive_seconds
-        ):
+        # No keepalive batches: a WebSocket is kept alive by uvicorn's pings.
+        async for batch in current.bus.follow(execution_id, after):
             for event, text in coalesced(batch):
                 await websocket.send_text(text)
                 if event["type"] == "complete":
@@ -360,9 +360,9 @@ async def _relay(websocket: WebSocket, execution_id: str, after: int) -> None:
 
     async def recheck_token() -> None:
         """Close with 1008 once the token expires, the account is disabled or the login
-        revoked (``token_problem``)."""
+        revoked (``token_problem``): checked on each of the streams' shared ticks."""
         while True:
-            await asyncio.sleep(TOKEN_RECHECK_SECONDS)
+            await ticker.tick()
             if await _closed_for_token(websocket, fresh=False):
                 return
 
@@ -392,7 +392,7 @@ async def _closed_for_token(websocket: WebSocket, *, fresh: bool) -> bool:
     return True
 
 
-async def agent_stream(websocket: WebSocket, validator: CompiledSchema) -> None:
+async def agent_stream(websocket: WebSocket, validator: CompiledSchema, ticker: Ticker) -> None:
     """``/api/v1/agents/{agent_id}/stream``: send a task, get its execution's events."""
     user = await _authenticate(websocket, "executions:write")
     if user is None:
@@ -427,10 +427,10 @@ async def agent_stream(websocket: WebSocket, validator: CompiledSchema) -> None:
     except CadreError as exc:
         await _protocol_error(websocket, exc, NOT_FOUND if exc.status == 404 else INVALID_PAYLOAD)
         return
-    await _relay(websocket, execution.id, 0)
+    await _relay(websocket, execution.id, 0, ticker)
 
 
-async def execution_stream(websocket: WebSocket) -> None:
+async def execution_stream(websocket: WebSocket, ticker: Ticker) -> None:
     """``/api/v1/executions/{execution_id}/stream?after=SEQ``: replay, then live."""
     user = await _authenticate(websocket, "executions:read")
     if user is None:
@@ -449,7 +449,7 @@ async def execution_stream(websocket: WebSocket) -> None:
     except CadreError as exc:
         await _protocol_error(websocket, exc, NOT_FOUND)
         return
-    await _relay(websocket, execution.id, after)
+    await _relay(websocket, execution.id, after, ticker)
 
 
 def routes(spec: dict[str, Any]) -> list[WebSocketRoute]:
@@ -457,11 +457,15 @@ def routes(spec: dict[str, Any]) -> list[WebSocketRoute]:
     validator = CompiledSchema(
         {**spec["components"]["schemas"]["ExecuteRequest"], "components": spec["components"]}
     )
+    ticker = Ticker(TOKEN_RECHECK_SECONDS)  # the token rechecks of all the app's streams
 
     async def agent_stream_route(websocket: WebSocket) -> None:
-        await agent_stream(websocket, validator)
+        await agent_stream(websocket, validator, ticker)
+
+    async def execution_stream_route(websocket: WebSocket) -> None:
+        await execution_stream(websocket, ticker)
 
     return [
         WebSocketRoute("/api/v1/agents/{agent_id}/stream", agent_stream_route),
-        WebSocketRoute("/api/v1/executions/{execution_id}/stream", execution_stream),
+        WebSocketRoute("/api/v1/executions/{execution_id}/stream", execution_stream_route),
     ]
