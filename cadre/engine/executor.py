@@ -345,8 +345,8 @@ class Executor:
         stored running with its step 0 in the transaction that creates it, one transaction
         (and one rewrite of its row) less. Only on SQLite without a queue, where the
         creation runs on the event loop: the slots are the loop's. ``submit`` with
-        ``new`` takes the slot over; ``release_launch_slot`` gives it back if the creation
-        failed."""
+        ``opened`` hands the slot to the run; ``release_launch_slot`` gives it back if the
+        creation failed."""
         if self.queue is not None or not self.db.inline:
             return False
         try:
