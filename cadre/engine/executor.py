@@ -736,7 +736,7 @@ class Executor:
                             sandbox_copy(workspace, self.config.workspace_quota_bytes)
                         )
                     state, step, billed = await self._continue_from(handle, execution)
-                    if state is not None:  # no step 0 to come: its start is written now
+                    if state is not None and handle.unwritten:  # no step 0 to store it
                         await self._write_start(handle)
                     run = AgentRun(
                         execution,
