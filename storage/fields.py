@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,8 @@ class UTCDateTimeField(peewee.DateTimeField):
         if type(value) is str:  # text is parsed first, as Peewee does
             value = self.adapt(value)
         if isinstance(value, datetime):
+            if value.tzinfo is UTC:  # ``utcnow()``: every row an execution writes has some
+                return _naive_utc_text(value)
             if value.tzinfo is not None:
                 value = value.astimezone(UTC).replace(tzinfo=None)
             return value.isoformat(" ")
@@ -46,6 +49,18 @@ class UTCDateTimeField(peewee.DateTimeField):
         if isinstance(value, datetime) and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+def _naive_utc_text(value: datetime) -> str:
+    """``value``'s ``isoformat(" ")`` without its zone, the date and time of day formatted
+    once a second (``isoformat`` formats each number with C's ``sprintf``)."""
+    text = _second_text(value.year, value.month, value.day, value.hour, value.minute, value.second)
+    return f"{text}.{value.microsecond:06d}" if value.microsecond else text
+
+
+@functools.lru_cache(maxsize=4)
+def _second_text(year: int, month: int, day: int, hour: int, minute: int, second: int) -> str:
+    return f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
 
 
 def json_text(value: Any) -> str:

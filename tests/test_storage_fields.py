@@ -1,15 +1,18 @@
 """UTCDateTimeField: aware datetimes in Python, the same naive-UTC column values as before.
-JSONField: compact JSON text, whatever orjson refuses written by the standard library."""
+JSONField: compact JSON text, whatever orjson refuses written by the standard library.
+Event timestamps: RFC 3339 UTC text."""
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import peewee
 import pytest
 
 from storage.fields import JSONField
+from storage.ids import utcnow_text
 from storage.users import User, create_user
 
 
@@ -52,6 +55,7 @@ def test_comparisons_in_queries_accept_aware_values(owner: User):
     "value",
     [
         datetime(2026, 1, 2, 10, 0, 0, 123456, tzinfo=UTC),
+        datetime(2026, 1, 2, 10, 0, tzinfo=UTC),  # no fraction, as ``isoformat`` writes it
         datetime(2026, 1, 2, 12, 0, tzinfo=timezone(timedelta(hours=2))),
         datetime(2026, 1, 2, 10, 0),  # naive: UTC
         "2026-01-02 10:00:00",  # text: parsed, then written the same way
@@ -85,3 +89,20 @@ def test_json_nan_and_infinity_are_stored_as_null_which_is_valid_json():
     text = JSONField().db_value({"score": float("nan"), "limit": float("inf")})
 
     assert json.loads(text) == {"score": None, "limit": None}
+
+
+def test_utc_values_of_any_second_are_written_as_isoformat_writes_them():
+    start = datetime(2026, 12, 31, 23, 59, 58, 999_999, tzinfo=UTC)
+    for step in range(0, 3_000_001, 250_001):  # across seconds, a day, a year
+        value = start + timedelta(microseconds=step)
+        expected = value.replace(tzinfo=None).isoformat(" ")
+        assert User.created_at.db_value(value) == expected
+
+
+def test_event_timestamps_are_now_in_rfc3339_utc_with_microseconds():
+    before = datetime.now(UTC)
+    text = utcnow_text()
+    after = datetime.now(UTC)
+
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", text)
+    assert before <= datetime.fromisoformat(text.replace("Z", "+00:00")) <= after

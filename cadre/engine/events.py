@@ -14,13 +14,13 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from cadre.db_calls import DatabaseCalls
 from storage import executions as store
+from storage.ids import utcnow_text
 
 if TYPE_CHECKING:  # Redis's client loads only when CADRE_REDIS_URL is set
     from cadre.engine.fanout import Fanout
@@ -289,7 +289,7 @@ class EventBus:
             "type": type_,
             "execution_id": execution_id,
             "seq": seq,
-            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "timestamp": utcnow_text(),
             **data,
         }
         text = encode(event)
