@@ -71,7 +71,7 @@ class Execution(BaseModel):
     completed_at = UTCDateTimeField(null=True)
 
     class Meta:
-        indexes = ((("owner", "idempotency_key"), True), (("owner", "created_at", "id"), False))
+        indexes = ((("owner", "created_at", "id"), False),)
 
     @property
     def usage(self) -> dict[str, Any]:
@@ -87,7 +87,17 @@ class Execution(BaseModel):
         }
 
 
-# Only a session's turns are looked up by session: the others stay out of the index.
+# Only executions created with an Idempotency-Key are looked up by it, and only a
+# session's turns by session: the others stay out of these indexes (migrations 0011, 0013).
+Execution.add_index(
+    Execution.index(
+        Execution.owner,
+        Execution.idempotency_key,
+        unique=True,
+        where=Execution.idempotency_key.is_null(False),
+        name="execution_owner_id_idempotency_key",
+    )
+)
 Execution.add_index(
     Execution.index(
         Execution.session_id,
@@ -98,7 +108,8 @@ Execution.add_index(
 
 
 class ExecutionEvent(BaseModel):
-    # Found by the unique (execution, seq) index below: no index of its own.
+    # Keyed by (execution, seq), as every read finds them (on SQLite a ``WITHOUT ROWID``
+    # table: migration 0013): no index of its own.
     execution = peewee.ForeignKeyField(
         Execution, backref="events", on_delete="CASCADE", index=False
     )
@@ -108,7 +119,7 @@ class ExecutionEvent(BaseModel):
     created_at = UTCDateTimeField(default=utcnow)
 
     class Meta:
-        indexes = ((("execution", "seq"), True),)
+        primary_key = peewee.CompositeKey("execution", "seq")
 
 
 def create_execution(*, opening: dict[str, Any] | None = None, **fields: Any) -> Execution:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import peewee
+import pytest
 from playhouse.migrations import Runner
 from playhouse.schema_diff import diff_models
 
@@ -11,7 +12,12 @@ from storage.agents import Agent
 from storage.checkpoints import Checkpoint
 from storage.costs import CostRecord
 from storage.counts import RowCount
-from storage.executions import Execution, ExecutionEvent
+from storage.executions import (
+    Execution,
+    ExecutionEvent,
+    events_after,
+    last_seq,
+)
 from storage.jobs import Allocation, Job, QuotaUsage, Worker
 from storage.sessions import Session, SessionMessage, SessionTemplate, SessionToolCall
 from storage.users import RefreshToken, User
@@ -125,4 +131,60 @@ def test_upgrade_counts_existing_sessions_and_sums_existing_costs(tmp_path):
     assert (counts.count("usr_1", "session"), counts.count("usr_2", "session")) == (3, 0)
     assert (counts.count("usr_1", "cost"), counts.amount("usr_1", "cost")) == (2, 0.625)
     assert (counts.count("usr_2", "cost"), counts.amount("usr_2", "cost")) == (1, 0.25)
+    database.close()
+
+
+def _execution(execution_id: str, idempotency_key: str | None = None) -> None:
+    Execution.create(
+        id=execution_id,
+        owner="usr_1",
+        agent_id="agent_1",
+        agent_name="a",
+        task="t",
+        mode="safe",
+        inputs={},
+        config={},
+        provider="echo",
+        model="echo",
+        idempotency_key=idempotency_key,
+    )
+
+
+def test_upgrade_keys_events_by_execution_and_seq_and_keeps_them(tmp_path):
+    database = _database(tmp_path)
+    runner = Runner(database, directory=str(db.MIGRATIONS_DIR))
+    runner.up(target="0012_no_agent_or_created_at_indexes")
+    User.create(id="usr_1", email="a@b.co", username="a", password_hash="x")
+    _execution("exec_1", idempotency_key="k")
+    _execution("exec_2")
+    for execution_id, seq in (("exec_1", 2), ("exec_2", 1), ("exec_1", 1)):
+        database.execute_sql(
+            'INSERT INTO "execution_event" ("execution_id", "seq", "type", "data", "created_at")'
+            f" VALUES ('{execution_id}', {seq}, 'token', '{{\"seq\": {seq}}}', '2026-01-01')"
+        )
+
+    db.migrate(database)
+
+    assert "id" not in [column.name for column in database.get_columns("execution_event")]
+    assert [row.data for row in events_after("exec_1", 0, 10)] == [{"seq": 1}, {"seq": 2}]
+    assert last_seq("exec_2") == 1
+    with pytest.raises(peewee.IntegrityError), database.atomic():
+        ExecutionEvent.insert(execution="exec_1", seq=2, type="token", data={}).execute()
+    _execution("exec_3")  # executions without a key are not in the key's index
+    with pytest.raises(peewee.IntegrityError), database.atomic():
+        _execution("exec_4", idempotency_key="k")  # and a key is still unique per owner
+    database.close()
+
+
+def test_an_execution_found_by_its_idempotency_key_uses_the_partial_index(tmp_path):
+    if TEST_DATABASE_URL:
+        pytest.skip("SQLite's plan: PostgreSQL plans a table this small with a scan")
+    database = _database(tmp_path)
+    db.migrate(database)
+    query = Execution.select().where(
+        (Execution.owner == "usr_1") & (Execution.idempotency_key == "k")
+    )
+    sql, params = query.sql()
+    plan = " ".join(row[-1] for row in database.execute_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert "USING INDEX execution_owner_id_idempotency_key" in plan
     database.close()
