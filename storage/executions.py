@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -76,15 +76,21 @@ class Execution(BaseModel):
     @property
     def usage(self) -> dict[str, Any]:
         """Tokens, cost and timings, as the API's ``Usage`` reports them."""
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "cost_usd": self.cost_usd,
-            "currency": "USD",
-            "latency_ms": self.latency_ms,
-            "time_to_first_token_ms": self.time_to_first_token_ms,
-        }
+        return usage_report(self.__data__)
+
+
+def usage_report(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``Execution.usage`` of an execution's column ``values`` (by field name)."""
+    prompt_tokens, completion_tokens = values["prompt_tokens"], values["completion_tokens"]
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "cost_usd": values["cost_usd"],
+        "currency": "USD",
+        "latency_ms": values.get("latency_ms"),
+        "time_to_first_token_ms": values.get("time_to_first_token_ms"),
+    }
 
 
 # Only executions created with an Idempotency-Key are looked up by it, and only a

@@ -750,6 +750,7 @@ class Executor:
                         ast_limits=self.config.ast_limits,
                         quota_bytes=self.config.workspace_quota_bytes,
                         gate=lambda: self._gate(handle),
+                        gate_open=lambda: handle.has_slot and handle.running.is_set(),
                         state=state,
                         step=step,
                         shell_limits=self.config.shell_limits,
@@ -938,11 +939,8 @@ class Executor:
         }
         if usage is None:
             await self.bus.drain()  # the usage it streamed is stored: read now
-            execution = await self.db(store.Execution.get_by_id, execution_id)
-        else:  # the totals it ran up: not read back, so its pending events go with the end
-            execution = store.Execution(**usage)
-        for name, value in fields.items():  # as stored below: the cost and usage reported
-            setattr(execution, name, value)
+            usage = (await self.db(store.Execution.get_by_id, execution_id)).usage
+        # else the totals it ran up: not read back, so its pending events go with the end
         await self.bus.attach(execution_id)
         self.bus.hold(execution_id)
         if error is not None:
@@ -953,8 +951,8 @@ class Executor:
             status=status,
             stop_reason=stop_reason,
             result=result,
-            cost=execution.cost_usd,
-            usage=execution.usage,
+            cost=usage["cost_usd"],
+            usage=store.usage_report(usage),
         )
         self.bus.progress(execution_id, **fields)  # written with those events
         await self.bus.drain()

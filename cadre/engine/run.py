@@ -230,6 +230,7 @@ class AgentRun:
         max_steps: int,
         max_tokens: int,
         gate: Callable[[], Awaitable[None]],
+        gate_open: Callable[[], bool] = lambda: False,
         state: dict[str, Any] | None = None,
         step: int = 0,
         path_limits: PathLimits = DEFAULT_PATH_LIMITS,
@@ -240,9 +241,12 @@ class AgentRun:
         billed: tuple[int, int, float] | None = None,
         start: Callable[[], AbstractAsyncContextManager[dict[str, Any]]] | None = None,
     ) -> None:
-        """``billed``: ``costs.billed`` of the execution, read by the caller through ``db``
-        (read here when not given). ``start``: the run's start (its status and
-        ``started_at``) if not yet stored, for step 0 to store with its checkpoint."""
+        """``gate``: waits out a pause (or for a slot) between two events; ``gate_open``:
+        True when it would return at once, checked first after each token, where making
+        the coroutine cost more. ``billed``: ``costs.billed`` of the execution, read by the
+        caller through ``db`` (read here when not given). ``start``: the run's start (its
+        status and ``started_at``) if not yet stored, for step 0 to store with its
+        checkpoint."""
         self.execution = execution
         self.db = db or bus.db
         self.bus = bus
@@ -255,6 +259,7 @@ class AgentRun:
         self.ast_limits = ast_limits
         self.quota_bytes = quota_bytes
         self.gate = gate
+        self.gate_open = gate_open
         self.start = start or (lambda: nullcontext({}))
         self.shell_limits = shell_limits
         self.tally = Tally()
@@ -402,7 +407,8 @@ class AgentRun:
                     streamed += 1  # read by the bus when it stores the token (``track``)
                     parts.append(event.text)
                     self.publish("token", content=event.text)
-                    await self.gate()
+                    if not self.gate_open():
+                        await self.gate()
                 elif isinstance(event, ToolCallRequested):
                     calls.append(event.call)
                 elif isinstance(event, UsageReport):
