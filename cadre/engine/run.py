@@ -248,6 +248,9 @@ class AgentRun:
         status and ``started_at``) if not yet stored, for step 0 to store with its
         checkpoint."""
         self.execution = execution
+        # Read for every event: kept as plain attributes, not Peewee's field descriptors.
+        self.execution_id: str = execution.id
+        self.cost_limit: float | None = execution.cost_limit
         self.db = db or bus.db
         self.bus = bus
         self.provider = provider
@@ -323,7 +326,7 @@ class AgentRun:
         self.started = True
 
     def publish(self, type_: str, **data: Any) -> None:
-        self.bus.publish(self.execution.id, type_, **data)
+        self.bus.publish(self.execution_id, type_, **data)
 
     async def run(self) -> dict[str, Any]:
         """Turns until the model answers without asking for tools; returns the result."""
@@ -394,13 +397,14 @@ class AgentRun:
         usage: UsageReport | None = None
         streamed = 0
         completed = False
+        limited = self.cost_limit is not None  # else every token is within the budget
         stream = self.provider.stream(request)
-        self.bus.track(self.execution.id, lambda: self._usage_so_far(prompt_tokens, streamed))
+        self.bus.track(self.execution_id, lambda: self._usage_so_far(prompt_tokens, streamed))
         self.streaming = True
         try:
             async for event in stream:
                 if isinstance(event, TextDelta):
-                    if not self._within_budget(prompt_tokens, streamed + 1):
+                    if limited and not self._within_budget(prompt_tokens, streamed + 1):
                         raise self._over_budget()  # before the token is seen by anyone
                     if self.tally.first_token_at is None:
                         self.tally.first_token_at = time.monotonic()
@@ -417,7 +421,7 @@ class AgentRun:
         except ProviderError as exc:
             raise Stop("provider_error", exc.message) from exc
         finally:
-            self.bus.drop_progress(self.execution.id)
+            self.bus.drop_progress(self.execution_id)
             with suppress(Exception):
                 await stream.aclose()
             if usage is None and streamed:  # cut short: the prompt as counted, what streamed
@@ -432,7 +436,7 @@ class AgentRun:
         self.streaming = False
         # Reconciled with what the provider billed: a run never goes on past its limit,
         # nor completes with an answer the budget cut short.
-        limit = self.execution.cost_limit
+        limit = self.cost_limit
         if limit is not None and self.tally.cost_usd > limit:
             raise self._over_budget()
         if capped and usage is not None and usage.completion_tokens >= max_tokens:
@@ -458,7 +462,7 @@ class AgentRun:
 
     def _within_budget(self, prompt_tokens: int, completion_tokens: int) -> bool:
         """Whether the run's cost after a call of that many tokens is within its limit."""
-        limit = self.execution.cost_limit
+        limit = self.cost_limit
         if limit is None:  # checked for every token: the price is looked up only when needed
             return True
         price = self._price()
@@ -470,7 +474,7 @@ class AgentRun:
     def _affordable(self, prompt_tokens: int) -> int:
         """The call's ``max_tokens``: the setting's, or fewer if the budget pays for fewer."""
         price = self._price()
-        limit = self.execution.cost_limit
+        limit = self.cost_limit
         if limit is None or price is None:
             return self.max_tokens
         if not self._within_budget(prompt_tokens, 1):
@@ -486,7 +490,7 @@ class AgentRun:
     def _over_budget(self) -> Stop:
         return Stop(
             "cost_limit_exceeded",
-            f"Stopped: continuing would pass the cost limit of {self.execution.cost_limit} USD.",
+            f"Stopped: continuing would pass the cost limit of {self.cost_limit} USD.",
         )
 
     async def _account(self, usage: UsageReport | None, answer: Message | None) -> None:
