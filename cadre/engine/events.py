@@ -32,6 +32,7 @@ Frame = tuple[Event, str]  # an event and its JSON text, encoded once for every 
 DEFAULT_HISTORY = 32
 BUSY_BATCH = 64  # events in a batch that show a busy bus: the next one waits longer
 READ_BATCH = 500
+GATHER_TURNS = 4  # see ``_while_growing``
 
 
 def encode(event: Event) -> str:
@@ -374,9 +375,7 @@ class EventBus:
                     if not await channel.wait(keepalive):
                         yield []
                     else:
-                        # One turn of the loop before reading: the events published by the
-                        # tasks that run in it go out in this batch, not one batch each.
-                        await asyncio.sleep(0)
+                        await _while_growing(channel)
                     continue
             held = None
             if live:
@@ -440,6 +439,20 @@ class EventBus:
             if keepalive is not None and idle >= keepalive:
                 idle = 0.0
                 yield []
+
+
+async def _while_growing(channel: Channel) -> None:
+    """Turns of the loop before a woken subscriber reads, while each brings the channel
+    more events (at most ``GATHER_TURNS``): events published back to back (a provider
+    that streams faster than they are sent) go out in one batch, their tokens in one
+    frame, instead of a frame each; a turn that brings none ends the wait, so events
+    published apart go out at once."""
+    seen = channel.last_seq
+    for _ in range(GATHER_TURNS):
+        await asyncio.sleep(0)
+        if channel.last_seq == seen:
+            return
+        seen = channel.last_seq
 
 
 def _through_complete(batch: list[Frame]) -> tuple[list[Frame], bool]:

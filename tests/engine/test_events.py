@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cadre.engine.events import BUSY_BATCH, Event, EventBus
+from cadre.engine.events import BUSY_BATCH, GATHER_TURNS, Event, EventBus
 from storage import executions as store
 
 
@@ -271,4 +271,58 @@ async def test_waiting_subscribers_share_one_timer_per_channel(execution_id: str
     assert len(timers) == 1  # the deadlines only moved later: the first timer stands
     for waiter in waiters:
         waiter.cancel()
+    await bus.close(execution_id)
+
+
+async def publish_one_a_turn(bus: EventBus, execution_id: str, count: int) -> None:
+    """A provider streaming faster than events are sent: a token each turn of the loop."""
+    for i in range(count):
+        bus.publish(execution_id, "token", content=str(i))
+        await asyncio.sleep(0)
+
+
+async def test_events_published_in_consecutive_turns_go_out_in_one_batch(execution_id: str):
+    bus = EventBus()
+    bus.publish(execution_id, "status", status="running")
+    batches = bus.follow(execution_id, after=1)
+    first = asyncio.ensure_future(anext(batches))
+    await asyncio.sleep(0)  # it waits for the next event
+
+    await publish_one_a_turn(bus, execution_id, GATHER_TURNS + 1)
+
+    assert [event["content"] for event, _ in await first] == [
+        str(i) for i in range(GATHER_TURNS + 1)
+    ]
+    await bus.close(execution_id)
+
+
+async def test_gathering_a_batch_stops_after_its_turns_while_events_keep_coming(
+    execution_id: str,
+):
+    bus = EventBus()
+    bus.publish(execution_id, "status", status="running")
+    batches = bus.follow(execution_id, after=1)
+    first = asyncio.ensure_future(anext(batches))
+    await asyncio.sleep(0)
+
+    publishing = asyncio.ensure_future(publish_one_a_turn(bus, execution_id, 50))
+    batch = await first
+
+    assert len(batch) <= GATHER_TURNS + 1  # sent while the stream goes on
+    await publishing
+    await bus.close(execution_id)
+
+
+async def test_an_event_published_alone_goes_out_after_one_quiet_turn(execution_id: str):
+    bus = EventBus()
+    bus.publish(execution_id, "status", status="running")
+    batches = bus.follow(execution_id, after=1)
+    first = asyncio.ensure_future(anext(batches))
+    await asyncio.sleep(0)
+
+    bus.publish(execution_id, "token", content="alone")
+    for _ in range(3):  # woken, one turn that brings nothing, read
+        await asyncio.sleep(0)
+
+    assert first.done() and [event["content"] for event, _ in first.result()] == ["alone"]
     await bus.close(execution_id)
